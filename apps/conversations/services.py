@@ -1,0 +1,66 @@
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.conversations.models import ChatSession, Message
+
+
+@transaction.atomic
+def session_create(*, user, character) -> ChatSession:
+    """Start a new conversation; the character's greeting is its first message."""
+    session = ChatSession.objects.create(user=user, character=character)
+    if character.greeting:
+        Message.objects.create(session=session, role=Message.Role.ASSISTANT, content=character.greeting)
+    return session
+
+
+def session_open(*, user, character) -> ChatSession:
+    """The user's latest live conversation with `character`, or a new one."""
+    session = (
+        ChatSession.objects.filter(user=user, character=character, deleted_at__isnull=True)
+        .order_by("-updated_at")
+        .first()
+    )
+    return session or session_create(user=user, character=character)
+
+
+def session_soft_delete(*, session: ChatSession) -> None:
+    if session.deleted_at is None:
+        session.deleted_at = timezone.now()
+        session.save(update_fields=["deleted_at"])
+
+
+@transaction.atomic
+def turn_start(*, session: ChatSession, content: str) -> Message:
+    """Save the user's message (before any job is queued) and touch the session."""
+    message = Message.objects.create(session=session, role=Message.Role.USER, content=content)
+    fields = {"updated_at": timezone.now()}
+    if not session.title:
+        fields["title"] = content[:80]
+    ChatSession.objects.filter(pk=session.pk).update(**fields)
+    return message
+
+
+def turn_finish(
+    *,
+    turn_id: uuid.UUID | str,
+    session_id: uuid.UUID | str,
+    content: str,
+    emotion: str,
+    status: str,
+    timings: dict,
+) -> Message:
+    """Save the character's reply for a turn. Idempotent: the turn id is the message id."""
+    message, _ = Message.objects.get_or_create(
+        id=turn_id,
+        defaults={
+            "session_id": session_id,
+            "role": Message.Role.ASSISTANT,
+            "content": content,
+            "emotion": emotion,
+            "status": status,
+            "timings": timings,
+        },
+    )
+    return message

@@ -1,0 +1,72 @@
+"""What the socket does, as plain synchronous functions the consumer calls off the event loop."""
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from apps.accounts.services import token_authenticate
+from apps.characters.models import Character
+from apps.characters.selectors import character_get_for_chat
+from apps.conversations.models import ChatSession, Message
+from apps.conversations.services import session_create, session_open, turn_finish, turn_start
+from workers.dispatch import enqueue
+from workers.llm.tasks import llm_reply
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Who is talking with which character in which session (what a socket holds)."""
+
+    user_id: int
+    is_staff: bool
+    character: Character
+    session: ChatSession
+
+
+def socket_token_user(*, key: str):
+    """(user, token) for a live API token, or (None, None)."""
+    token = token_authenticate(key=key)
+    return (token.user, token) if token else (None, None)
+
+
+def conversation_open(*, user, character_name: str, new_session: bool = False) -> Conversation | None:
+    """Open the user's latest session with the named character (or a new one); None if unknown."""
+    character = character_get_for_chat(name=character_name, include_unpublished=user.is_staff)
+    if character is None:
+        return None
+    session = session_create(user=user, character=character) if new_session else session_open(
+        user=user, character=character
+    )
+    return Conversation(user_id=user.pk, is_staff=user.is_staff, character=character, session=session)
+
+
+def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, text_deltas: bool) -> str:
+    """Save the user's message, then queue the reply job once the row is committed. Returns the turn id."""
+    turn_id = str(uuid.uuid4())
+    with transaction.atomic():
+        turn_start(session=session, content=content)
+        transaction.on_commit(
+            lambda: enqueue(
+                llm_reply,
+                turn_id=turn_id,
+                session_id=str(session.pk),
+                reply_channel=reply_channel,
+                text_deltas=text_deltas,
+                submitted_at=time.time(),
+            )
+        )
+    return turn_id
+
+
+def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
+    """Record a turn the worker never finished (e.g. it went silent)."""
+    return turn_finish(
+        turn_id=turn_id,
+        session_id=session_id,
+        content="",
+        emotion="neutral",
+        status=Message.Status.FAILED,
+        timings={"error": reason},
+    )

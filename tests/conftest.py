@@ -1,0 +1,84 @@
+"""Shared fixtures: the real PostgreSQL and Redis, a real Celery worker, users, tokens, characters."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests import stack
+
+LOG_DIR = Path(settings.VAR_DIR) / "logs"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def pytest_sessionstart(session):
+    missing = [name for name, port in (("PostgreSQL", 5432), ("Redis", 6379)) if not _reachable("127.0.0.1", port)]
+    if missing:
+        pytest.exit(f"{' and '.join(missing)} not listening on 127.0.0.1; `make test` starts them.", returncode=3)
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def live_env(django_db_setup, django_db_blocker) -> dict:
+    """Environment for subprocesses (Daphne, workers) that share the test database and Redis."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    return {
+        "DJANGO_SETTINGS_MODULE": "personatalk.settings_test",
+        "DATABASE_URL": f"{base}/{name}",
+        "REDIS_URL": settings.REDIS_URL,
+        "LLM_BACKEND": "scripted",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def llm_worker(live_env):
+    """A real Celery worker on queue `llm` with the fast deterministic engine."""
+    proc = stack.start_worker(queues="llm", env=live_env, log_dir=LOG_DIR)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="pw")
+
+
+@pytest.fixture
+def api_key(user) -> str:
+    from apps.accounts.services import token_create
+
+    return token_create(user=user, name="test").key
+
+
+@pytest.fixture
+def character():
+    from apps.characters.models import Character
+
+    return Character.objects.create(
+        name="Nova",
+        slug="nova",
+        persona="You are Nova, a cheerful astronomy guide.",
+        greeting="Hi! I'm Nova.",
+        is_published=True,
+    )
+
+
+@pytest.fixture
+def draft_character():
+    from apps.characters.models import Character
+
+    return Character.objects.create(name="Draft", slug="draft", persona="You are a draft.", is_published=False)

@@ -1,0 +1,96 @@
+"""Start and stop the scaled stack's processes (Daphne, Celery workers) for tests and benchmarks."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def _spawn(name: str, args: list[str], env: dict, log_dir: Path) -> Proc:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    fh = open(log, "wb")
+    popen = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT)
+    return Proc(name, popen, log)
+
+
+def _wait(proc: Proc, ready, timeout: float) -> Proc:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        if ready():
+            return proc
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"{proc.name} not ready after {timeout:.0f} s:\n{proc.tail()}")
+
+
+def start_worker(*, queues: str, env: dict, log_dir: Path, name: str | None = None, timeout: float = 120) -> Proc:
+    """A Celery worker (solo pool: one model copy per process) serving `queues`."""
+    name = name or f"worker-{queues.replace(',', '-')}"
+    args = [str(BIN / "celery"), "-A", "personatalk", "worker", "-Q", queues, "-P", "solo", "-c", "1",
+            "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]  # fmt: skip
+    proc = _spawn(name, args, env, log_dir)
+    return _wait(proc, lambda: " ready." in proc.tail(200), timeout)
+
+
+def start_daphne(*, env: dict, log_dir: Path, port: int | None = None, timeout: float = 60) -> tuple[Proc, str]:
+    """Daphne serving the project; returns the process and its base URL."""
+    port = port or free_port()
+    args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "personatalk.asgi:application"]
+    proc = _spawn(f"daphne-{port}", args, env, log_dir)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return _wait(proc, up, timeout), url
+
+
+def manage(*args: str, env: dict) -> str:
+    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout

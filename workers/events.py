@@ -1,0 +1,29 @@
+"""Send events to a socket's channel from synchronous worker code.
+
+One event loop per process, on a daemon thread, owns the channel-layer connections, so a
+streaming job does not pay for a new loop and Redis connection on every message.
+"""
+
+import asyncio
+import threading
+
+from channels.layers import get_channel_layer
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-publisher", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+def channel_send(channel: str, event: dict, *, timeout: float = 10.0) -> None:
+    """Send `event` to `channel` and wait until the layer has taken it (keeps events in order)."""
+    layer = get_channel_layer()
+    asyncio.run_coroutine_threadsafe(layer.send(channel, event), _publisher_loop()).result(timeout)

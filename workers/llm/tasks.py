@@ -1,0 +1,23 @@
+"""Celery tasks of the `llm` queue: thin callers of workers.llm.turn."""
+
+from celery import shared_task
+from django.conf import settings
+
+from workers.llm.turn import text_turn_run
+
+
+@shared_task(
+    name="workers.llm.tasks.llm_reply",
+    acks_late=True,  # idempotent: a turn whose reply is saved is skipped
+    soft_time_limit=settings.LLM_SOFT_TIME_LIMIT_S,
+    time_limit=settings.LLM_HARD_TIME_LIMIT_S,
+)
+def llm_reply(*, turn_id: str, session_id: str, reply_channel: str, text_deltas: bool, submitted_at: float) -> None:
+    """Write and stream the character's reply for one turn."""
+    text_turn_run(
+        turn_id=turn_id,
+        session_id=session_id,
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        submitted_at=submitted_at,
+    )

@@ -1,0 +1,123 @@
+"""One text turn on the LLM worker: prompt → streamed reply → socket frames → saved message."""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from apps.conversations.models import Message
+from apps.conversations.selectors import session_get_for_turn, session_history
+from apps.conversations.services import turn_finish
+from workers.cancel import turn_is_cancelled
+from workers.events import channel_send
+from workers.llm.engines import EngineError, get_engine
+from workers.llm.prompt import build_messages
+from workers.llm.reply import ReplyStream, Sentence, TextDelta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameBatcher:
+    """Collects protocol frames for one turn and sends them in batches through the channel layer.
+
+    The first text goes out at once (time to first token is what people feel); later deltas are
+    merged and flushed every `flush_ms`; sentence and control frames flush immediately.
+    """
+
+    channel: str
+    turn_id: str
+    flush_ms: int
+    frames: list[dict] = field(default_factory=list)
+    last_flush: float = 0.0
+    sent_text: bool = False
+
+    def delta(self, text: str) -> None:
+        if self.frames and self.frames[-1]["type"] == "text_delta":
+            self.frames[-1]["content"] += text
+        else:
+            self.frames.append({"type": "text_delta", "content": text})
+        if not self.sent_text or (time.monotonic() - self.last_flush) * 1000 >= self.flush_ms:
+            self.sent_text = True
+            self.flush()
+
+    def frame(self, frame: dict) -> None:
+        self.frames.append(frame)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.frames:
+            frames, self.frames = self.frames, []
+            channel_send(self.channel, {"type": "turn.frames", "turn_id": self.turn_id, "frames": frames})
+        self.last_flush = time.monotonic()
+
+
+def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_deltas: bool, submitted_at: float) -> None:
+    """Write the character's reply to the session's last user message and stream it to the socket.
+
+    Idempotent: a turn whose reply is already saved is not written again.
+    """
+    if Message.objects.filter(pk=turn_id).exists():
+        return
+    started = time.time()
+    out = FrameBatcher(channel=reply_channel, turn_id=turn_id, flush_ms=settings.DELTA_FLUSH_MS)
+    session = session_get_for_turn(session_id=session_id)
+    if session is None:  # deleted while queued: nothing to answer
+        out.frame({"type": "turn_end", "status": "failed", "message_id": None})
+        return
+    timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
+    status, error = Message.Status.COMPLETE, None
+    reply = ReplyStream()
+    engine = get_engine()
+    out.frame({"type": "llm_start"})
+    t0 = time.monotonic()
+    try:
+        character = session.character
+        history = [(m.role, m.content) for m in session_history(session_id=session_id)]
+        messages = build_messages(
+            persona=character.persona,
+            character_name=character.name,
+            example_dialogue=character.example_dialogue,
+            history=history,
+            engine=engine,
+            budget_tokens=settings.LLM_PROMPT_TOKENS,
+        )
+        timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        cancelled = lambda: turn_is_cancelled(turn_id=turn_id)  # noqa: E731
+        for piece in engine.stream(messages, should_stop=cancelled):
+            if "first_token_ms" not in timings:
+                timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
+            _emit(out, reply.feed(piece), text_deltas)
+        _emit(out, reply.finish(), text_deltas)
+        if cancelled():
+            status = Message.Status.INTERRUPTED
+    except SoftTimeLimitExceeded:
+        status, error = Message.Status.FAILED, "The reply took too long and was stopped."
+    except EngineError as exc:
+        log.warning("turn %s: engine failed: %s", turn_id, exc)
+        status, error = Message.Status.FAILED, f"The model failed to write a reply: {exc}"
+    elapsed = time.monotonic() - t0
+    timings["llm_ms"] = round(elapsed * 1000, 1)
+    message = turn_finish(
+        turn_id=turn_id,
+        session_id=session_id,
+        content=reply.text,
+        emotion=reply.emotion,
+        status=status,
+        timings=timings,
+    )
+    if error:
+        out.frame({"type": "error", "code": "llm_failed", "message": error})
+    out.frame({"type": "llm_end", "elapsed_time": round(elapsed, 3)})
+    out.frame({"type": "turn_end", "status": message.status, "message_id": str(message.pk)})
+
+
+def _emit(out: FrameBatcher, events, text_deltas: bool) -> None:
+    for event in events:
+        if isinstance(event, TextDelta):
+            if text_deltas:
+                out.delta(event.text)
+        elif isinstance(event, Sentence):
+            out.frame({"type": "response", "content": event.text, "content_cn": event.text, "emotion": event.emotion})
