@@ -43,11 +43,17 @@ class Proc:
                 self.popen.wait()
 
 
+def merged_env(env: dict) -> dict:
+    """This process's environment with `env` applied; a None value removes the variable."""
+    merged = {**os.environ, **env}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 def _spawn(name: str, args: list[str], env: dict, log_dir: Path) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     fh = open(log, "wb")
-    popen = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT)
+    popen = subprocess.Popen(args, cwd=ROOT, env=merged_env(env), stdout=fh, stderr=subprocess.STDOUT)
     return Proc(name, popen, log)
 
 
@@ -89,7 +95,7 @@ def start_daphne(*, env: dict, log_dir: Path, port: int | None = None, timeout: 
 
 
 def manage(*args: str, env: dict) -> str:
-    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env},
+    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=merged_env(env),
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     if out.returncode:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")

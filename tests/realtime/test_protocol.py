@@ -1,6 +1,7 @@
 """Connection, authentication and every kind of bad input on /ws (no model needed)."""
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import override_settings
 
 from apps.accounts.services import token_create, token_revoke
@@ -40,8 +41,8 @@ async def test_bad_token_is_an_error_then_close_4001(key, character, api_key):
 
 
 async def test_revoked_token_fails(user, character):
-    issued = token_create(user=user, name="old")
-    token_revoke(token=issued.token)
+    issued = await sync_to_async(token_create)(user=user, name="old")
+    await sync_to_async(token_revoke)(token=issued.token)
     comm = await open_socket()
     assert (await connect(comm, api_key=issued.key))["code"] == "auth_failed"
 
@@ -115,8 +116,6 @@ async def test_unpublished_character_only_for_staff(user, api_key, draft_charact
     comm = await open_socket()
     assert (await connect(comm, api_key=api_key, character="draft"))["code"] == "unknown_character"
     staff = await django_user_model.objects.acreate(username="staff", is_staff=True)
-    from asgiref.sync import sync_to_async
-
     staff_key = (await sync_to_async(token_create)(user=staff, name="s")).key
     comm2 = await open_socket()
     assert (await connect(comm2, api_key=staff_key, character="draft"))["type"] == "connected"
@@ -133,8 +132,6 @@ async def test_second_socket_with_same_token_replaces_the_first(api_key, charact
 
 
 async def test_other_tokens_of_same_user_are_independent(user, api_key, character):
-    from asgiref.sync import sync_to_async
-
     other_key = (await sync_to_async(token_create)(user=user, name="phone")).key
     first = await connected_socket(api_key)
     second = await connected_socket(other_key)
@@ -145,7 +142,6 @@ async def test_other_tokens_of_same_user_are_independent(user, api_key, characte
 
 
 async def _cookie_headers(user, origin):
-    from asgiref.sync import sync_to_async
     from django.test import Client
 
     client = Client()

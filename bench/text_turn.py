@@ -1,0 +1,154 @@
+"""Time to first token through the scaled stack vs. the engine alone, and the LLM worker's memory.
+
+Starts PostgreSQL/Redis if needed, a fresh database, Daphne and one Celery LLM worker with the real
+SmolLM2 model, then runs N text turns over a real WebSocket. After each turn the same prompt goes
+through the engine in this process, so both figures are measured side by side on the same inputs.
+
+    .venv/bin/python bench/text_turn.py [--turns 20]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = [
+    "Hi! What is your name?",
+    "What is the brightest star in the night sky?",
+    "Can you tell me something about Mars?",
+    "Why do stars twinkle?",
+    "What should I look at through a small telescope?",
+    "How far away is the Moon?",
+    "Tell me a fun fact about Saturn.",
+    "What is a shooting star?",
+]
+TOKEN = "pt-bench-token"
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def client_turn(ws, text: str) -> float:
+    """Seconds from sending the message to the first text at the client; waits for turn_end."""
+    import websockets  # noqa: F401
+
+    await ws.send(json.dumps({"type": "clear_history"}))
+    while json.loads(await ws.recv())["type"] != "history_cleared":
+        pass
+    t0 = time.perf_counter()
+    await ws.send(json.dumps({"type": "message", "content": text}))
+    first = None
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "text_delta" and first is None:
+            first = time.perf_counter() - t0
+        if frame["type"] == "error":
+            raise RuntimeError(frame)
+        if frame["type"] == "turn_end":
+            return first
+
+
+def engine_ttft(engine, character, text: str) -> float:
+    from workers.llm.prompt import build_messages
+
+    t0 = time.perf_counter()
+    messages = build_messages(
+        persona=character.persona,
+        character_name=character.name,
+        example_dialogue=character.example_dialogue,
+        history=[("assistant", character.greeting), ("user", text)] if character.greeting else [("user", text)],
+        engine=engine,
+        budget_tokens=int(os.environ.get("LLM_PROMPT_TOKENS", "1536")),
+    )
+    for _ in engine.stream(messages):
+        return time.perf_counter() - t0
+    raise RuntimeError("engine produced nothing")
+
+
+async def run(args) -> None:
+    import websockets
+
+    from tests import stack
+
+    subprocess.run(["bash", str(ROOT / "tests" / "services.sh")], check=True)
+    env = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/personatalk_bench",
+        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "SECRET_KEY": "bench",
+        "DEMO_API_TOKEN": TOKEN,
+        "LLM_BACKEND": "transformers",
+        "LLM_SEED": "1",
+        "LLM_MAX_NEW_TOKENS": str(args.max_new_tokens),
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"
+    import redis
+
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    stack.manage("ensure_database", env=env)
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("seed_demo", env=env)
+    log_dir = ROOT / "var" / "bench"
+    worker = stack.start_worker(queues="llm", env=env, log_dir=log_dir, timeout=300)
+    daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
+    try:
+        import django
+
+        django.setup()
+        from apps.characters.models import Character
+        from workers.llm.engines import get_engine
+
+        character = Character.objects.get(slug=args.character)
+        engine = get_engine()
+        e2e, alone = [], []
+        async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "connect", "api_token": TOKEN, "character_name": args.character,
+                                      "text_deltas": True}))  # fmt: skip
+            assert json.loads(await ws.recv())["type"] == "connected"
+            for i in range(args.warmup + args.turns):
+                text = PROMPTS[i % len(PROMPTS)]
+                client = await client_turn(ws, text)
+                engine_only = engine_ttft(engine, character, text)
+                if i >= args.warmup:
+                    e2e.append(client * 1000)
+                    alone.append(engine_only * 1000)
+        worker_rss = rss_mb(worker.popen.pid)
+    finally:
+        daphne.stop()
+        worker.stop()
+
+    overhead = [a - b for a, b in zip(e2e, alone)]
+    print(f"turns={len(e2e)} model=SmolLM2-135M-Instruct (transformers, CPU)")
+    print(f"client time to first token   p50={pct(e2e, .5):7.1f} ms  p95={pct(e2e, .95):7.1f} ms")
+    print(f"engine alone, in-process     p50={pct(alone, .5):7.1f} ms  p95={pct(alone, .95):7.1f} ms")
+    print(f"overhead per turn            p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, .95):7.1f} ms")
+    print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
+    print(f"RESULT overhead_ratio={statistics.median(e2e) / statistics.median(alone):.3f}")
+    print(f"RESULT llm_worker_rss_mb={worker_rss:.0f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--character", default="nova")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    asyncio.run(run(parser.parse_args()))

@@ -1,0 +1,127 @@
+"""End to end with the real SmolLM2 model over a real WebSocket: scaled, embedded and OpenAI paths."""
+
+import asyncio
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+import websockets
+from django.conf import settings
+
+from apps.accounts.services import token_create
+from apps.characters.models import Character
+from apps.conversations.models import Message
+from tests import stack
+from tests.conftest import LOG_DIR
+
+pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
+
+
+async def talk(url: str, token: str, character: str, lines: list[str]) -> list[list[dict]]:
+    """Connect, say each line, return the frames of each turn."""
+    turns = []
+    async with websockets.connect(url.replace("http", "ws", 1) + "/ws") as ws:
+        await ws.send(json.dumps({"type": "connect", "api_token": token, "character_name": character,
+                                  "text_deltas": True}))  # fmt: skip
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connected"
+        for line in lines:
+            await ws.send(json.dumps({"type": "message", "content": line}))
+            frames = []
+            while not frames or frames[-1]["type"] != "turn_end":
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+            turns.append(frames)
+    return turns
+
+
+def assert_real_reply(frames: list[dict]) -> str:
+    kinds = [f["type"] for f in frames]
+    assert kinds[:2] == ["thinking", "llm_start"], kinds
+    assert kinds[-2:] == ["llm_end", "turn_end"], kinds
+    assert "error" not in kinds, frames
+    assert frames[-1]["status"] == "complete"
+    sentences = [f["content"] for f in frames if f["type"] == "response"]
+    deltas = "".join(f["content"] for f in frames if f["type"] == "text_delta")
+    assert sentences and all(s.strip() for s in sentences)
+    assert not re.match(r"\s*[\[(*]\w+[\])*]", deltas), "emotion tag leaked into the text"
+    assert " ".join(deltas.split()) == " ".join(" ".join(sentences).split())
+    return deltas.strip()
+
+
+def assert_saved(frames, reply: str) -> None:
+    saved = Message.objects.get(pk=frames[-1]["message_id"])
+    assert saved.role == "assistant" and saved.status == "complete"
+    assert " ".join(saved.content.split()) == " ".join(reply.split())
+    assert saved.timings["first_token_ms"] > 0
+
+
+@pytest.fixture
+def nova(user):
+    Character.objects.create(
+        name="Nova", slug="nova", is_published=True, greeting="Hi! I'm Nova. Ask me about the stars.",
+        persona="You are Nova, a cheerful astronomy guide. You answer in one or two short sentences.",
+    )  # fmt: skip
+    return token_create(user=user, name="e2e").key
+
+
+@pytest.fixture(scope="module")
+def scaled_stack(live_env):
+    env = {**live_env, "REDIS_URL": "redis://127.0.0.1:6379/12", "LLM_BACKEND": "transformers", "LLM_SEED": "7",
+           "LLM_MAX_NEW_TOKENS": "48"}  # fmt: skip
+    worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="e2e-llm", timeout=300)
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    yield url
+    daphne.stop()
+    worker.stop()
+
+
+def test_scaled_stack_multi_turn_with_smollm2(scaled_stack, nova):
+    turns = asyncio.run(talk(scaled_stack, nova, "nova", ["Hello! What is your name?", "Tell me about Mars."]))
+    for frames in turns:
+        assert_saved(frames, assert_real_reply(frames))
+    session = Message.objects.get(pk=turns[1][-1]["message_id"]).session
+    assert [m.role for m in session.messages.order_by("created_at")] == ["assistant"] + ["user", "assistant"] * 2
+
+
+def test_embedded_mode_one_process_with_smollm2(tmp_path):
+    """What `make run` serves: SQLite, in-process layer and tasks, demo data, the real model."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "personatalk.settings",
+        "PERSONATALK_VAR_DIR": str(tmp_path),
+        "LLM_CACHE_DIR": str(settings.LLM_CACHE_DIR),
+        "LLM_MAX_NEW_TOKENS": "40",
+        **{k: None for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "TASKS_IN_PROCESS", "LLM_BACKEND",
+                             "DEMO_API_TOKEN")},  # fmt: skip
+    }
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("seed_demo", env=env)
+    stack.manage("seed_demo", env=env)  # idempotent
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    try:
+        turns = asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["Hi there!", "What do you like?"]))
+    finally:
+        daphne.stop()
+    for frames in turns:
+        assert_real_reply(frames)
+    assert (tmp_path / "personatalk.sqlite3").exists()
+
+
+def test_openai_compatible_backend_through_the_socket(live_env, nova):
+    """The worker talks to an OpenAI-compatible server (here serving SmolLM2) instead of a local model."""
+    from tests.workers.openai_server import serve
+    from workers.llm.engines import TransformersEngine
+
+    engine = TransformersEngine.from_settings()
+    server_url, stop_server = serve(engine)
+    env = {**live_env, "REDIS_URL": "redis://127.0.0.1:6379/11", "LLM_BACKEND": "openai",
+           "OPENAI_BASE_URL": server_url, "OPENAI_MODEL": "smollm2", "LLM_MAX_NEW_TOKENS": "40"}  # fmt: skip
+    worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="e2e-openai")
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    try:
+        (frames,) = asyncio.run(talk(url, nova, "nova", ["What is a comet?"]))
+    finally:
+        daphne.stop()
+        worker.stop()
+        stop_server()
+    assert_saved(frames, assert_real_reply(frames))

