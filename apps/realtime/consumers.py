@@ -105,23 +105,29 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if self.conversation is not None:
             raise ClientError(p.ErrorCode.ALREADY_CONNECTED, "Already connected; use `switch_character`.")
         user, token = await self.authenticate(frame)
-        conversation = await database_sync_to_async(services.conversation_open)(
-            user=user, character_name=frame.character_name
-        )
-        if conversation is None:
-            raise ClientError(p.ErrorCode.UNKNOWN_CHARACTER, f"No character named {frame.character_name!r}.")
+        conversation = await self.open_conversation(user, frame.character_name)
         if token is not None:
             await self.claim_token(token.pk)
         self.user, self.conversation, self.text_deltas = user, conversation, frame.text_deltas
-        c = conversation.character
-        await self.send_frame(
-            p.Connected(
-                character=c.slug,
-                character_display_name=c.name,
-                message=c.greeting or f"Connected to {c.name}.",
-                session_id=str(conversation.session.pk),
-            )
+        await self.send_frame(p.Connected(**self.character_fields("Connected to")))
+
+    async def open_conversation(self, user, character_name: str) -> services.Conversation:
+        conversation = await database_sync_to_async(services.conversation_open)(
+            user=user, character_name=character_name
         )
+        if conversation is None:
+            raise ClientError(p.ErrorCode.UNKNOWN_CHARACTER, f"No character named {character_name!r}.")
+        return conversation
+
+    def character_fields(self, fallback: str) -> dict:
+        """Fields of `connected` / `character_switched`: the character and its greeting."""
+        c = self.conversation.character
+        return {
+            "character": c.slug,
+            "character_display_name": c.name,
+            "message": c.greeting or f"{fallback} {c.name}.",
+            "session_id": str(self.conversation.session.pk),
+        }
 
     async def authenticate(self, frame: p.Connect):
         if frame.api_token:
@@ -176,22 +182,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.send_frame(p.Thinking())
 
     async def on_switch_character(self, frame: p.SwitchCharacter):
-        conversation = await database_sync_to_async(services.conversation_open)(
-            user=self.user, character_name=frame.character_name
-        )
-        if conversation is None:
-            raise ClientError(p.ErrorCode.UNKNOWN_CHARACTER, f"No character named {frame.character_name!r}.")
+        conversation = await self.open_conversation(self.user, frame.character_name)
         await self.end_turn(cancel=True)
         self.conversation = conversation
-        c = conversation.character
-        await self.send_frame(
-            p.CharacterSwitched(
-                character=c.slug,
-                character_display_name=c.name,
-                message=c.greeting or f"Now talking with {c.name}.",
-                session_id=str(conversation.session.pk),
-            )
-        )
+        await self.send_frame(p.CharacterSwitched(**self.character_fields("Now talking with")))
 
     async def on_clear_history(self, frame: p.ClearHistory):
         await self.end_turn(cancel=True)
