@@ -57,6 +57,8 @@ async def client_turn(ws, text: str) -> float:
     first = None
     while True:
         frame = json.loads(await ws.recv())
+        if os.environ.get("BENCH_TRACE") and frame["type"] in ("thinking", "llm_start"):
+            print(f"  {frame['type']} at {(time.perf_counter() - t0) * 1000:.1f} ms")
         if frame["type"] == "text_delta" and first is None:
             first = time.perf_counter() - t0
         if frame["type"] == "error":
@@ -67,6 +69,7 @@ async def client_turn(ws, text: str) -> float:
 
 def engine_ttft(engine, character, text: str) -> float:
     from workers.llm.prompt import build_messages
+    from workers.llm.reply import ReplyStream, TextDelta
 
     t0 = time.perf_counter()
     messages = build_messages(
@@ -77,9 +80,11 @@ def engine_ttft(engine, character, text: str) -> float:
         engine=engine,
         budget_tokens=int(os.environ.get("LLM_PROMPT_TOKENS", "1536")),
     )
-    for _ in engine.stream(messages):
-        return time.perf_counter() - t0
-    raise RuntimeError("engine produced nothing")
+    reply = ReplyStream()  # first *visible* text, as the client sees it (an emotion tag is hidden)
+    for piece in engine.stream(messages):
+        if any(isinstance(e, TextDelta) for e in reply.feed(piece)):
+            return time.perf_counter() - t0
+    raise RuntimeError("engine produced no visible text")
 
 
 async def run(args) -> None:
@@ -95,6 +100,7 @@ async def run(args) -> None:
         "DEMO_API_TOKEN": TOKEN,
         "LLM_BACKEND": "transformers",
         "LLM_SEED": "1",
+        "LLM_TEMPERATURE": "0",  # greedy: the worker and this process write the same tokens
         "LLM_MAX_NEW_TOKENS": str(args.max_new_tokens),
         "PYTHONUNBUFFERED": "1",
     }
@@ -116,7 +122,9 @@ async def run(args) -> None:
         from apps.characters.models import Character
         from workers.llm.engines import get_engine
 
-        character = Character.objects.get(slug=args.character)
+        from asgiref.sync import sync_to_async
+
+        character = await sync_to_async(Character.objects.get)(slug=args.character)
         engine = get_engine()
         e2e, alone = [], []
         async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:

@@ -26,3 +26,25 @@ def character_duplicate(*, character: Character) -> Character:
     copy.is_published = False
     copy.save()
     return copy
+
+
+@transaction.atomic
+def demo_characters_ensure() -> list[str]:
+    """Create the demo voice and characters that are missing; existing rows are left as staff edited them.
+
+    Returns a line per created row.
+    """
+    from apps.characters.demo import DEMO_CHARACTERS, DEMO_VOICE
+    from apps.characters.models import Voice
+
+    created = []
+    voice, made = Voice.objects.get_or_create(name=DEMO_VOICE["name"], defaults=DEMO_VOICE)
+    if made:
+        created.append(f"voice {voice.name}")
+    for spec in DEMO_CHARACTERS:
+        _, made = Character.objects.get_or_create(
+            slug=spec["slug"], defaults={**spec, "voice": voice, "is_published": True}
+        )
+        if made:
+            created.append(f"character {spec['slug']}")
+    return created

@@ -2,12 +2,8 @@ from apps.conversations.models import ChatSession, Message
 
 
 def session_history(*, session_id, limit: int = 40) -> list[Message]:
-    """The session's last `limit` complete or interrupted messages, oldest first."""
-    rows = list(
-        Message.objects.filter(session_id=session_id)
-        .exclude(status=Message.Status.FAILED, role=Message.Role.ASSISTANT)
-        .order_by("-created_at")[:limit]
-    )
+    """The session's last `limit` messages, oldest first (failed ones included)."""
+    rows = list(Message.objects.filter(session_id=session_id).order_by("-created_at")[:limit])
     rows.reverse()
     return rows
 

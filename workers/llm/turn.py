@@ -59,13 +59,14 @@ def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_del
 
     Idempotent: a turn whose reply is already saved is not written again.
     """
-    if Message.objects.filter(pk=turn_id).exists():
-        return
     started = time.time()
     out = FrameBatcher(channel=reply_channel, turn_id=turn_id, flush_ms=settings.DELTA_FLUSH_MS)
     session = session_get_for_turn(session_id=session_id)
     if session is None:  # deleted while queued: nothing to answer
         out.frame({"type": "turn_end", "status": "failed", "message_id": None})
+        return
+    history = session_history(session_id=session_id)
+    if any(str(m.pk) == turn_id for m in history):  # already answered (a redelivered job)
         return
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
     status, error = Message.Status.COMPLETE, None
@@ -75,12 +76,11 @@ def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_del
     t0 = time.monotonic()
     try:
         character = session.character
-        history = [(m.role, m.content) for m in session_history(session_id=session_id)]
         messages = build_messages(
             persona=character.persona,
             character_name=character.name,
             example_dialogue=character.example_dialogue,
-            history=history,
+            history=[(m.role, m.content) for m in history if m.status != Message.Status.FAILED and m.content],
             engine=engine,
             budget_tokens=settings.LLM_PROMPT_TOKENS,
         )
