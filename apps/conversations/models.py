@@ -38,6 +38,8 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     emotion = models.CharField(max_length=24, default="neutral")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    # The user's utterance as WAV, when KEEP_AUDIO is on.
+    audio = models.FileField(upload_to="utterances/%Y/%m/", blank=True)
     # Per-stage timings in ms, e.g. {"queue_ms": 3, "first_token_ms": 180, "llm_ms": 2400}.
     timings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=False)

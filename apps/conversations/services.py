@@ -1,5 +1,6 @@
 import uuid
 
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,9 +33,14 @@ def session_soft_delete(*, session: ChatSession) -> None:
 
 
 @transaction.atomic
-def turn_start(*, session: ChatSession, content: str) -> Message:
+def turn_start(
+    *, session: ChatSession, content: str, audio_wav: bytes | None = None, timings: dict | None = None
+) -> Message:
     """Save the user's message (before any job is queued) and touch the session."""
-    message = Message.objects.create(session=session, role=Message.Role.USER, content=content)
+    message = Message(session=session, role=Message.Role.USER, content=content, timings=timings or {})
+    if audio_wav:
+        message.audio.save(f"{message.pk}.wav", ContentFile(audio_wav), save=False)
+    message.save()
     fields = {"updated_at": timezone.now()}
     if not session.title:
         fields["title"] = content[:80]
@@ -64,3 +70,25 @@ def turn_finish(
         },
     )
     return message
+
+
+def turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Message:
+    """The user cut the character off: keep only what was actually said, marked interrupted."""
+    message, created = Message.objects.get_or_create(
+        id=turn_id,
+        defaults={"session_id": session_id, "role": Message.Role.ASSISTANT, "content": spoken,
+                  "status": Message.Status.INTERRUPTED, "timings": timings},
+    )  # fmt: skip
+    if not created:
+        message.content, message.status = spoken, Message.Status.INTERRUPTED
+        message.timings = {**message.timings, **timings}
+        message.save(update_fields=["content", "status", "timings"])
+    return message
+
+
+def turn_timings_merge(*, turn_id, timings: dict) -> None:
+    """Add the edge's timings (first and last audio) to the reply once the turn has ended."""
+    message = Message.objects.filter(pk=turn_id).first()
+    if message is not None:
+        message.timings = {**message.timings, **timings}
+        message.save(update_fields=["timings"])

@@ -13,29 +13,14 @@ from pydantic import ValidationError
 
 from apps.realtime import protocol as p
 from apps.realtime import services
+from apps.realtime.state import ClientError, Turn
+from apps.realtime.voice import VoiceMixin
 from workers.cancel import turn_cancel
 
 log = logging.getLogger(__name__)
 
 
-class ClientError(Exception):
-    """Raised anywhere in a handler; becomes one `error` frame and the socket stays open."""
-
-    def __init__(self, code: str, message: str, close_code: int | None = None):
-        super().__init__(message)
-        self.code, self.message, self.close_code = code, message, close_code
-
-
-class Turn:
-    """The turn in flight on this socket, with a watchdog for a worker that goes silent."""
-
-    def __init__(self, turn_id: str, session_id):
-        self.id, self.session_id = turn_id, session_id
-        self.last_event = time.monotonic()
-        self.watchdog: asyncio.Task | None = None
-
-
-class ConversationConsumer(AsyncJsonWebsocketConsumer):
+class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.conversation: services.Conversation | None = None
@@ -49,6 +34,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             "switch_character": self.on_switch_character,
             "clear_history": self.on_clear_history,
             "ping": self.on_ping,
+            **self.voice_handlers(),
         }
 
     # --- socket lifecycle --------------------------------------------------------------------
@@ -64,9 +50,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         try:
             if bytes_data is not None:
-                raise ClientError(p.ErrorCode.BINARY_NOT_SUPPORTED, "Send JSON text frames.")
-            frame = self.parse(text_data)
-            await self.handlers[frame.type](frame)
+                if self.conversation is None:
+                    raise ClientError(p.ErrorCode.NOT_CONNECTED, "Send a `connect` frame first.")
+                await self.on_binary(bytes_data)
+            else:
+                frame = self.parse(text_data)
+                await self.handlers[frame.type](frame)
         except ClientError as exc:
             await self.send_frame(p.Error(code=exc.code, message=exc.message))
             if exc.close_code:
@@ -109,6 +98,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if token is not None:
             await self.claim_token(token.pk)
         self.user, self.conversation, self.text_deltas = user, conversation, frame.text_deltas
+        self.output_rate = frame.output_sample_rate
         await self.send_frame(p.Connected(**self.character_fields("Connected to")))
 
     async def open_conversation(self, user, character_name: str) -> services.Conversation:
@@ -177,8 +167,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         turn_id = await database_sync_to_async(services.text_turn_submit)(
             session=session, content=content, reply_channel=self.channel_name, text_deltas=self.text_deltas
         )
-        self.turn = Turn(turn_id, session.pk)
-        self.turn.watchdog = asyncio.create_task(self.watch_turn(self.turn))
+        self.begin_turn(Turn(turn_id, session.pk))
         await self.send_frame(p.Thinking())
 
     async def on_switch_character(self, frame: p.SwitchCharacter):
@@ -199,17 +188,37 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     # --- turns -------------------------------------------------------------------------------
 
+    def begin_turn(self, turn: Turn) -> None:
+        self.turn = turn
+        turn.watchdog = asyncio.create_task(self.watch_turn(turn))
+
+    async def finish_turn(self, turn: Turn, *, status: str) -> None:
+        """Send `turn_end` and go back to waiting (in a call, tell the client we listen again)."""
+        if self.turn is turn:
+            self.turn = None
+        if turn.watchdog:
+            turn.watchdog.cancel()
+        await self.send_frame(p.TurnEnd(status=status, message_id=turn.id))
+        if self.call is not None:
+            await self.send_frame(p.VoiceCallListening())
+
     async def end_turn(self, *, cancel: bool, notify: bool = True) -> None:
-        """Stop the turn in flight (if any); the client gets its `turn_end` as interrupted."""
-        turn, self.turn = self.turn, None
+        """Stop the turn in flight (if any); the client gets its `turn_end` as interrupted.
+
+        A spoken reply is saved with only the units whose speech had started.
+        """
+        turn = self.turn
         if turn is None:
             return
+        self.turn = None
         if turn.watchdog:
             turn.watchdog.cancel()
         if cancel:
             await database_sync_to_async(turn_cancel)(turn_id=turn.id)
+        if turn.voice:
+            await database_sync_to_async(services.turn_mark_interrupted)(turn=turn)
         if notify:
-            await self.send_frame(p.TurnEnd(status="interrupted", message_id=turn.id))
+            await self.finish_turn(turn, status="interrupted")
 
     async def watch_turn(self, turn: Turn) -> None:
         timeout = settings.TURN_IDLE_TIMEOUT_S
@@ -225,7 +234,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 turn_id=turn.id, session_id=turn.session_id, reason="turn_timeout"
             )
             await self.send_frame(p.Error(code=p.ErrorCode.TURN_TIMEOUT, message="The reply did not arrive in time."))
-            await self.send_frame(p.TurnEnd(status="failed", message_id=turn.id))
+            await self.finish_turn(turn, status="failed")
 
     # --- channel-layer events ----------------------------------------------------------------
 
@@ -236,11 +245,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         turn.last_event = time.monotonic()
         for frame in event["frames"]:
-            await self.send_json(frame)
             if frame["type"] == "turn_end":
-                self.turn = None
-                if turn.watchdog:
-                    turn.watchdog.cancel()
+                await self.finish_turn(turn, status=frame["status"])
+                return
+            if frame["type"] == "error":
+                turn.failed = True
+            if frame["type"] == "llm_end" and "units" in frame:
+                turn.units_total = frame.pop("units")
+            await self.send_json(frame)
+        if turn.voice:
+            await self.maybe_finish_voice_turn(turn)
 
     async def token_replaced(self, event):
         if event["by"] != self.channel_name:

@@ -23,13 +23,15 @@ class Connect(Frame):
 
     Give `api_token`, or omit it on a browser socket that carries a logged-in session cookie
     (such sockets must come from an allowed Origin). Set `text_deltas` to also receive
-    `text_delta` frames as tokens arrive (ChatAnon clients leave it off).
+    `text_delta` frames as tokens arrive (ChatAnon clients leave it off). `output_sample_rate`
+    is the rate of the PCM in `audio_chunk` frames.
     """
 
     type: Literal["connect"]
     api_token: str | None = None
     character_name: str
     text_deltas: bool = False
+    output_sample_rate: int = Field(default=16000, ge=8000, le=48000)
 
 
 class Message(Frame):
@@ -58,10 +60,61 @@ class Ping(Frame):
     type: Literal["ping"]
 
 
+class AudioMessage(Frame):
+    """A whole utterance: 16 kHz mono s16le PCM (or a wav/webm/ogg/mp3 file), base64. Starts a voice turn."""
+
+    type: Literal["audio_message"]
+    audio_base64: str
+
+
+class AudioStreamStart(Frame):
+    """Push-to-talk pressed: audio follows in `audio_stream_chunk` frames (or binary PCM frames)."""
+
+    type: Literal["audio_stream_start"]
+
+
+class AudioStreamChunk(Frame):
+    """A piece of the push-to-talk utterance: 16 kHz mono s16le PCM, base64."""
+
+    type: Literal["audio_stream_chunk"]
+    audio_base64: str
+
+
+class AudioStreamEnd(Frame):
+    """Push-to-talk released: the utterance is complete and the voice turn starts."""
+
+    type: Literal["audio_stream_end"]
+
+
+class VoiceCallStart(Frame):
+    """Start a hands-free call: the server listens, decides when you stopped talking, and answers.
+
+    Speaking while the character talks interrupts it (barge-in). Alias: `agent_mode_start`.
+    """
+
+    type: Literal["voice_call_start", "agent_mode_start"]
+
+
+class VoiceCallAudioChunk(Frame):
+    """Microphone audio during a call: 16 kHz mono s16le PCM, base64 (or binary frames).
+    Alias: `agent_audio_chunk`."""
+
+    type: Literal["voice_call_audio_chunk", "agent_audio_chunk"]
+    audio_base64: str
+
+
+class VoiceCallStop(Frame):
+    """Hang up: the call ends and a reply in progress is interrupted. Alias: `agent_mode_stop`."""
+
+    type: Literal["voice_call_stop", "agent_mode_stop"]
+
+
 CLIENT_FRAMES: dict[str, type[Frame]] = {
-    cls.model_fields["type"].annotation.__args__[0]: cls
-    for cls in (Connect, Message, SwitchCharacter, ClearHistory, Ping)
-}
+    name: cls
+    for cls in (Connect, Message, SwitchCharacter, ClearHistory, Ping, AudioMessage, AudioStreamStart,
+                AudioStreamChunk, AudioStreamEnd, VoiceCallStart, VoiceCallAudioChunk, VoiceCallStop)
+    for name in cls.model_fields["type"].annotation.__args__
+}  # fmt: skip
 
 
 # --- server → client ---------------------------------------------------------------------------
@@ -137,6 +190,68 @@ class HistoryCleared(Frame):
     session_id: str
 
 
+class AudioStreamStarted(Frame):
+    """Answer to `audio_stream_start`: send the audio."""
+
+    type: Literal["audio_stream_started"] = "audio_stream_started"
+
+
+class VoiceCallListening(Frame):
+    """In a call, the server is waiting for you to speak (after `voice_call_start` and each turn)."""
+
+    type: Literal["voice_call_listening"] = "voice_call_listening"
+
+
+class AsrStart(Frame):
+    """Your utterance is complete and is being transcribed."""
+
+    type: Literal["asr_start"] = "asr_start"
+
+
+class Transcription(Frame):
+    """What you said: partial guesses while you speak (`is_partial`), then the final text."""
+
+    type: Literal["transcription"] = "transcription"
+    text: str
+    is_partial: bool = False
+
+
+class AsrEnd(Frame):
+    """The final transcript; the character's reply follows as in a text turn."""
+
+    type: Literal["asr_end"] = "asr_end"
+    text: str
+
+
+class TtsStart(Frame):
+    """A spoken unit (a sentence, or the first clause) begins; its `response` and audio follow."""
+
+    type: Literal["tts_start"] = "tts_start"
+    text: str
+    emotion: str
+
+
+class AudioChunk(Frame):
+    """Audio of the current unit: mono s16le PCM at `audio_sample_rate`, base64. Play in order."""
+
+    type: Literal["audio_chunk"] = "audio_chunk"
+    audio_base64: str
+    audio_format: Literal["pcm"] = "pcm"
+    audio_sample_rate: int
+
+
+class AudioEnd(Frame):
+    """All audio of the reply has been sent (before `turn_end`)."""
+
+    type: Literal["audio_end"] = "audio_end"
+
+
+class Interrupted(Frame):
+    """You spoke over the character: stop playback now. The reply is saved as far as it was sent."""
+
+    type: Literal["interrupted"] = "interrupted"
+
+
 class Pong(Frame):
     """Answer to `ping`."""
 
@@ -160,7 +275,8 @@ class Disconnected(Frame):
 
 SERVER_FRAMES: tuple[type[Frame], ...] = (
     Connected, Thinking, LlmStart, TextDelta, Response, LlmEnd, TurnEnd,
-    CharacterSwitched, HistoryCleared, Pong, Error, Disconnected,
+    AudioStreamStarted, VoiceCallListening, AsrStart, Transcription, AsrEnd, TtsStart, AudioChunk,
+    AudioEnd, Interrupted, CharacterSwitched, HistoryCleared, Pong, Error, Disconnected,
 )  # fmt: skip
 
 
@@ -173,7 +289,7 @@ class ErrorCode:
     MISSING_FIELD = "missing_field"
     INVALID_FIELD = "invalid_field"
     FRAME_TOO_LARGE = "frame_too_large"
-    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    BINARY_NOT_EXPECTED = "binary_not_expected"
     NOT_CONNECTED = "not_connected"
     ALREADY_CONNECTED = "already_connected"
     AUTH_FAILED = "auth_failed"
@@ -184,6 +300,18 @@ class ErrorCode:
     TURN_IN_PROGRESS = "turn_in_progress"
     LLM_FAILED = "llm_failed"
     TURN_TIMEOUT = "turn_timeout"
+    INVALID_AUDIO = "invalid_audio"
+    CORRUPT_AUDIO = "corrupt_audio"
+    EMPTY_AUDIO = "empty_audio"
+    UTTERANCE_TOO_LONG = "utterance_too_long"
+    CHUNK_TOO_LARGE = "chunk_too_large"
+    AUDIO_RATE_EXCEEDED = "audio_rate_exceeded"
+    NO_STREAM = "no_stream"
+    NO_CALL = "no_call"
+    NO_SPEECH = "no_speech"
+    AUDIO_EXPIRED = "audio_expired"
+    ASR_FAILED = "asr_failed"
+    TTS_FAILED = "tts_failed"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: "The frame is not valid JSON.",
@@ -192,7 +320,7 @@ class ErrorCode:
         MISSING_FIELD: "A required field of the frame is missing.",
         INVALID_FIELD: "A field has the wrong type.",
         FRAME_TOO_LARGE: "The frame is over WS_MAX_FRAME_BYTES.",
-        BINARY_NOT_SUPPORTED: "Binary frames are not accepted on this socket.",
+        BINARY_NOT_EXPECTED: "A binary (raw PCM) frame arrived outside a push-to-talk stream or a call.",
         NOT_CONNECTED: "Send `connect` first.",
         ALREADY_CONNECTED: "This socket is already connected; use `switch_character`.",
         AUTH_FAILED: "Unknown or revoked token, or no logged-in session. Closes with 4001.",
@@ -203,6 +331,18 @@ class ErrorCode:
         TURN_IN_PROGRESS: "Wait for `turn_end` before sending the next message.",
         LLM_FAILED: "The model failed to write a reply; the turn ends with status `failed`.",
         TURN_TIMEOUT: "No word from the worker for TURN_IDLE_TIMEOUT_S; the turn ends as failed.",
+        INVALID_AUDIO: "`audio_base64` is not base64 of 16-bit PCM (odd byte count or bad base64).",
+        CORRUPT_AUDIO: "The audio file could not be decoded.",
+        EMPTY_AUDIO: "The utterance has no audio.",
+        UTTERANCE_TOO_LONG: "The utterance is over AUDIO_MAX_UTTERANCE_S seconds; it was dropped.",
+        CHUNK_TOO_LARGE: "An audio chunk is over AUDIO_MAX_CHUNK_BYTES; it was dropped.",
+        AUDIO_RATE_EXCEEDED: "Audio arrives faster than AUDIO_MAX_RATE_FACTOR × real time; the chunk was dropped.",
+        NO_STREAM: "`audio_stream_chunk`/`audio_stream_end` without `audio_stream_start`.",
+        NO_CALL: "`voice_call_audio_chunk`/`voice_call_stop` without `voice_call_start`.",
+        NO_SPEECH: "No words were heard in the utterance; the turn ends as failed.",
+        AUDIO_EXPIRED: "The utterance expired before a worker took it; the turn ends as failed.",
+        ASR_FAILED: "Speech recognition failed; the turn ends as failed.",
+        TTS_FAILED: "Speech synthesis failed for a unit; its text still arrives as `response`.",
     }
 
 

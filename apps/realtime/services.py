@@ -10,7 +10,9 @@ from apps.accounts.services import token_authenticate
 from apps.characters.models import Character
 from apps.characters.selectors import character_get_for_chat
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.services import session_create, session_open, turn_finish, turn_start
+from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt, turn_start
+from workers.asr.tasks import asr_transcribe
+from workers.audio_store import utterance_put
 from workers.dispatch import enqueue
 from workers.llm.tasks import llm_reply
 
@@ -70,3 +72,37 @@ def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
         status=Message.Status.FAILED,
         timings={"error": reason},
     )
+
+
+def voice_spec(character: Character) -> dict:
+    """The TTS job's view of the character's voice (defaults to the shipped Piper voice)."""
+    voice = character.voice
+    if voice is None:
+        return {"engine": "piper", "model": "", "speaker": "", "language": character.language, "speed": 1.0}
+    return {"engine": voice.engine, "model": voice.model, "speaker": voice.speaker, "language": voice.language,
+            "speed": voice.speed}  # fmt: skip
+
+
+def voice_turn_submit(
+    *, conversation: Conversation, pcm: bytes, reply_channel: str, text_deltas: bool, sample_rate: int,
+    speech_end_at: float,
+) -> str:  # fmt: skip
+    """Store an utterance and queue its transcription; the ASR job saves the user's message."""
+    turn_id = str(uuid.uuid4())
+    enqueue(
+        asr_transcribe,
+        turn_id=turn_id,
+        session_id=str(conversation.session.pk),
+        utterance_id=utterance_put(pcm),
+        reply_channel=reply_channel,
+        speech_end_at=speech_end_at,
+        speak={"voice": voice_spec(conversation.character), "sample_rate": sample_rate},
+        text_deltas=text_deltas,
+    )
+    return turn_id
+
+
+def turn_mark_interrupted(*, turn) -> None:
+    """Save a spoken reply cut short: only the units whose speech had started, marked interrupted."""
+    turn_interrupt(turn_id=turn.id, session_id=turn.session_id, spoken=" ".join(turn.spoken),
+                   timings={"interrupted": True, **turn.audio_timings()})  # fmt: skip

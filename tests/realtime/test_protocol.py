@@ -97,10 +97,10 @@ async def test_frame_over_size_limit(api_key, character):
     await assert_usable(comm)
 
 
-async def test_binary_frames_are_refused(api_key, character):
+async def test_binary_frames_outside_a_stream_or_call_are_refused(api_key, character):
     comm = await connected_socket(api_key)
     await comm.send_to(bytes_data=b"\x00\x01")
-    assert (await comm.receive_json_from())["code"] == "binary_not_supported"
+    assert (await comm.receive_json_from())["code"] == "binary_not_expected"
     await assert_usable(comm)
 
 

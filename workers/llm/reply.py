@@ -34,7 +34,10 @@ class Sentence:
 class ReplyStream:
     """Feed deltas in; get `TextDelta` and `Sentence` events out."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, first_clause_min_words: int = 0) -> None:
+        """With `first_clause_min_words`, the first sentence may end at a comma after that many words
+        (so speech can start sooner); later ones are whole sentences."""
+        self.first_clause_min_words = first_clause_min_words
         self.emotion = "neutral"
         self._head: str | None = ""  # text held while a leading tag may still be open; None once decided
         self._pending = ""  # visible text not yet shown (a possible stray tag at its end)
@@ -117,6 +120,12 @@ class ReplyStream:
         i = self._sentence_start
         while i < len(text):
             ch = text[i]
+            if ch == "," and self._index == 0 and self.first_clause_min_words and i + 1 < len(text):
+                clause = text[self._sentence_start:i + 1].strip()
+                if text[i + 1].isspace() and len(clause.split()) >= self.first_clause_min_words:
+                    events.append(Sentence(clause, self.emotion, self._index))
+                    self._index += 1
+                    self._sentence_start = i + 1
             if ch in _ENDERS:
                 end = i + 1
                 while end < len(text) and text[end] in _ENDERS:

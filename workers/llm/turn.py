@@ -11,10 +11,12 @@ from apps.conversations.models import Message
 from apps.conversations.selectors import session_get_for_turn, session_history
 from apps.conversations.services import turn_finish
 from workers.cancel import turn_is_cancelled
+from workers.dispatch import enqueue
 from workers.events import channel_send
 from workers.llm.engines import EngineError, get_engine
 from workers.llm.prompt import build_messages
 from workers.llm.reply import ReplyStream, Sentence, TextDelta
+from workers.tts.tasks import tts_speak
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,22 @@ class FrameBatcher:
         self.last_flush = time.monotonic()
 
 
-def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_deltas: bool, submitted_at: float) -> None:
+def text_turn_run(
+    *,
+    turn_id: str,
+    session_id: str,
+    reply_channel: str,
+    text_deltas: bool,
+    submitted_at: float,
+    speak: dict | None = None,
+    speech_end_at: float | None = None,
+) -> None:
     """Write the character's reply to the session's last user message and stream it to the socket.
 
-    Idempotent: a turn whose reply is already saved is not written again.
+    With `speak` (voice, sample rate) each completed unit is queued for TTS as soon as it is
+    written, and the socket ends the turn once the last unit has played; otherwise sentences go
+    out as `response` frames and this job ends the turn. Idempotent: a turn whose reply is saved
+    is not written again.
     """
     started = time.time()
     out = FrameBatcher(channel=reply_channel, turn_id=turn_id, flush_ms=settings.DELTA_FLUSH_MS)
@@ -70,7 +84,8 @@ def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_del
         return
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
     status, error = Message.Status.COMPLETE, None
-    reply = ReplyStream()
+    reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
+    speaker = _Speaker(turn_id, reply_channel, speak) if speak else None
     engine = get_engine()
     out.frame({"type": "llm_start"})
     t0 = time.monotonic()
@@ -89,8 +104,10 @@ def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_del
         for piece in engine.stream(messages, should_stop=cancelled):
             if "first_token_ms" not in timings:
                 timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            _emit(out, reply.feed(piece), text_deltas)
-        _emit(out, reply.finish(), text_deltas)
+                if speech_end_at:
+                    timings["first_token_at_ms"] = round((time.time() - speech_end_at) * 1000, 1)
+            _emit(out, reply.feed(piece), text_deltas, speaker)
+        _emit(out, reply.finish(), text_deltas, speaker)
         if cancelled():
             status = Message.Status.INTERRUPTED
     except SoftTimeLimitExceeded:
@@ -110,14 +127,32 @@ def text_turn_run(*, turn_id: str, session_id: str, reply_channel: str, text_del
     )
     if error:
         out.frame({"type": "error", "code": "llm_failed", "message": error})
-    out.frame({"type": "llm_end", "elapsed_time": round(elapsed, 3)})
-    out.frame({"type": "turn_end", "status": message.status, "message_id": str(message.pk)})
+    if speaker:  # the socket ends the turn after the last unit has played
+        out.frame({"type": "llm_end", "elapsed_time": round(elapsed, 3), "units": speaker.units})
+    else:
+        out.frame({"type": "llm_end", "elapsed_time": round(elapsed, 3)})
+        out.frame({"type": "turn_end", "status": message.status, "message_id": str(message.pk)})
 
 
-def _emit(out: FrameBatcher, events, text_deltas: bool) -> None:
+class _Speaker:
+    """Queues one TTS job per completed unit of a spoken reply, numbered for in-order playback."""
+
+    def __init__(self, turn_id: str, reply_channel: str, speak: dict):
+        self.turn_id, self.reply_channel, self.speak, self.units = turn_id, reply_channel, speak, 0
+
+    def say(self, sentence: Sentence) -> None:
+        enqueue(tts_speak, turn_id=self.turn_id, seq=self.units, text=sentence.text, emotion=sentence.emotion,
+                voice=self.speak["voice"], sample_rate=self.speak["sample_rate"], reply_channel=self.reply_channel)  # fmt: skip
+        self.units += 1
+
+
+def _emit(out: FrameBatcher, events, text_deltas: bool, speaker: _Speaker | None) -> None:
     for event in events:
         if isinstance(event, TextDelta):
             if text_deltas:
                 out.delta(event.text)
-        elif isinstance(event, Sentence):
+        elif speaker:
+            out.flush()  # deltas so far go out before the unit's audio can
+            speaker.say(event)
+        else:
             out.frame({"type": "response", "content": event.text, "content_cn": event.text, "emotion": event.emotion})

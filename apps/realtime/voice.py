@@ -1,0 +1,194 @@
+"""Voice on the conversation socket: whole utterances, push-to-talk streams and hands-free calls.
+
+Mixed into the consumer. Voice activity detection runs here, per frame, at the edge; transcription,
+the reply and speech run on the asr, llm and tts queues and come back as channel-layer events.
+"""
+
+import time
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+
+from apps.conversations.services import turn_timings_merge
+from apps.realtime import protocol as p
+from apps.realtime import services
+from apps.realtime.state import AudioIn, ClientError, Turn
+from workers.audio import PCM_RATE, AudioError, b64decode_audio, decode_to_pcm, pcm_check, pcm_from_base64
+from workers.vad import StreamingVad
+
+_CONTAINER_MAGIC = (b"RIFF", b"OggS", b"\x1aE\xdf\xa3", b"ID3", b"\xff\xfb", b"\xff\xf3", b"fLaC")
+_PREROLL_BYTES = int(0.3 * PCM_RATE) * 2  # audio kept from before speech was detected
+
+
+class Call:
+    """A hands-free call: VAD state plus the utterance being captured."""
+
+    def __init__(self):
+        self.vad = StreamingVad.from_settings()
+        self.audio = AudioIn()
+        self.preroll = bytearray()
+
+
+class VoiceMixin:
+    output_rate = PCM_RATE
+    stream: AudioIn | None = None
+    call: Call | None = None
+
+    def voice_handlers(self) -> dict:
+        return {
+            "audio_message": self.on_audio_message,
+            "audio_stream_start": self.on_audio_stream_start,
+            "audio_stream_chunk": self.on_audio_stream_chunk,
+            "audio_stream_end": self.on_audio_stream_end,
+            "voice_call_start": self.on_voice_call_start,
+            "agent_mode_start": self.on_voice_call_start,
+            "voice_call_audio_chunk": self.on_voice_call_audio_chunk,
+            "agent_audio_chunk": self.on_voice_call_audio_chunk,
+            "voice_call_stop": self.on_voice_call_stop,
+            "agent_mode_stop": self.on_voice_call_stop,
+        }
+
+    # --- client frames -----------------------------------------------------------------------
+
+    async def on_audio_message(self, frame: p.AudioMessage):
+        data = _decode(b64decode_audio, frame.audio_base64)
+        if data.startswith(_CONTAINER_MAGIC):
+            data = await sync_to_async(_decode, thread_sensitive=False)(decode_to_pcm, data)
+        else:
+            _decode(pcm_check, data)
+        if len(data) > AudioIn.max_bytes():
+            raise ClientError("utterance_too_long", "The utterance is too long.")
+        await self.start_voice_turn(data, speech_end_at=time.time())
+
+    async def on_audio_stream_start(self, frame):
+        self.stream = AudioIn()
+        await self.send_frame(p.AudioStreamStarted())
+
+    async def on_audio_stream_chunk(self, frame: p.AudioStreamChunk):
+        await self.stream_audio(_decode(pcm_from_base64, frame.audio_base64))
+
+    async def stream_audio(self, pcm: bytes):
+        if self.stream is None:
+            raise ClientError("no_stream", "Send `audio_stream_start` first.")
+        self.stream.admit(pcm)
+        self.stream.buffer += pcm
+        if len(self.stream.buffer) > AudioIn.max_bytes():
+            self.stream = None
+            raise ClientError("utterance_too_long", "The utterance is too long; it was dropped.")
+
+    async def on_audio_stream_end(self, frame):
+        if self.stream is None:
+            raise ClientError("no_stream", "Send `audio_stream_start` first.")
+        pcm, self.stream = bytes(self.stream.buffer), None
+        await self.start_voice_turn(pcm, speech_end_at=time.time())
+
+    async def on_voice_call_start(self, frame):
+        self.call = Call()
+        await self.send_frame(p.VoiceCallListening())
+
+    async def on_voice_call_audio_chunk(self, frame: p.VoiceCallAudioChunk):
+        await self.call_audio(_decode(pcm_from_base64, frame.audio_base64))
+
+    async def on_voice_call_stop(self, frame):
+        if self.call is None:
+            raise ClientError("no_call", "No call is running.")
+        self.call = None
+        await self.end_turn(cancel=True)
+
+    async def on_binary(self, data: bytes):
+        """Raw PCM frames: the cheaper alternative to base64 chunks."""
+        pcm = _decode(pcm_check, data)
+        if self.call is not None:
+            await self.call_audio(pcm)
+        elif self.stream is not None:
+            await self.stream_audio(pcm)
+        else:
+            raise ClientError(p.ErrorCode.BINARY_NOT_EXPECTED, "Binary PCM frames belong to a stream or a call.")
+
+    # --- the call: VAD at the edge, barge-in -------------------------------------------------
+
+    async def call_audio(self, pcm: bytes):
+        call = self.call
+        if call is None:
+            raise ClientError("no_call", "Send `voice_call_start` first.")
+        call.audio.admit(pcm)
+        events = call.vad.feed(pcm)
+        if call.vad.in_speech or events:
+            call.audio.buffer += pcm
+        else:
+            call.preroll = (call.preroll + pcm)[-_PREROLL_BYTES:]
+        for event in events:
+            if event.kind == "speech_start":
+                call.audio.buffer = call.preroll + call.audio.buffer
+                call.preroll = bytearray()
+                if self.turn is not None:
+                    await self.barge_in()
+            elif event.kind == "speech_end":
+                utterance, call.audio.buffer = bytes(call.audio.buffer), bytearray()
+                await self.start_voice_turn(utterance, speech_end_at=time.time())
+        if call.vad.in_speech and len(call.audio.buffer) > AudioIn.max_bytes():
+            call.audio.buffer = bytearray()
+            call.vad = StreamingVad.from_settings()
+            raise ClientError("utterance_too_long", "You spoke too long without a pause; that part was dropped.")
+
+    async def barge_in(self):
+        """The user talks over the character: stop its jobs, stop playback, keep what was said."""
+        await self.send_frame(p.Interrupted())
+        await self.end_turn(cancel=True)
+
+    # --- voice turns -------------------------------------------------------------------------
+
+    async def start_voice_turn(self, pcm: bytes, *, speech_end_at: float):
+        if not pcm:
+            raise ClientError("empty_audio", "The utterance has no audio.")
+        if self.turn is not None:
+            raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next utterance.")
+        turn_id = await database_sync_to_async(services.voice_turn_submit)(
+            conversation=self.conversation, pcm=pcm, reply_channel=self.channel_name,
+            text_deltas=self.text_deltas, sample_rate=self.output_rate, speech_end_at=speech_end_at,
+        )  # fmt: skip
+        self.begin_turn(Turn(turn_id, self.conversation.session.pk, voice=True, speech_end_at=speech_end_at))
+        await self.send_frame(p.AsrStart())
+
+    async def turn_unit(self, event):
+        """One piece of a spoken unit from a TTS job; units are played strictly in order."""
+        turn = self.turn
+        if turn is None or not turn.voice or event["turn_id"] != turn.id:
+            return
+        turn.last_event = time.monotonic()
+        turn.waiting.setdefault(event["seq"], []).append(event)
+        while turn.next_seq in turn.waiting:
+            pieces = turn.waiting.pop(turn.next_seq)
+            done = False
+            for piece in pieces:
+                await self.play(turn, piece["frames"])
+                done = done or piece["last"]
+            if not done:
+                turn.waiting[turn.next_seq] = []  # more of this unit is coming
+                break
+            turn.waiting.pop(turn.next_seq, None)
+            turn.next_seq += 1
+        await self.maybe_finish_voice_turn(turn)
+
+    async def play(self, turn: Turn, frames: list[dict]):
+        for frame in frames:
+            if frame["type"] == "tts_start":
+                turn.spoken.append(frame["text"])
+            elif frame["type"] == "audio_chunk":
+                turn.last_audio_at = time.time()
+                turn.first_audio_at = turn.first_audio_at or turn.last_audio_at
+            await self.send_json(frame)
+
+    async def maybe_finish_voice_turn(self, turn: Turn):
+        if self.turn is turn and turn.all_units_sent:
+            await self.send_frame(p.AudioEnd())
+            await database_sync_to_async(turn_timings_merge)(turn_id=turn.id, timings=turn.audio_timings())
+            await self.finish_turn(turn, status="failed" if turn.failed and not turn.spoken else "complete")
+
+
+def _decode(fn, data):
+    """Run an audio decoder, turning its AudioError into a ClientError with the same code."""
+    try:
+        return fn(data)
+    except AudioError as exc:
+        raise ClientError(exc.code, exc.message) from None

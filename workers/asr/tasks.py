@@ -1,0 +1,78 @@
+"""Celery tasks of the `asr` queue: a voice turn's transcription, and transcribing uploads."""
+
+import logging
+import time
+
+from celery import shared_task
+from django.conf import settings
+
+from apps.conversations.selectors import session_get_for_turn
+from apps.conversations.services import turn_start
+from workers.asr.engine import get_asr_engine
+from workers.audio import AudioError, PCM_RATE, decode_to_pcm, encode
+from workers.audio_store import utterance_get
+from workers.cancel import turn_is_cancelled
+from workers.dispatch import enqueue
+from workers.events import channel_send
+from workers.llm.tasks import llm_reply
+
+log = logging.getLogger(__name__)
+
+
+def _frames(channel: str, turn_id: str, *frames: dict) -> None:
+    channel_send(channel, {"type": "turn.frames", "turn_id": turn_id, "frames": list(frames)})
+
+
+def _fail(channel: str, turn_id: str, code: str, message: str) -> None:
+    _frames(channel, turn_id, {"type": "error", "code": code, "message": message},
+            {"type": "turn_end", "status": "failed", "message_id": None})  # fmt: skip
+
+
+@shared_task(name="workers.asr.tasks.asr_transcribe", acks_late=True, soft_time_limit=60, time_limit=75)
+def asr_transcribe(*, turn_id: str, session_id: str, utterance_id: str, reply_channel: str, speech_end_at: float,
+                   speak: dict, text_deltas: bool) -> None:  # fmt: skip
+    """Transcribe a voice turn's utterance, save it as the user's message, then queue the reply."""
+    if turn_is_cancelled(turn_id=turn_id):
+        return
+    pcm = utterance_get(utterance_id)
+    if pcm is None:
+        return _fail(reply_channel, turn_id, "audio_expired", "The recording expired before it was transcribed.")
+    session = session_get_for_turn(session_id=session_id)
+    if session is None:
+        return _fail(reply_channel, turn_id, "asr_failed", "The conversation is gone.")
+    try:
+        transcript = get_asr_engine().transcribe(pcm)
+    except Exception as exc:  # the model failing must end the turn, not the worker
+        log.exception("turn %s: ASR failed", turn_id)
+        return _fail(reply_channel, turn_id, "asr_failed", f"Speech recognition failed: {exc.__class__.__name__}")
+    text = transcript.text
+    _frames(reply_channel, turn_id, {"type": "transcription", "text": text, "is_partial": False},
+            {"type": "asr_end", "text": text})  # fmt: skip
+    if not text:
+        return _fail(reply_channel, turn_id, "no_speech", "No words were heard.")
+    asr_done_ms = round((time.time() - speech_end_at) * 1000, 1)
+    turn_start(
+        session=session,
+        content=text,
+        audio_wav=encode(pcm, PCM_RATE, "wav") if settings.KEEP_AUDIO else None,
+        timings={"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2),
+                 "transcript_at_ms": asr_done_ms},  # fmt: skip
+    )
+    _frames(reply_channel, turn_id, {"type": "thinking"})
+    enqueue(llm_reply, turn_id=turn_id, session_id=session_id, reply_channel=reply_channel, text_deltas=text_deltas,
+            submitted_at=time.time(), speak=speak, speech_end_at=speech_end_at)  # fmt: skip
+
+
+@shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)
+def asr_file(*, utterance_id: str, reply_channel: str) -> None:
+    """Transcribe an uploaded file (any container) for the REST API; answers on `reply_channel`."""
+    data = utterance_get(utterance_id)
+    try:
+        if data is None:
+            raise AudioError("audio_expired", "The upload expired before it was transcribed.")
+        pcm = decode_to_pcm(data)
+        transcript = get_asr_engine().transcribe(pcm)
+        channel_send(reply_channel, {"type": "asr.result", "text": transcript.text,
+                                     "duration_s": round(transcript.audio_s, 2)})  # fmt: skip
+    except AudioError as exc:
+        channel_send(reply_channel, {"type": "asr.result", "error": {"code": exc.code, "message": exc.message}})

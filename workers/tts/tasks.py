@@ -1,0 +1,53 @@
+"""Celery tasks of the `tts` queue: speak one unit of a reply; render text for the REST API."""
+
+import base64
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from workers.audio import encode, resample
+from workers.cancel import turn_is_cancelled
+from workers.events import channel_send
+from workers.tts.engine import VoiceSpec, get_tts_engines
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="workers.tts.tasks.tts_speak", acks_late=True, soft_time_limit=30, time_limit=40)
+def tts_speak(*, turn_id: str, seq: int, text: str, emotion: str, voice: dict, sample_rate: int,
+              reply_channel: str) -> None:  # fmt: skip
+    """Synthesize unit `seq` of a reply and send its frames; the socket plays units in order."""
+    if turn_is_cancelled(turn_id=turn_id):
+        return
+    head = [{"type": "tts_start", "text": text, "emotion": emotion},
+            {"type": "response", "content": text, "content_cn": text, "emotion": emotion}]  # fmt: skip
+    try:
+        audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
+    except Exception as exc:  # a failed unit must not stall the ones after it
+        log.exception("turn %s unit %s: TTS failed", turn_id, seq)
+        error = {"type": "error", "code": "tts_failed", "message": f"Speech synthesis failed: {exc}"}
+        return _unit(reply_channel, turn_id, seq, head + [error], last=True)
+    pcm = resample(audio, rate, sample_rate).tobytes()
+    step = max(2, sample_rate * settings.AUDIO_OUTPUT_CHUNK_MS // 1000 * 2)
+    chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
+    for i, chunk in enumerate(chunks):
+        frame = {"type": "audio_chunk", "audio_base64": base64.b64encode(chunk).decode(), "audio_format": "pcm",
+                 "audio_sample_rate": sample_rate}  # fmt: skip
+        _unit(reply_channel, turn_id, seq, (head if i == 0 else []) + [frame], last=i == len(chunks) - 1)
+
+
+def _unit(channel: str, turn_id: str, seq: int, frames: list[dict], *, last: bool) -> None:
+    channel_send(channel, {"type": "turn.unit", "turn_id": turn_id, "seq": seq, "frames": frames, "last": last})
+
+
+@shared_task(name="workers.tts.tasks.tts_render", soft_time_limit=60, time_limit=75)
+def tts_render(*, text: str, voice: dict, emotion: str, fmt: str, sample_rate: int, reply_channel: str) -> None:
+    """Render text to an audio file for the REST API; answers on `reply_channel`."""
+    try:
+        audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
+        data = encode(resample(audio, rate, sample_rate).tobytes(), sample_rate, fmt)
+        channel_send(reply_channel, {"type": "tts.result", "audio": data})
+    except Exception as exc:
+        log.exception("TTS render failed")
+        channel_send(reply_channel, {"type": "tts.result", "error": {"code": "tts_failed", "message": str(exc)}})
