@@ -216,7 +216,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
         if cancel:
             await database_sync_to_async(turn_cancel)(turn_id=turn.id)
         if turn.voice:
-            await database_sync_to_async(services.turn_mark_interrupted)(turn=turn)
+            await database_sync_to_async(services.turn_mark_interrupted)(turn=turn, now=time.time())
         if notify:
             await self.finish_turn(turn, status="interrupted")
 

@@ -102,7 +102,8 @@ def voice_turn_submit(
     return turn_id
 
 
-def turn_mark_interrupted(*, turn) -> None:
-    """Save a spoken reply cut short: only the units whose speech had started, marked interrupted."""
-    turn_interrupt(turn_id=turn.id, session_id=turn.session_id, spoken=" ".join(turn.spoken),
-                   timings={"interrupted": True, **turn.audio_timings()})  # fmt: skip
+def turn_mark_interrupted(*, turn, now: float) -> None:
+    """Save a spoken reply cut short: only the units the client had started playing, marked interrupted."""
+    turn_interrupt(turn_id=turn.id, session_id=turn.session_id, spoken=turn.spoken_by(now),
+                   timings={"interrupted_at_ms": round((now - turn.speech_end_at) * 1000, 1),
+                            **turn.audio_timings()})  # fmt: skip

@@ -34,10 +34,22 @@ class Turn:
     next_seq: int = 0
     units_total: int | None = None
     waiting: dict[int, list[dict]] = field(default_factory=dict)  # seq → unit events not yet playable
-    spoken: list[str] = field(default_factory=list)  # texts of units whose audio has started
+    units: list[tuple[float, str]] = field(default_factory=list)  # (start in the reply's audio, s; text)
+    audio_s: float = 0.0  # seconds of reply audio sent so far
     failed: bool = False
     first_audio_at: float | None = None
     last_audio_at: float | None = None
+
+    def spoken_by(self, now: float) -> str:
+        """The units whose audio the client had started playing by `now` (playing from first audio on)."""
+        if self.first_audio_at is None:
+            return ""
+        played = now - self.first_audio_at
+        return " ".join(text for start, text in self.units if start <= played)
+
+    @property
+    def playback_end(self) -> float:
+        return (self.first_audio_at or 0.0) + self.audio_s
 
     @property
     def all_units_sent(self) -> bool:

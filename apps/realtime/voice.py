@@ -33,6 +33,7 @@ class VoiceMixin:
     output_rate = PCM_RATE
     stream: AudioIn | None = None
     call: Call | None = None
+    playing: Turn | None = None  # the last spoken reply, while the client may still be playing it
 
     def voice_handlers(self) -> dict:
         return {
@@ -121,8 +122,7 @@ class VoiceMixin:
             if event.kind == "speech_start":
                 call.audio.buffer = call.preroll + call.audio.buffer
                 call.preroll = bytearray()
-                if self.turn is not None:
-                    await self.barge_in()
+                await self.barge_in()
             elif event.kind == "speech_end":
                 utterance, call.audio.buffer = bytes(call.audio.buffer), bytearray()
                 await self.start_voice_turn(utterance, speech_end_at=time.time())
@@ -132,9 +132,18 @@ class VoiceMixin:
             raise ClientError("utterance_too_long", "You spoke too long without a pause; that part was dropped.")
 
     async def barge_in(self):
-        """The user talks over the character: stop its jobs, stop playback, keep what was said."""
-        await self.send_frame(p.Interrupted())
-        await self.end_turn(cancel=True)
+        """The user talks over the character: stop its jobs, stop playback, keep what was said.
+
+        The character is talking while its turn runs, and after it until the audio sent has had
+        time to play.
+        """
+        playing, self.playing = self.playing, None
+        if self.turn is not None:
+            await self.send_frame(p.Interrupted())
+            await self.end_turn(cancel=True)
+        elif playing is not None and time.time() < playing.playback_end:
+            await self.send_frame(p.Interrupted())
+            await database_sync_to_async(services.turn_mark_interrupted)(turn=playing, now=time.time())
 
     # --- voice turns -------------------------------------------------------------------------
 
@@ -173,17 +182,19 @@ class VoiceMixin:
     async def play(self, turn: Turn, frames: list[dict]):
         for frame in frames:
             if frame["type"] == "tts_start":
-                turn.spoken.append(frame["text"])
+                turn.units.append((turn.audio_s, frame["text"]))
             elif frame["type"] == "audio_chunk":
                 turn.last_audio_at = time.time()
                 turn.first_audio_at = turn.first_audio_at or turn.last_audio_at
+                turn.audio_s += len(frame["audio_base64"]) * 3 / 4 / 2 / frame["audio_sample_rate"]
             await self.send_json(frame)
 
     async def maybe_finish_voice_turn(self, turn: Turn):
         if self.turn is turn and turn.all_units_sent:
             await self.send_frame(p.AudioEnd())
             await database_sync_to_async(turn_timings_merge)(turn_id=turn.id, timings=turn.audio_timings())
-            await self.finish_turn(turn, status="failed" if turn.failed and not turn.spoken else "complete")
+            self.playing = turn
+            await self.finish_turn(turn, status="failed" if turn.failed and not turn.units else "complete")
 
 
 def _decode(fn, data):

@@ -111,13 +111,14 @@ async def test_compressed_audio_files_are_accepted(api_key, character, fmt):
 
 async def test_audio_starts_before_the_reply_is_written(api_key, character):
     comm = await connected_socket(api_key)
-    await comm.send_json_to({"type": "audio_message", "audio_base64": b64(piper_says("Please answer slow."))})
+    line = await sync_to_async(piper_says)("Please answer slow, and take your time with every single word, because I really like to listen to you.")
+    await comm.send_json_to({"type": "audio_message", "audio_base64": b64(line)})
     frames = await frames_until(comm, "turn_end")
     kinds = types(frames)
     assert "slow" in words(next(f["text"] for f in frames if f["type"] == "asr_end"))
     assert kinds.index("audio_chunk") < kinds.index("llm_end"), kinds
     first_unit = next(f["text"] for f in frames if f["type"] == "tts_start")
-    assert first_unit.startswith("You said:")
+    assert first_unit.startswith("You said:") and first_unit.endswith(",")  # the first clause speaks early
     await comm.disconnect()
 
 
@@ -141,25 +142,49 @@ async def test_hands_free_call_streamed_in_real_time(api_key, character):
 
 
 async def test_barge_in_stops_the_reply_and_keeps_what_was_said(api_key, character):
+    ask = await sync_to_async(piper_says)("Please answer slow.")
+    interruption = (await sync_to_async(audioeval_clip)("hello_world"))[0]
     comm = await connected_socket(api_key)
     await comm.send_json_to({"type": "voice_call_start"})
     assert (await comm.receive_json_from()) == {"type": "voice_call_listening"}
-    await stream_realtime(comm, silence(0.3) + piper_says("Please answer slow.") + silence(0.7))
-    frames = await frames_until(comm, "audio_chunk")  # the character has started speaking
-    first_turn = next(f for f in frames if f["type"] == "tts_start")
-    # the user talks over it
-    sender = asyncio.create_task(stream_realtime(comm, audioeval_clip("hello_world")[0] + silence(1.0)))
+    await stream_realtime(comm, silence(0.3) + ask + silence(0.7))
+    first = await frames_until(comm, "turn_end")  # all audio sent; the client is still playing it
+    first_unit = next(f for f in first if f["type"] == "tts_start")["text"]
+    listening = await comm.receive_json_from(timeout=5)
+    assert listening == {"type": "voice_call_listening"}
+    sender = asyncio.create_task(stream_realtime(comm, interruption + silence(1.0)))  # the user talks over it
     frames = await frames_until(comm, "interrupted")
-    after = await frames_until(comm, "turn_end")
-    assert after[-1]["status"] == "interrupted"
-    interrupted_id = after[-1]["message_id"]
+    assert types(frames) == ["interrupted"]  # within the detection window, nothing else came first
     new_turn = await frames_until(comm, "turn_end")
     await sender
     assert "hello" in words(next(f["text"] for f in new_turn if f["type"] == "asr_end"))
-    saved = await Message.objects.aget(pk=interrupted_id)
+    saved = await Message.objects.aget(pk=first[-1]["message_id"])
     assert saved.status == "interrupted"
-    assert saved.content.startswith(first_turn["text"])
-    assert "Anything else?" not in saved.content  # only what was actually spoken
+    assert saved.content.startswith(first_unit)
+    assert "Anything else?" not in saved.content  # only what had been heard
+    assert saved.timings["interrupted_at_ms"] > saved.timings["first_audio_at_ms"]
+    await comm.disconnect()
+
+
+async def test_barge_in_while_the_reply_is_being_written_cancels_the_jobs(api_key, character):
+    ask = await sync_to_async(piper_says)("Tell me a slow, slow, slow and very slow long story please.")
+    interruption = (await sync_to_async(audioeval_clip)("hello_world"))[0]
+    comm = await connected_socket(api_key)
+    await comm.send_json_to({"type": "voice_call_start"})
+    await comm.receive_json_from()
+    await stream_realtime(comm, silence(0.3) + ask + silence(0.6))
+    await frames_until(comm, "llm_start")
+    sender = asyncio.create_task(stream_realtime(comm, interruption + silence(1.0)))
+    frames = await frames_until(comm, "turn_end")
+    assert types(frames)[-2:] == ["interrupted", "turn_end"] and frames[-1]["status"] == "interrupted"
+    assert "llm_end" not in types(frames)
+    stopped = frames[-1]["message_id"]
+    new_turn = await frames_until(comm, "turn_end")
+    await sender
+    assert new_turn[-1]["status"] == "complete"
+    assert all(f.get("message_id") != stopped for f in new_turn)
+    saved = await Message.objects.aget(pk=stopped)
+    assert saved.status == "interrupted"
     await comm.disconnect()
 
 

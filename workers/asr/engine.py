@@ -79,4 +79,5 @@ def get_asr_engine() -> AsrEngine:
     with _lock:
         if _engine is None:
             _engine = AsrEngine.from_settings()
+            _engine.transcribe(bytes(PCM_RATE))  # warm up: the first decode is much slower
     return _engine

@@ -6,14 +6,15 @@ _PER_MESSAGE_OVERHEAD = 4  # role markers and separators of the chat template
 
 
 def system_prompt(*, persona: str, character_name: str, example_dialogue: str) -> str:
+    """The persona, one line on emotion tags and staying in character, then the example dialogue."""
     parts = [
         persona.strip(),
-        f"Stay in character as {character_name}. You may begin a reply with one emotion tag in "
-        f"square brackets, one of: {', '.join(EMOTIONS)}. For example: [happy] Hello!",
+        f"You are {character_name}: stay in character. You may begin a reply with one emotion tag in "
+        f"square brackets, one of: {', '.join(EMOTIONS)} (e.g. [happy]).",
     ]
     if example_dialogue.strip():
-        parts.append(f"Example of how {character_name} talks:\n{example_dialogue.strip()}")
-    return "\n\n".join(parts)
+        parts.append(f"An example of how {character_name} talks:\n{example_dialogue.strip()}")
+    return "\n\n".join(part for part in parts if part)
 
 
 def build_messages(
@@ -25,10 +26,11 @@ def build_messages(
     engine,
     budget_tokens: int,
 ) -> list[dict[str, str]]:
-    """Chat messages for the engine. The newest turns are kept first; the last one always is.
+    """Chat messages for the engine: the system prompt, then the newest turns that fit the budget.
 
-    A kept history never starts with an assistant line unless it is the conversation's opening
-    greeting and the whole history fits.
+    Oldest turns are dropped first; the last one is always kept, even alone over budget. A kept
+    history never starts with an assistant line unless it is the conversation's opening greeting
+    and the whole history fits. Each message is counted once (`engine.count_tokens`).
     """
     system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
     left = budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD

@@ -154,5 +154,7 @@ def get_tts_engines() -> TtsEngines:
             from django.conf import settings
 
             _engines = TtsEngines(Path(settings.TTS_VOICES_DIR) if settings.TTS_VOICES_DIR else None)
-            _engines.get(VoiceSpec())  # load the default voice now: a missing one is a start-up error
+            # Load and warm the default voice now: a missing one is a start-up error, and the first
+            # inference of an ONNX session is several times slower than the rest.
+            _engines.synthesize("Hello.", VoiceSpec())
     return _engines
