@@ -109,14 +109,15 @@ MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
 # --- Celery --------------------------------------------------------------------------------
 # In-process tasks: the embedded mode runs each task in a thread of the web process.
 TASKS_IN_PROCESS = env.bool("TASKS_IN_PROCESS", default=EMBEDDED)
-IN_PROCESS_TASK_THREADS = env.int("IN_PROCESS_TASK_THREADS", default=2)
+IN_PROCESS_TASK_THREADS = env.int("IN_PROCESS_TASK_THREADS", default=4)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -187,6 +188,9 @@ AUDIO_MAX_CHUNK_BYTES = env.int("AUDIO_MAX_CHUNK_BYTES", default=64 * 1024)
 # Streamed audio may arrive at most this many times faster than real time (plus a 2 s burst).
 AUDIO_MAX_RATE_FACTOR = env.float("AUDIO_MAX_RATE_FACTOR", default=4.0)
 AUDIO_OUTPUT_CHUNK_MS = env.int("AUDIO_OUTPUT_CHUNK_MS", default=500)
+TTS_MAX_CHARS = env.int("TTS_MAX_CHARS", default=2000)  # POST /api/tts
+ASR_MAX_UPLOAD_BYTES = env.int("ASR_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)  # POST /api/asr
+DATA_UPLOAD_MAX_MEMORY_SIZE = ASR_MAX_UPLOAD_BYTES + 1024 * 1024
 # Keep users' utterances as WAV files on their messages.
 KEEP_AUDIO = env.bool("KEEP_AUDIO", default=False)
 # Words before a comma that may end the first spoken unit early (0 = whole sentences only).

@@ -3,6 +3,7 @@ from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import path
 
+from apps.api import speech
 from apps.api import views as api_views
 
 urlpatterns = [
@@ -10,4 +11,7 @@ urlpatterns = [
     path("health", api_views.health, name="health"),
     path("ready", api_views.ready, name="ready"),
     path("characters", api_views.characters, name="characters"),
+    path("api/voices", speech.voices, name="api-voices"),
+    path("api/tts", speech.text_to_speech, name="api-tts"),
+    path("api/asr", speech.speech_to_text, name="api-asr"),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from apps.accounts.services import token_authenticate
-from apps.characters.models import Character
+from apps.characters.models import Character, Voice
 from apps.characters.selectors import character_get_for_chat
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt, turn_start
@@ -74,11 +74,10 @@ def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
     )
 
 
-def voice_spec(character: Character) -> dict:
-    """The TTS job's view of the character's voice (defaults to the shipped Piper voice)."""
-    voice = character.voice
+def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:
+    """The TTS job's view of a voice (None: the shipped Piper voice)."""
     if voice is None:
-        return {"engine": "piper", "model": "", "speaker": "", "language": character.language, "speed": 1.0}
+        return {"engine": "piper", "model": "", "speaker": "", "language": language, "speed": 1.0}
     return {"engine": voice.engine, "model": voice.model, "speaker": voice.speaker, "language": voice.language,
             "speed": voice.speed}  # fmt: skip
 
@@ -96,7 +95,8 @@ def voice_turn_submit(
         utterance_id=utterance_put(pcm),
         reply_channel=reply_channel,
         speech_end_at=speech_end_at,
-        speak={"voice": voice_spec(conversation.character), "sample_rate": sample_rate},
+        speak={"voice": voice_spec_of(conversation.character.voice, conversation.character.language),
+               "sample_rate": sample_rate},
         text_deltas=text_deltas,
     )
     return turn_id

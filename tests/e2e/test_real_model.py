@@ -1,6 +1,7 @@
 """End to end with the real SmolLM2 model over a real WebSocket: scaled, embedded and OpenAI paths."""
 
 import asyncio
+import base64
 import json
 import re
 import tempfile
@@ -15,19 +16,23 @@ from apps.characters.models import Character
 from apps.conversations.models import Message
 from tests import stack
 from tests.conftest import LOG_DIR
+from tests.speech import audioeval_clip, words
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
 
 
-async def talk(url: str, token: str, character: str, lines: list[str]) -> list[list[dict]]:
-    """Connect, say each line, return the frames of each turn."""
+async def talk(url: str, token: str, character: str, lines: list) -> list[list[dict]]:
+    """Connect, say each line (text, or PCM bytes spoken as a whole utterance), return each turn's frames."""
     turns = []
-    async with websockets.connect(url.replace("http", "ws", 1) + "/ws") as ws:
+    async with websockets.connect(url.replace("http", "ws", 1) + "/ws", max_size=None) as ws:
         await ws.send(json.dumps({"type": "connect", "api_token": token, "character_name": character,
                                   "text_deltas": True}))  # fmt: skip
         assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connected"
         for line in lines:
-            await ws.send(json.dumps({"type": "message", "content": line}))
+            if isinstance(line, bytes):
+                await ws.send(json.dumps({"type": "audio_message", "audio_base64": base64.b64encode(line).decode()}))
+            else:
+                await ws.send(json.dumps({"type": "message", "content": line}))
             frames = []
             while not frames or frames[-1]["type"] != "turn_end":
                 frames.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
@@ -39,6 +44,21 @@ def assert_real_reply(frames: list[dict]) -> str:
     kinds = [f["type"] for f in frames]
     assert kinds[:2] == ["thinking", "llm_start"], kinds
     assert kinds[-2:] == ["llm_end", "turn_end"], kinds
+    return assert_reply_text(frames)
+
+
+def assert_spoken_reply(frames: list[dict], heard: set[str]) -> str:
+    """A voice turn with the real models: transcript, reply text, and speech that starts early."""
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "asr_start" and kinds[-2:] == ["audio_end", "turn_end"], kinds
+    assert heard <= set(words(next(f["text"] for f in frames if f["type"] == "asr_end")))
+    pcm = b"".join(base64.b64decode(f["audio_base64"]) for f in frames if f["type"] == "audio_chunk")
+    assert len(pcm) / 32000 > 0.5
+    return assert_reply_text(frames)
+
+
+def assert_reply_text(frames: list[dict]) -> str:
+    kinds = [f["type"] for f in frames]
     assert "error" not in kinds, frames
     assert frames[-1]["status"] == "complete"
     sentences = [f["content"] for f in frames if f["type"] == "response"]
@@ -70,18 +90,22 @@ def scaled_stack(live_env):
     env = {**live_env, "REDIS_URL": "redis://127.0.0.1:6379/12", "LLM_BACKEND": "transformers", "LLM_SEED": "7",
            "LLM_MAX_NEW_TOKENS": "48"}  # fmt: skip
     worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="e2e-llm", timeout=300)
+    voice = stack.start_worker(queues="asr,tts", env=env, log_dir=LOG_DIR, name="e2e-voice")
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
     yield url
     daphne.stop()
     worker.stop()
+    voice.stop()
 
 
 def test_scaled_stack_multi_turn_with_smollm2(scaled_stack, nova):
-    turns = asyncio.run(talk(scaled_stack, nova, "nova", ["Hello! What is your name?", "Tell me about Mars."]))
-    for frames in turns:
+    speech, _ = audioeval_clip("quick_brown_fox")
+    turns = asyncio.run(talk(scaled_stack, nova, "nova", ["Hello! What is your name?", "Tell me about Mars.", speech]))
+    for frames in turns[:2]:
         assert_saved(frames, assert_real_reply(frames))
+    assert_saved(turns[2], assert_spoken_reply(turns[2], {"quick", "brown", "fox"}))
     session = Message.objects.get(pk=turns[1][-1]["message_id"]).session
-    assert [m.role for m in session.messages.order_by("created_at")] == ["assistant"] + ["user", "assistant"] * 2
+    assert [m.role for m in session.messages.order_by("created_at")] == ["assistant"] + ["user", "assistant"] * 3
 
 
 def test_embedded_mode_one_process_with_smollm2(tmp_path):
@@ -99,11 +123,13 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
     stack.manage("seed_demo", env=env)  # idempotent
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
     try:
-        turns = asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["Hi there!", "What do you like?"]))
+        speech, _ = audioeval_clip("hello_world")
+        turns = asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["Hi there!", "What do you like?", speech]))
     finally:
         daphne.stop()
-    for frames in turns:
+    for frames in turns[:2]:
         assert_real_reply(frames)
+    assert_spoken_reply(turns[2], {"hello", "world"})
     assert (tmp_path / "personatalk.sqlite3").exists()
 
 

@@ -61,7 +61,7 @@ def assert_spoken_turn(frames, expected_words: list[str]) -> str:
     assert reply.endswith("I am Nova. Anything else?")
     pcm = audio_of(frames)
     seconds = len(pcm) / 16000
-    assert 0.4 * len(reply.split()) > seconds > 0.15 * len(reply.split()), seconds  # speech, not noise
+    assert 0.7 * len(reply.split()) > seconds > 0.12 * len(reply.split()), (seconds, reply)  # speech, not noise
     assert np.abs(pcm.astype(np.int32)).max() > 1000
     assert frames[-1]["status"] == "complete"
     return reply
@@ -111,14 +111,14 @@ async def test_compressed_audio_files_are_accepted(api_key, character, fmt):
 
 async def test_audio_starts_before_the_reply_is_written(api_key, character):
     comm = await connected_socket(api_key)
-    line = await sync_to_async(piper_says)("Please answer slow, and take your time with every single word, because I really like to listen to you.")
+    line = await sync_to_async(piper_says)("Please answer slow. Take your time with every single word, because I really like to listen to you.")
     await comm.send_json_to({"type": "audio_message", "audio_base64": b64(line)})
     frames = await frames_until(comm, "turn_end")
     kinds = types(frames)
     assert "slow" in words(next(f["text"] for f in frames if f["type"] == "asr_end"))
     assert kinds.index("audio_chunk") < kinds.index("llm_end"), kinds
     first_unit = next(f["text"] for f in frames if f["type"] == "tts_start")
-    assert first_unit.startswith("You said:") and first_unit.endswith(",")  # the first clause speaks early
+    assert first_unit.startswith("You said:") and len(first_unit.split()) <= 6  # a short first unit speaks early
     await comm.disconnect()
 
 
@@ -249,11 +249,8 @@ async def test_limits_chunk_size_utterance_length_and_rate(api_key, character):
     codes = []
     for _ in range(6):  # 6 s of audio at once: far faster than real time
         await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(silence(1.0))})
-    while True:
-        try:
-            codes.append((await comm.receive_json_from(timeout=1))["code"])
-        except asyncio.TimeoutError:
-            break
+    while not await comm.receive_nothing(timeout=1):
+        codes.append((await comm.receive_json_from())["code"])
     assert "audio_rate_exceeded" in codes
     assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}
     await comm.disconnect()

@@ -1,4 +1,5 @@
-"""The engines themselves: the real SmolLM2 through transformers, settings errors, the scripted engine."""
+"""The engines themselves: the real SmolLM2 (also behind an OpenAI-compatible server), settings errors,
+the scripted engine."""
 
 import time
 
@@ -6,8 +7,16 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from tests.workers.openai_server import serve
 from workers.llm import engines
-from workers.llm.engines import EngineConfigError, EngineError, ScriptedEngine, TransformersEngine, get_engine
+from workers.llm.engines import (
+    EngineConfigError,
+    EngineError,
+    OpenAIEngine,
+    ScriptedEngine,
+    TransformersEngine,
+    get_engine,
+)
 
 CHAT = [
     {"role": "system", "content": "You are Nova, a cheerful astronomy guide. Answer in one short sentence."},
@@ -47,6 +56,18 @@ def test_converted_copy_is_reused(smollm2):
     assert engines.converted_model_dir(gguf, settings.LLM_CACHE_DIR) == target
     assert time.monotonic() - started < 1
     assert (target / "config.json").stat().st_mtime == before
+
+
+@pytest.mark.model
+def test_openai_engine_streams_smollm2_through_a_real_server(smollm2):
+    url, stop = serve(smollm2, api_key="sk-test")
+    try:
+        client = OpenAIEngine(base_url=url, api_key="sk-test", max_new_tokens=20)
+        deltas = list(client.stream(CHAT))
+    finally:
+        stop()
+    assert len(deltas) > 1
+    assert "".join(deltas).strip() and "<|im_end|>" not in "".join(deltas)
 
 
 def test_missing_model_names_the_setting(tmp_path):

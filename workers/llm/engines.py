@@ -196,7 +196,8 @@ class TransformersEngine:
             for _ in range(limit):
                 if should_stop():
                     return
-                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
+                # Last position only: full prefill logits are prompt x vocab floats (~300 MB at 1.5k tokens).
+                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True, logits_to_keep=1)
                 past = out.past_key_values
                 token = self._next_token(out.logits[0, -1], seen)
                 if token in self.eos_ids:

@@ -1,0 +1,120 @@
+"""REST speech endpoints for clients without a socket: voices, text → speech, speech file → text.
+
+The work runs on the tts and asr queues like every voice turn; the view waits for the job's answer
+on a channel of its own, so the web edge needs no models.
+"""
+
+import asyncio
+import json
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts.services import token_authenticate
+from apps.characters.models import Voice
+from apps.realtime.services import voice_spec_of
+from workers.asr.tasks import asr_file
+from workers.audio_store import utterance_put
+from workers.dispatch import enqueue
+from workers.llm.reply import EMOTIONS
+from workers.tts.tasks import tts_render
+
+CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
+
+
+def error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+async def _authenticated(request) -> bool:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return await database_sync_to_async(token_authenticate)(key=header[7:].strip()) is not None
+    user = await request.auser()
+    return user.is_authenticated
+
+
+async def _run(task, timeout: float, **kwargs) -> dict:
+    """Queue `task` with a reply channel and wait for its one answer."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel("rest.")
+    await sync_to_async(enqueue)(task, reply_channel=channel, **kwargs)
+    return await asyncio.wait_for(layer.receive(channel), timeout)
+
+
+@require_GET
+def voices(request):
+    """`{voices: [{name, engine, language, speed}]}`: the voices characters can have."""
+    rows = Voice.objects.order_by("name").values("name", "engine", "language", "speed")
+    return JsonResponse({"voices": list(rows)})
+
+
+@csrf_exempt
+@require_POST
+async def text_to_speech(request):
+    """POST JSON `{text, voice?, speed?, emotion?, format?: wav|mp3|ogg, sample_rate?}` → audio file."""
+    if not await _authenticated(request):
+        return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return error(400, "invalid_json", "The body is not valid JSON.")
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        return error(400, "missing_field", "`text` is required.")
+    if len(text) > settings.TTS_MAX_CHARS:
+        return error(400, "text_too_long", f"`text` is limited to {settings.TTS_MAX_CHARS} characters.")
+    fmt = body.get("format", "wav")
+    if fmt not in CONTENT_TYPES:
+        return error(400, "unsupported_format", "`format` is one of wav, mp3, ogg.")
+    emotion = body.get("emotion", "neutral")
+    if emotion not in EMOTIONS:
+        return error(400, "invalid_field", f"`emotion` is one of {', '.join(EMOTIONS)}.")
+    try:
+        speed = float(body.get("speed", 1.0))
+        rate = int(body.get("sample_rate", 22050))
+    except (TypeError, ValueError):
+        return error(400, "invalid_field", "`speed` is a number and `sample_rate` an integer.")
+    if not 0.25 <= speed <= 4 or not 8000 <= rate <= 48000:
+        return error(400, "invalid_field", "`speed` is within 0.25–4 and `sample_rate` within 8000–48000.")
+    voice = None
+    if body.get("voice"):
+        voice = await Voice.objects.filter(name=body["voice"]).afirst()
+        if voice is None:
+            return error(404, "unknown_voice", f"No voice named {body['voice']!r}; see GET /api/voices.")
+    spec = voice_spec_of(voice)
+    spec["speed"] *= speed
+    try:
+        answer = await _run(tts_render, 120, text=text.strip(), voice=spec, emotion=emotion, fmt=fmt, sample_rate=rate)
+    except asyncio.TimeoutError:
+        return error(504, "tts_timeout", "No TTS worker answered in time.")
+    if "error" in answer:
+        return error(502, answer["error"]["code"], answer["error"]["message"])
+    return HttpResponse(answer["audio"], content_type=CONTENT_TYPES[fmt])
+
+
+@csrf_exempt
+@require_POST
+async def speech_to_text(request):
+    """POST an audio file (multipart field `audio`, or the raw body) → `{text, duration_s}`."""
+    if not await _authenticated(request):
+        return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
+    upload = request.FILES.get("audio")
+    data = upload.read() if upload else request.body
+    if not data:
+        return error(400, "empty_audio", "Send the audio as the multipart field `audio` or as the body.")
+    if len(data) > settings.ASR_MAX_UPLOAD_BYTES:
+        return error(413, "audio_too_large", f"Uploads are limited to {settings.ASR_MAX_UPLOAD_BYTES} bytes.")
+    utterance_id = await sync_to_async(utterance_put)(data)
+    try:
+        answer = await _run(asr_file, 300, utterance_id=utterance_id)
+    except asyncio.TimeoutError:
+        return error(504, "asr_timeout", "No ASR worker answered in time.")
+    if "error" in answer:
+        return error(400, answer["error"]["code"], answer["error"]["message"])
+    return JsonResponse({"text": answer["text"], "duration_s": answer["duration_s"]})
