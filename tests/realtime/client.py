@@ -7,11 +7,25 @@ from channels.testing import WebsocketCommunicator
 from personatalk.asgi import application
 
 
+OPEN: list[WebsocketCommunicator] = []  # closed after each test by tests/realtime/conftest.py
+
+
 async def open_socket(headers=None) -> WebsocketCommunicator:
     comm = WebsocketCommunicator(application, "/ws", headers=headers or [])
     connected, _ = await comm.connect()
     assert connected
+    OPEN.append(comm)
     return comm
+
+
+async def close_all() -> None:
+    """Disconnect every socket a test opened, so no consumer outlives its test's event loop."""
+    while OPEN:
+        comm = OPEN.pop()
+        try:
+            await comm.disconnect(timeout=2)
+        except BaseException:  # already closed by the server, or the app ended with an error
+            pass
 
 
 async def connect(comm, *, api_key=None, character="nova", **extra) -> dict:

@@ -1,0 +1,222 @@
+"""Voice turns through the scaled stack vs. the same stages in-process, and the ASR/TTS workers' memory.
+
+Starts PostgreSQL/Redis if needed, a fresh database, Daphne and three Celery workers (asr, llm, tts)
+with the real models (Whisper tiny.en, SmolLM2-135M, Piper joe), then plays N recorded or
+Piper-made utterances as push-to-talk streams over a real WebSocket. After each turn the same
+stages run in this process on the same input: ASR, the LLM up to its first spoken unit, and TTS
+of that unit; their sum is the floor the architecture is compared with.
+
+    .venv/bin/python bench/voice_turn.py [--turns 12]
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKEN = "pt-bench-token"
+QUESTIONS = [
+    "What is the brightest star in the night sky?",
+    "Can you tell me something about Mars?",
+    "Why do stars twinkle at night?",
+    "Tell me a fun fact about Saturn.",
+]
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def utterances() -> list[tuple[str, bytes]]:
+    from tests.speech import alsa_clip, audioeval_clip, piper_says
+
+    clips = [(q, piper_says(q)) for q in QUESTIONS]
+    clips += [(name, audioeval_clip(name)[0]) for name in ("hello_world", "quick_brown_fox", "counting")]
+    clips += [(name, alsa_clip(name)[0]) for name in ("Front_Center", "Rear_Left")]
+    return clips
+
+
+async def client_turn(ws, pcm: bytes) -> dict:
+    """Push-to-talk: send the utterance, release, and time each stage from the release."""
+    await ws.send(json.dumps({"type": "clear_history"}))
+    while json.loads(await ws.recv())["type"] != "history_cleared":
+        pass
+    await ws.send(json.dumps({"type": "audio_stream_start"}))
+    while json.loads(await ws.recv())["type"] != "audio_stream_started":
+        pass
+    for i in range(0, len(pcm), 6400):
+        await ws.send(pcm[i:i + 6400])  # binary PCM frames
+    t0 = time.perf_counter()
+    await ws.send(json.dumps({"type": "audio_stream_end"}))
+    marks, units = {}, 0
+    while True:
+        frame = json.loads(await ws.recv())
+        now = time.perf_counter() - t0
+        kind = frame["type"]
+        if kind == "error":
+            raise RuntimeError(frame)
+        if kind == "asr_end":
+            marks["transcript"], marks["text"] = now, frame["text"]
+        elif kind == "text_delta":
+            marks.setdefault("first_token", now)
+        elif kind == "tts_start":
+            units += 1
+            marks.setdefault("first_unit", frame["text"])
+        elif kind == "audio_chunk":
+            marks.setdefault("first_audio", now)
+            marks["last_audio"] = now
+        elif kind == "turn_end":
+            marks["turn_end"], marks["units"] = now, units
+            return marks
+
+
+def in_process(engines, character) -> dict:
+    """The same stages, one after another, in this process: the floor."""
+    from django.conf import settings
+
+    from apps.realtime.services import voice_spec_of
+    from workers.llm.prompt import build_messages
+    from workers.llm.reply import ReplyStream, Sentence
+    from workers.tts.engine import VoiceSpec
+
+    asr, llm, tts, pcm = engines["asr"], engines["llm"], engines["tts"], engines["pcm"]
+    t = time.perf_counter()
+    transcript = asr.transcribe(pcm).text
+    asr_s = time.perf_counter() - t
+    history = [("assistant", character.greeting), ("user", transcript)]
+    t = time.perf_counter()
+    messages = build_messages(persona=character.persona, character_name=character.name,
+                              example_dialogue=character.example_dialogue, history=history, engine=llm,
+                              budget_tokens=settings.LLM_PROMPT_TOKENS)  # fmt: skip
+    reply, first_unit, units = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS), None, []
+    for piece in llm.stream(messages):
+        for event in reply.feed(piece):
+            if isinstance(event, Sentence):
+                units.append(event.text)
+                if first_unit is None:
+                    first_unit = (event.text, time.perf_counter() - t)
+    units += [e.text for e in reply.finish() if isinstance(e, Sentence)]
+    llm_total_s = time.perf_counter() - t
+    if first_unit is None:
+        first_unit = (units[0], llm_total_s)
+    voice = VoiceSpec(**voice_spec_of(character.voice, character.language))
+    t = time.perf_counter()
+    tts.synthesize(first_unit[0], voice, reply.emotion)
+    tts_first_s = time.perf_counter() - t
+    t = time.perf_counter()
+    tts.synthesize(units[-1], voice, reply.emotion)
+    tts_last_s = time.perf_counter() - t
+    return {"asr": asr_s, "llm_first_unit": first_unit[1], "tts_first_unit": tts_first_s, "llm_total": llm_total_s,
+            "tts_last_unit": tts_last_s, "first_unit": first_unit[0], "transcript": transcript}  # fmt: skip
+
+
+async def run(args) -> None:
+    import websockets
+
+    from tests import stack
+
+    subprocess.run(["bash", str(ROOT / "tests" / "services.sh")], check=True)
+    env = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/personatalk_bench",
+        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "SECRET_KEY": "bench",
+        "DEMO_API_TOKEN": TOKEN,
+        "LLM_BACKEND": "transformers",
+        "LLM_TEMPERATURE": "0",  # greedy: the workers and this process write the same replies
+        "LLM_MAX_NEW_TOKENS": str(args.max_new_tokens),
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"
+    import redis
+
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    stack.manage("ensure_database", env=env)
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("seed_demo", env=env)
+    log_dir = ROOT / "var" / "bench"
+    workers = {q: stack.start_worker(queues=q, env=env, log_dir=log_dir, name=f"bench-{q}", timeout=300)
+               for q in ("asr", "llm", "tts")}  # fmt: skip
+    daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
+    try:
+        import django
+
+        django.setup()
+        from asgiref.sync import sync_to_async
+
+        from apps.characters.models import Character
+        from workers.asr.engine import get_asr_engine
+        from workers.llm.engines import get_engine
+        from workers.tts.engine import get_tts_engines
+
+        character = await sync_to_async(Character.objects.select_related("voice").get)(slug=args.character)
+        engines = {"asr": get_asr_engine(), "llm": get_engine(), "tts": get_tts_engines()}
+        clips = utterances()
+        e2e, floor = [], []
+        async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "connect", "api_token": TOKEN, "character_name": args.character,
+                                      "text_deltas": True}))  # fmt: skip
+            assert json.loads(await ws.recv())["type"] == "connected"
+            for i in range(args.warmup + args.turns):
+                name, pcm = clips[i % len(clips)]
+                client = await client_turn(ws, pcm)
+                local = in_process({**engines, "pcm": pcm}, character)
+                if i >= args.warmup:
+                    e2e.append(client)
+                    floor.append(local)
+                    print(f"  {name[:32]:32} transcript={client['transcript']*1000:5.0f} ms  "
+                          f"first audio={client['first_audio']*1000:5.0f} ms (floor "
+                          f"{(local['asr'] + local['llm_first_unit'] + local['tts_first_unit'])*1000:5.0f})  "
+                          f"units={client['units']}  first unit={client['first_unit']!r:.40}")
+        rss = {q: rss_mb(w.popen.pid) for q, w in workers.items()}
+    finally:
+        daphne.stop()
+        for w in workers.values():
+            w.stop()
+
+    ms = lambda xs: f"p50={pct(xs, .5) * 1000:6.0f} ms  p95={pct(xs, .95) * 1000:6.0f} ms"  # noqa: E731
+    print(f"turns={len(e2e)} models: Whisper tiny.en int8, SmolLM2-135M (greedy, {args.max_new_tokens} tokens), Piper joe")
+    print("end of speech → (at the client)")
+    for stage in ("transcript", "first_token", "first_audio", "turn_end"):
+        print(f"  {stage:12} {ms([m[stage] for m in e2e])}")
+    print("in-process stages on the same inputs")
+    for stage in ("asr", "llm_first_unit", "tts_first_unit", "llm_total", "tts_last_unit"):
+        print(f"  {stage:15} {ms([f[stage] for f in floor])}")
+    first_ratio = [m["first_audio"] / (f["asr"] + f["llm_first_unit"] + f["tts_first_unit"]) for m, f in zip(e2e, floor)]
+    end_ratio = [m["turn_end"] / (f["asr"] + f["llm_total"] + f["tts_last_unit"]) for m, f in zip(e2e, floor)]
+    long = [m["first_audio"] / m["last_audio"] for m in e2e if m["units"] >= 3]
+    print(f"first audio / floor (asr + llm to first unit + tts of it): median {statistics.median(first_ratio):.3f}")
+    print(f"turn end / floor (asr + whole llm + tts of last unit):     median {statistics.median(end_ratio):.3f}")
+    print(f"first audio / last audio, replies of ≥3 units (n={len(long)})")
+    print(f"RESULT first_audio_ratio={statistics.median(first_ratio):.3f}")
+    print(f"RESULT turn_end_ratio={statistics.median(end_ratio):.3f}")
+    print(f"RESULT first_to_last_audio={statistics.median(long) if long else float('nan'):.3f}")
+    print(f"RESULT voice_to_voice_ms_p50={pct([m['first_audio'] for m in e2e], .5) * 1000:.0f}")
+    print(f"RESULT asr_worker_rss_mb={rss['asr']:.0f}")
+    print(f"RESULT tts_worker_rss_mb={rss['tts']:.0f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--character", default="nova")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    asyncio.run(run(parser.parse_args()))
