@@ -61,8 +61,9 @@ async def client_turn(ws, pcm: bytes) -> dict:
     await ws.send(json.dumps({"type": "audio_stream_start"}))
     while json.loads(await ws.recv())["type"] != "audio_stream_started":
         pass
-    for i in range(0, len(pcm), 6400):
-        await ws.send(pcm[i:i + 6400])  # binary PCM frames
+    for i in range(0, len(pcm), 3200):  # 100 ms binary PCM frames, paced as a microphone would
+        await ws.send(pcm[i:i + 3200])
+        await asyncio.sleep(0.1)
     t0 = time.perf_counter()
     await ws.send(json.dumps({"type": "audio_stream_end"}))
     marks, units = {}, 0

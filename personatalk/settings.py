@@ -157,6 +157,8 @@ LLM_MODEL_PATH = env("LLM_MODEL_PATH", default="")
 LLM_CACHE_DIR = Path(env("LLM_CACHE_DIR", default=str(VAR_DIR / "models")))
 LLM_DEVICE = env("LLM_DEVICE", default="cpu")
 LLM_THREADS = env.int("LLM_THREADS", default=0)  # 0 = torch's default
+# Threads while decoding token by token on CPU (0 = LLM_THREADS): one is as fast, and frees a core.
+LLM_DECODE_THREADS = env.int("LLM_DECODE_THREADS", default=1)
 LLM_MAX_NEW_TOKENS = env.int("LLM_MAX_NEW_TOKENS", default=160)
 LLM_TEMPERATURE = env.float("LLM_TEMPERATURE", default=0.7)
 LLM_TOP_P = env.float("LLM_TOP_P", default=0.9)
@@ -179,6 +181,7 @@ ASR_LANGUAGE = env("ASR_LANGUAGE", default="en")  # empty = detect
 ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
 # Directory of extra Piper voices (<name>.onnx + .onnx.json); the shipped voice is en_US-joe-medium.
 TTS_VOICES_DIR = env("TTS_VOICES_DIR", default="")
+TTS_THREADS = env.int("TTS_THREADS", default=1)  # ONNX threads per Piper voice; 0 = all cores
 VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
 VAD_MIN_SPEECH_MS = env.int("VAD_MIN_SPEECH_MS", default=160)
 # Silence that ends a turn in a hands-free call.

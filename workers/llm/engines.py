@@ -111,6 +111,7 @@ class TransformersEngine:
         cache_dir: str | Path,
         device: str = "cpu",
         threads: int = 0,
+        decode_threads: int = 0,
         temperature: float = 0.7,
         top_p: float = 0.9,
         repetition_penalty: float = 1.1,
@@ -128,6 +129,10 @@ class TransformersEngine:
             path = converted_model_dir(path, Path(cache_dir))
         if threads > 0:
             torch.set_num_threads(threads)
+        self.prefill_threads = torch.get_num_threads()
+        # Decoding one token is memory-bound: one CPU thread is as fast as two, and the other core
+        # is then free for the TTS of the units already written. Prefill keeps every thread.
+        self.decode_threads = decode_threads if device == "cpu" and decode_threads > 0 else 0
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
@@ -155,6 +160,7 @@ class TransformersEngine:
             cache_dir=settings.LLM_CACHE_DIR,
             device=settings.LLM_DEVICE,
             threads=settings.LLM_THREADS,
+            decode_threads=settings.LLM_DECODE_THREADS,
             temperature=settings.LLM_TEMPERATURE,
             top_p=settings.LLM_TOP_P,
             repetition_penalty=settings.LLM_REPETITION_PENALTY,
@@ -192,25 +198,36 @@ class TransformersEngine:
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"].to(self.device)
             seen = prompt[0].unique()
-            step_input, past, generated, shown = prompt, None, [], ""
-            for _ in range(limit):
-                if should_stop():
-                    return
-                # Last position only: full prefill logits are prompt x vocab floats (~300 MB at 1.5k tokens).
-                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True, logits_to_keep=1)
-                past = out.past_key_values
-                token = self._next_token(out.logits[0, -1], seen)
-                if token in self.eos_ids:
-                    return
-                generated.append(token)
-                seen = torch.cat([seen, torch.tensor([token], device=seen.device)]).unique()
-                step_input = torch.tensor([[token]], device=self.device)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    continue
-                if len(text) > len(shown):
-                    delta, shown = text[len(shown):], text
-                    yield delta
+            try:
+                yield from self._decode(prompt, seen, limit, should_stop)
+            finally:
+                if self.decode_threads:
+                    torch.set_num_threads(self.prefill_threads)
+
+    def _decode(self, step_input, seen, limit, should_stop) -> Iterator[str]:
+        import torch
+
+        past, generated, shown = None, [], ""
+        for step in range(limit):
+            if should_stop():
+                return
+            if step == 1 and self.decode_threads:
+                torch.set_num_threads(self.decode_threads)
+            # Last position only: full prefill logits are prompt x vocab floats (~300 MB at 1.5k tokens).
+            out = self.model(input_ids=step_input, past_key_values=past, use_cache=True, logits_to_keep=1)
+            past = out.past_key_values
+            token = self._next_token(out.logits[0, -1], seen)
+            if token in self.eos_ids:
+                return
+            generated.append(token)
+            seen = torch.cat([seen, torch.tensor([token], device=seen.device)]).unique()
+            step_input = torch.tensor([[token]], device=self.device)
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            if len(text) > len(shown):
+                delta, shown = text[len(shown):], text
+                yield delta
 
 
 # --- OpenAI-compatible server ------------------------------------------------------------------

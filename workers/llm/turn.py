@@ -85,7 +85,7 @@ def text_turn_run(
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
     status, error = Message.Status.COMPLETE, None
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
-    speaker = _Speaker(turn_id, reply_channel, speak) if speak else None
+    speaker = _Speaker(turn_id, reply_channel, speak, timings, speech_end_at) if speak else None
     engine = get_engine()
     out.frame({"type": "llm_start"})
     t0 = time.monotonic()
@@ -137,10 +137,13 @@ def text_turn_run(
 class _Speaker:
     """Queues one TTS job per completed unit of a spoken reply, numbered for in-order playback."""
 
-    def __init__(self, turn_id: str, reply_channel: str, speak: dict):
+    def __init__(self, turn_id: str, reply_channel: str, speak: dict, timings: dict, speech_end_at: float | None):
         self.turn_id, self.reply_channel, self.speak, self.units = turn_id, reply_channel, speak, 0
+        self.timings, self.speech_end_at = timings, speech_end_at
 
     def say(self, sentence: Sentence) -> None:
+        if self.units == 0 and self.speech_end_at:
+            self.timings["first_unit_at_ms"] = round((time.time() - self.speech_end_at) * 1000, 1)
         enqueue(tts_speak, turn_id=self.turn_id, seq=self.units, text=sentence.text, emotion=sentence.emotion,
                 voice=self.speak["voice"], sample_rate=self.speak["sample_rate"], reply_channel=self.reply_channel)  # fmt: skip
         self.units += 1
