@@ -12,13 +12,14 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import LOG_DIR, TOKEN, pct, rss_mb, scaled_environment  # noqa: E402
 
 PROMPTS = [
     "Hi! What is your name?",
@@ -30,24 +31,14 @@ PROMPTS = [
     "Tell me a fun fact about Saturn.",
     "What is a shooting star?",
 ]
-TOKEN = "pt-bench-token"
 
 
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def client_turn(ws, text: str) -> float:
     """Seconds from sending the message to the first text at the client; waits for turn_end."""
-    import websockets  # noqa: F401
 
     await ws.send(json.dumps({"type": "clear_history"}))
     while json.loads(await ws.recv())["type"] != "history_cleared":
@@ -92,27 +83,8 @@ async def run(args) -> None:
 
     from tests import stack
 
-    subprocess.run(["bash", str(ROOT / "tests" / "services.sh")], check=True)
-    env = {
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/personatalk_bench",
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
-        "SECRET_KEY": "bench",
-        "DEMO_API_TOKEN": TOKEN,
-        "LLM_BACKEND": "transformers",
-        "LLM_SEED": "1",
-        "LLM_TEMPERATURE": "0",  # greedy: the worker and this process write the same tokens
-        "LLM_MAX_NEW_TOKENS": str(args.max_new_tokens),
-        "PYTHONUNBUFFERED": "1",
-    }
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"
-    import redis
-
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    stack.manage("ensure_database", env=env)
-    stack.manage("migrate", "--noinput", env=env)
-    stack.manage("seed_demo", env=env)
-    log_dir = ROOT / "var" / "bench"
+    env = scaled_environment(args.max_new_tokens)
+    log_dir = LOG_DIR
     worker = stack.start_worker(queues="llm", env=env, log_dir=log_dir, timeout=300)
     daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
     try:

@@ -11,11 +11,8 @@ of that unit; their sum is the floor the architecture is compared with.
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TOKEN = "pt-bench-token"
+from bench.common import LOG_DIR, TOKEN, pct, rss_mb, scaled_environment  # noqa: E402
+
 QUESTIONS = [
     "What is the brightest star in the night sky?",
     "Can you tell me something about Mars?",
@@ -32,16 +30,8 @@ QUESTIONS = [
 ]
 
 
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def utterances() -> list[tuple[str, bytes]]:
@@ -133,26 +123,8 @@ async def run(args) -> None:
 
     from tests import stack
 
-    subprocess.run(["bash", str(ROOT / "tests" / "services.sh")], check=True)
-    env = {
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/personatalk_bench",
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
-        "SECRET_KEY": "bench",
-        "DEMO_API_TOKEN": TOKEN,
-        "LLM_BACKEND": "transformers",
-        "LLM_TEMPERATURE": "0",  # greedy: the workers and this process write the same replies
-        "LLM_MAX_NEW_TOKENS": str(args.max_new_tokens),
-        "PYTHONUNBUFFERED": "1",
-    }
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"
-    import redis
-
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    stack.manage("ensure_database", env=env)
-    stack.manage("migrate", "--noinput", env=env)
-    stack.manage("seed_demo", env=env)
-    log_dir = ROOT / "var" / "bench"
+    env = scaled_environment(args.max_new_tokens)
+    log_dir = LOG_DIR
     workers = {q: stack.start_worker(queues=q, env=env, log_dir=log_dir, name=f"bench-{q}", timeout=300)
                for q in ("asr", "llm", "tts")}  # fmt: skip
     daphne, url = stack.start_daphne(env=env, log_dir=log_dir)

@@ -1,0 +1,51 @@
+"""What both benchmarks share: a fresh scaled-mode environment and the figures' arithmetic."""
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "pt-bench-token"
+LOG_DIR = ROOT / "var" / "bench"
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scaled_environment(max_new_tokens: int) -> dict:
+    """Start PostgreSQL/Redis if needed, then a migrated, seeded bench database and a clean Redis db.
+
+    The settings also apply to this process, which measures the in-process figures: greedy
+    decoding, so the workers and this process write the same replies.
+    """
+    from tests import stack
+
+    subprocess.run(["bash", str(ROOT / "tests" / "services.sh")], check=True)
+    env = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/personatalk_bench",
+        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "SECRET_KEY": "bench",
+        "DEMO_API_TOKEN": TOKEN,
+        "LLM_BACKEND": "transformers",
+        "LLM_TEMPERATURE": "0",
+        "LLM_MAX_NEW_TOKENS": str(max_new_tokens),
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"
+    import redis
+
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    stack.manage("ensure_database", env=env)
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("seed_demo", env=env)
+    return env
