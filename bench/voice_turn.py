@@ -78,6 +78,38 @@ async def client_turn(ws, pcm: bytes) -> dict:
             return marks
 
 
+async def barge_in(ws, question: bytes, interruption: bytes) -> float:
+    """In a call: ask, and once the character's audio starts, talk over it at real time.
+
+    Returns seconds from the onset of the interrupting speech to the `interrupted` frame.
+    """
+    async def speak(pcm: bytes):
+        for i in range(0, len(pcm), 640):  # 20 ms frames, as a microphone sends them
+            await ws.send(pcm[i:i + 640])
+            await asyncio.sleep(0.02)
+
+    silence = bytes(16000)  # 0.5 s
+    await ws.send(json.dumps({"type": "voice_call_start"}))
+    await speak(silence + question + silence + silence)
+    while json.loads(await ws.recv())["type"] != "audio_chunk":
+        pass
+    onset = time.perf_counter()
+    talker = asyncio.create_task(speak(interruption + silence + silence))
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "interrupted":
+            elapsed = time.perf_counter() - onset
+            break
+    await talker
+    await ws.send(json.dumps({"type": "voice_call_stop"}))
+    while True:  # drain the interrupting turn until the server listens again
+        try:
+            await asyncio.wait_for(ws.recv(), 8)
+        except asyncio.TimeoutError:
+            break
+    return elapsed
+
+
 def in_process(engines, character) -> dict:
     """The same stages, one after another, in this process: the floor."""
     from django.conf import settings
@@ -158,6 +190,7 @@ async def run(args) -> None:
                           f"first audio={client['first_audio']*1000:5.0f} ms (floor "
                           f"{(local['asr'] + local['llm_first_unit'] + local['tts_first_unit'])*1000:5.0f})  "
                           f"units={client['units']}  first unit={client['first_unit']!r:.40}")
+            barge_ins = [await barge_in(ws, clips[i % len(clips)][1], clips[0][1]) for i in range(args.barge_ins)]
         rss = {q: rss_mb(w.popen.pid) for q, w in workers.items()}
     finally:
         daphne.stop()
@@ -184,6 +217,10 @@ async def run(args) -> None:
     print(f"RESULT voice_to_voice_ms_p50={pct([m['first_audio'] for m in e2e], .5) * 1000:.0f}")
     print(f"RESULT asr_worker_rss_mb={rss['asr']:.0f}")
     print(f"RESULT tts_worker_rss_mb={rss['tts']:.0f}")
+    if barge_ins:
+        print(f"barge-in: onset of the user's speech → `interrupted` at the client, n={len(barge_ins)} "
+              f"(includes VAD_MIN_SPEECH_MS of speech the VAD needs first)")
+        print(f"RESULT barge_in_ms_p50={pct(barge_ins, .5) * 1000:.0f}")
 
 
 if __name__ == "__main__":
@@ -192,4 +229,5 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--character", default="nova")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--barge-ins", type=int, default=3)
     asyncio.run(run(parser.parse_args()))
