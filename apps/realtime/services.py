@@ -19,10 +19,8 @@ from workers.llm.tasks import llm_reply
 
 @dataclass(frozen=True)
 class Conversation:
-    """Who is talking with which character in which session (what a socket holds)."""
+    """Which character, in which session, a socket is talking with."""
 
-    user_id: int
-    is_staff: bool
     character: Character
     session: ChatSession
 
@@ -41,7 +39,7 @@ def conversation_open(*, user, character_name: str, new_session: bool = False) -
     session = session_create(user=user, character=character) if new_session else session_open(
         user=user, character=character
     )
-    return Conversation(user_id=user.pk, is_staff=user.is_staff, character=character, session=session)
+    return Conversation(character=character, session=session)
 
 
 def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, text_deltas: bool) -> str:

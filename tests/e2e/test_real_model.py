@@ -4,8 +4,6 @@ import asyncio
 import base64
 import json
 import re
-import tempfile
-from pathlib import Path
 
 import pytest
 import websockets
