@@ -17,12 +17,13 @@ $(STAMP): requirements/base.txt requirements/worker.txt requirements/dev.txt req
 
 setup: $(STAMP) system
 
-## Debian packages the project calls: ffmpeg (audio conversion), espeak-ng (fallback TTS voice).
+## Debian packages the project calls: ffmpeg (audio conversion), espeak-ng (fallback TTS voice),
+## alsa-utils (its human recordings in /usr/share/sounds/alsa are test speech).
 system:
-	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null || { \
-	  echo "installing ffmpeg and espeak-ng (apt)"; \
+	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null && test -f /usr/share/sounds/alsa/Front_Center.wav || { \
+	  echo "installing ffmpeg, espeak-ng and alsa-utils (apt)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng alsa-utils >/dev/null; }
 
 ## Embedded mode: SQLite, in-process channel layer and tasks, real models, http://127.0.0.1:8000
 run: setup
