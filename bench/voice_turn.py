@@ -78,10 +78,11 @@ async def client_turn(ws, pcm: bytes) -> dict:
             return marks
 
 
-async def barge_in(ws, question: bytes, interruption: bytes) -> float:
+async def barge_in(ws, question: bytes, interruption: bytes) -> tuple[float, float | None]:
     """In a call: ask, and once the character's audio starts, talk over it at real time.
 
-    Returns seconds from the onset of the interrupting speech to the `interrupted` frame.
+    Returns seconds from the onset of the interrupting speech to the `interrupted` frame, and how
+    long the LLM job took to stop after the socket cancelled it (recorded on the message).
     """
     async def speak(pcm: bytes):
         for i in range(0, len(pcm), 640):  # 20 ms frames, as a microphone sends them
@@ -99,6 +100,8 @@ async def barge_in(ws, question: bytes, interruption: bytes) -> float:
         frame = json.loads(await ws.recv())
         if frame["type"] == "interrupted":
             elapsed = time.perf_counter() - onset
+        elif frame["type"] == "turn_end":  # the interrupted turn's, or the next one's if it had ended
+            stopped = frame["message_id"] if frame["status"] == "interrupted" else None
             break
     await talker
     await ws.send(json.dumps({"type": "voice_call_stop"}))
@@ -107,7 +110,15 @@ async def barge_in(ws, question: bytes, interruption: bytes) -> float:
             await asyncio.wait_for(ws.recv(), 8)
         except asyncio.TimeoutError:
             break
-    return elapsed
+    from asgiref.sync import sync_to_async
+
+    from apps.conversations.models import Message
+
+    if stopped is None:
+        return elapsed, None
+    await asyncio.sleep(1)  # the worker records its stop after the socket has moved on
+    timings = (await sync_to_async(Message.objects.get)(pk=stopped)).timings
+    return elapsed, timings.get("llm_stop_ms")
 
 
 def in_process(engines, character) -> dict:
@@ -159,6 +170,9 @@ async def run(args) -> None:
     log_dir = LOG_DIR
     workers = {q: stack.start_worker(queues=q, env=env, log_dir=log_dir, name=f"bench-{q}", timeout=300)
                for q in ("asr", "llm", "tts")}  # fmt: skip
+    # partial transcripts on a worker of their own, on one core (as in the Procfile)
+    workers["asr_partial"] = stack.start_worker(queues="asr_partial", env={**env, "ASR_THREADS": "1"},
+                                                log_dir=log_dir, name="bench-asr-partial", timeout=300)  # fmt: skip
     daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
     try:
         import django
@@ -220,7 +234,12 @@ async def run(args) -> None:
     if barge_ins:
         print(f"barge-in: onset of the user's speech → `interrupted` at the client, n={len(barge_ins)} "
               f"(includes VAD_MIN_SPEECH_MS of speech the VAD needs first)")
-        print(f"RESULT barge_in_ms_p50={pct(barge_ins, .5) * 1000:.0f}")
+        print(f"RESULT barge_in_ms_p50={pct([b[0] for b in barge_ins], .5) * 1000:.0f}")
+        stops = [b[1] for b in barge_ins if b[1] is not None]
+        print(f"cancel → LLM job stopped (timings.llm_stop_ms), n={len(stops)} of {len(barge_ins)} "
+              f"(the others had finished writing): {stops}")
+        if stops:
+            print(f"RESULT llm_stop_ms_p50={pct(stops, .5):.0f}")
 
 
 if __name__ == "__main__":

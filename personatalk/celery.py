@@ -23,7 +23,7 @@ def load_models(sender, **kwargs):
         from workers.llm.engines import get_engine
 
         get_engine()
-    if "asr" in queues:
+    if queues & {"asr", "asr_partial"}:
         from workers.asr.engine import get_asr_engine
 
         get_asr_engine()

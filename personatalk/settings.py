@@ -130,12 +130,14 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ROUTES = {
+    # Partial transcripts have a queue of their own, so the final pass never waits behind one.
+    "workers.asr.tasks.asr_partial": {"queue": "asr_partial"},
     "workers.llm.tasks.*": {"queue": "llm"},
     "workers.asr.tasks.*": {"queue": "asr"},
     "workers.tts.tasks.*": {"queue": "tts"},
 }
 # Queues that must have a live worker for /ready in the scaled mode.
-READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "tts"])
+READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "asr_partial", "tts"])
 
 # --- Accounts ------------------------------------------------------------------------------
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
@@ -179,6 +181,11 @@ ASR_COMPUTE_TYPE = env("ASR_COMPUTE_TYPE", default="int8")
 ASR_THREADS = env.int("ASR_THREADS", default=0)  # 0 = up to 4
 ASR_LANGUAGE = env("ASR_LANGUAGE", default="en")  # empty = detect
 ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
+# Partial transcripts while the user speaks (push-to-talk and calls): one every this much new audio
+# (0 = none), and one whenever speech pauses this long. A partial that covers all the speech is
+# taken as the final transcript, so the final pass is skipped.
+ASR_PARTIAL_INTERVAL_MS = env.int("ASR_PARTIAL_INTERVAL_MS", default=1000)
+ASR_PARTIAL_PAUSE_MS = env.int("ASR_PARTIAL_PAUSE_MS", default=200)
 # Directory of extra Piper voices (<name>.onnx + .onnx.json); the shipped voice is en_US-joe-medium.
 TTS_VOICES_DIR = env("TTS_VOICES_DIR", default="")
 TTS_THREADS = env.int("TTS_THREADS", default=1)  # ONNX threads per Piper voice; 0 = all cores

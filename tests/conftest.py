@@ -54,8 +54,8 @@ def llm_worker(live_env):
 
 @pytest.fixture(scope="session")
 def voice_worker(live_env):
-    """A real Celery worker on queues `asr` and `tts` with Whisper tiny.en and Piper."""
-    proc = stack.start_worker(queues="asr,tts", env=live_env, log_dir=LOG_DIR)
+    """A real Celery worker on queues `asr`, `asr_partial` and `tts` with Whisper tiny.en and Piper."""
+    proc = stack.start_worker(queues="asr,asr_partial,tts", env=live_env, log_dir=LOG_DIR)
     yield proc
     proc.stop()
 

@@ -36,7 +36,7 @@ def test_compose_config_is_valid():
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert {"web", "worker-llm", "worker-voice", "postgres", "redis", "migrate"} <= set(services)
-    assert services["worker-voice"]["command"] == ["asr", "tts"]
+    assert services["worker-voice"]["command"] == ["asr", "asr_partial", "tts"]
 
     web, worker = services["web"], services["worker-llm"]
     assert web["environment"]["DATABASE_URL"].startswith("postgres://")

@@ -16,3 +16,7 @@ def utterance_put(pcm: bytes) -> str:
 
 def utterance_get(utterance_id: str) -> bytes | None:
     return cache.get(f"utterance:{utterance_id}")
+
+
+def utterance_delete(utterance_id: str) -> None:
+    cache.delete(f"utterance:{utterance_id}")

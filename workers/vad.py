@@ -45,7 +45,8 @@ class StreamingVad:
     min_speech_ms: int = 160
     silence_ms: int = 450
     in_speech: bool = False
-    position_ms: float = 0.0
+    position_ms: float = 0.0  # audio run through the model
+    last_voice_ms: float = 0.0  # where the last window that might be speech ended
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     _context: np.ndarray = field(default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32))
     _h: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 128), dtype=np.float32))
@@ -59,6 +60,16 @@ class StreamingVad:
 
         return cls(threshold=settings.VAD_THRESHOLD, min_speech_ms=settings.VAD_MIN_SPEECH_MS,
                    silence_ms=settings.VAD_SILENCE_MS)  # fmt: skip
+
+    @property
+    def fed_ms(self) -> float:
+        """All audio fed so far, including the part waiting for a whole window."""
+        return self.position_ms + len(self._pending) / 16
+
+    @property
+    def quiet_ms(self) -> float:
+        """How long the audio has been without anything that might be speech."""
+        return self.fed_ms - self.last_voice_ms
 
     def probability(self, window: np.ndarray) -> float:
         x = np.concatenate([self._context, window])[None, :]
@@ -75,6 +86,8 @@ class StreamingVad:
             window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
             p = self.probability(window)
             self.position_ms += step_ms
+            if p >= self.threshold - 0.15:
+                self.last_voice_ms = self.position_ms
             if not self.in_speech:
                 self._voiced_ms = self._voiced_ms + step_ms if p >= self.threshold else 0.0
                 if self._voiced_ms >= self.min_speech_ms:

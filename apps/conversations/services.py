@@ -74,7 +74,12 @@ def turn_finish(
 
 def turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Message:
     """The user cut the character off: keep only what was actually said, marked interrupted."""
-    message, created = Message.objects.get_or_create(
+    with transaction.atomic():
+        return _turn_interrupt(turn_id=turn_id, session_id=session_id, spoken=spoken, timings=timings)
+
+
+def _turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Message:
+    message, created = Message.objects.select_for_update().get_or_create(
         id=turn_id,
         defaults={"session_id": session_id, "role": Message.Role.ASSISTANT, "content": spoken,
                   "status": Message.Status.INTERRUPTED, "timings": timings},
@@ -87,8 +92,12 @@ def turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Messag
 
 
 def turn_timings_merge(*, turn_id, timings: dict) -> None:
-    """Add the edge's timings (first and last audio) to the reply once the turn has ended."""
-    message = Message.objects.filter(pk=turn_id).first()
-    if message is not None:
-        message.timings = {**message.timings, **timings}
-        message.save(update_fields=["timings"])
+    """Add timings to a saved reply: the edge's (first and last audio), a stopped job's.
+
+    The row is locked, as the socket and the workers may merge into it at the same moment.
+    """
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(pk=turn_id).first()
+        if message is not None:
+            message.timings = {**message.timings, **timings}
+            message.save(update_fields=["timings"])

@@ -11,7 +11,8 @@ from apps.characters.models import Character, Voice
 from apps.characters.selectors import character_get_for_chat
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt, turn_start
-from workers.asr.tasks import asr_transcribe
+from workers.asr.tasks import asr_partial, asr_transcribe, transcript_accept
+from workers.audio import PCM_RATE
 from workers.audio_store import utterance_put
 from workers.dispatch import enqueue
 from workers.llm.tasks import llm_reply
@@ -81,23 +82,29 @@ def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:
 
 
 def voice_turn_submit(
-    *, conversation: Conversation, pcm: bytes, reply_channel: str, text_deltas: bool, sample_rate: int,
-    speech_end_at: float,
-) -> str:  # fmt: skip
-    """Store an utterance and queue its transcription; the ASR job saves the user's message."""
-    turn_id = str(uuid.uuid4())
-    enqueue(
-        asr_transcribe,
-        turn_id=turn_id,
-        session_id=str(conversation.session.pk),
-        utterance_id=utterance_put(pcm),
-        reply_channel=reply_channel,
-        speech_end_at=speech_end_at,
-        speak={"voice": voice_spec_of(conversation.character.voice, conversation.character.language),
-               "sample_rate": sample_rate},
-        text_deltas=text_deltas,
-    )
-    return turn_id
+    *, conversation: Conversation, turn_id: str, pcm: bytes, reply_channel: str, text_deltas: bool,
+    sample_rate: int, speech_end_at: float, transcript: str | None = None,
+) -> None:  # fmt: skip
+    """Queue the transcription of an utterance; the ASR job saves the user's message and queues the reply.
+
+    With `transcript` (a partial transcript that covered all the speech) the ASR pass is skipped
+    and the reply is queued at once.
+    """
+    session = conversation.session
+    job = dict(turn_id=turn_id, reply_channel=reply_channel, speech_end_at=speech_end_at, text_deltas=text_deltas,
+               speak={"voice": voice_spec_of(conversation.character.voice, conversation.character.language),
+                      "sample_rate": sample_rate})  # fmt: skip
+    if transcript is not None:
+        timings = {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
+        transcript_accept(text=transcript, pcm=pcm, timings=timings, session=session, **job)
+    else:
+        enqueue(asr_transcribe, session_id=str(session.pk), utterance_id=utterance_put(pcm), **job)
+
+
+def partial_request(*, partial_id: str, pcm: bytes, reply_channel: str) -> None:
+    """Queue a partial transcript of what the user has said so far (answered as `asr.partial`)."""
+    enqueue(asr_partial, partial_id=partial_id, utterance_id=utterance_put(pcm), covered=len(pcm),
+            reply_channel=reply_channel)  # fmt: skip
 
 
 def turn_mark_interrupted(*, turn, now: float) -> None:

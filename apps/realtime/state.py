@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -83,3 +84,54 @@ class AudioIn:
     @staticmethod
     def max_bytes() -> int:
         return int(settings.AUDIO_MAX_UTTERANCE_S * PCM_RATE * 2)
+
+
+_BYTES_PER_MS = PCM_RATE * 2 // 1000
+_MARGIN_BYTES = 100 * _BYTES_PER_MS  # speech this close to a partial's end may be cut mid-sound
+
+
+@dataclass
+class Partials:
+    """Partial transcripts of the utterance being captured, and whether one can stand as the final.
+
+    Positions are bytes into the utterance. The VAD says where the last audio that might be
+    speech ends (`voice_end`); a partial that covers it with a margin is the whole transcript.
+    """
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    asked: int = 0  # bytes covered by the partial job in flight; 0 when none is
+    asked_last: int = 0  # bytes covered by the latest request
+    heard: int = 0  # bytes covered by the latest partial back
+    text: str = ""
+    voice_end: int = 0
+
+    def track(self, size: int, quiet_ms: float) -> bool:
+        """Note the utterance's size and its trailing quiet; True when a partial should be asked for now."""
+        self.voice_end = max(0, size - int(quiet_ms) * _BYTES_PER_MS)
+        if not settings.ASR_PARTIAL_INTERVAL_MS or self.asked or self.voice_end <= self.heard:
+            return False
+        grown_ms = (size - self.asked_last) / _BYTES_PER_MS
+        return grown_ms >= settings.ASR_PARTIAL_INTERVAL_MS or (
+            quiet_ms >= settings.ASR_PARTIAL_PAUSE_MS and self.voice_end > self.asked_last
+        )
+
+    def ask(self, size: int) -> None:
+        self.asked = self.asked_last = size
+
+    def answer(self, covered: int, text: str) -> None:
+        self.asked = 0
+        if covered:
+            self.heard, self.text = covered, text
+
+    def _covers(self, size: int) -> bool:
+        return size >= self.voice_end + _MARGIN_BYTES
+
+    @property
+    def final(self) -> str | None:
+        """The latest partial, if it covers all the speech."""
+        return self.text if self.heard and self._covers(self.heard) else None
+
+    @property
+    def awaited(self) -> bool:
+        """The partial in flight will cover all the speech: wait for it rather than transcribe again."""
+        return bool(self.asked) and self._covers(self.asked)

@@ -4,7 +4,10 @@ Mixed into the consumer. Voice activity detection runs here, per frame, at the e
 the reply and speech run on the asr, llm and tts queues and come back as channel-layer events.
 """
 
+import asyncio
 import time
+import uuid
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -12,12 +15,14 @@ from channels.db import database_sync_to_async
 from apps.conversations.services import turn_timings_merge
 from apps.realtime import protocol as p
 from apps.realtime import services
-from apps.realtime.state import AudioIn, ClientError, Turn
+from apps.realtime.state import AudioIn, ClientError, Partials, Turn
 from workers.audio import PCM_RATE, AudioError, b64decode_audio, decode_to_pcm, pcm_check, pcm_from_base64
+from workers.cancel import turn_cancel
 from workers.vad import StreamingVad
 
 _CONTAINER_MAGIC = (b"RIFF", b"OggS", b"\x1aE\xdf\xa3", b"ID3", b"\xff\xfb", b"\xff\xf3", b"fLaC")
 _PREROLL_BYTES = int(0.3 * PCM_RATE) * 2  # audio kept from before speech was detected
+_PARTIAL_WAIT_S = 3.0  # how long a finished utterance waits for the partial that covers it
 
 
 class Call:
@@ -29,10 +34,22 @@ class Call:
         self.preroll = bytearray()
 
 
+@dataclass
+class Pending:
+    """A finished utterance waiting for the partial transcript in flight, which covers all its speech."""
+
+    turn: Turn
+    pcm: bytes
+    partials: Partials
+
+
 class VoiceMixin:
     output_rate = PCM_RATE
     stream: AudioIn | None = None
+    stream_vad: StreamingVad | None = None  # tracks where speech is, for partial transcripts
     call: Call | None = None
+    partials: Partials | None = None  # of the utterance being captured
+    pending: Pending | None = None
     playing: Turn | None = None  # the last spoken reply, while the client may still be playing it
 
     def voice_handlers(self) -> dict:
@@ -62,7 +79,7 @@ class VoiceMixin:
         await self.start_voice_turn(data, speech_end_at=time.time())
 
     async def on_audio_stream_start(self, frame):
-        self.stream = AudioIn()
+        self.stream, self.stream_vad, self.partials = AudioIn(), StreamingVad.from_settings(), Partials()
         await self.send_frame(p.AudioStreamStarted())
 
     async def on_audio_stream_chunk(self, frame: p.AudioStreamChunk):
@@ -76,12 +93,15 @@ class VoiceMixin:
         if len(self.stream.buffer) > AudioIn.max_bytes():
             self.stream = None
             raise ClientError("utterance_too_long", "The utterance is too long; it was dropped.")
+        self.stream_vad.feed(pcm)
+        await self.track_partials(self.stream.buffer, self.stream_vad)
 
     async def on_audio_stream_end(self, frame):
         if self.stream is None:
             raise ClientError("no_stream", "Send `audio_stream_start` first.")
         pcm, self.stream = bytes(self.stream.buffer), None
-        await self.start_voice_turn(pcm, speech_end_at=time.time())
+        partials, self.partials = self.partials, None
+        await self.start_voice_turn(pcm, speech_end_at=time.time(), partials=partials)
 
     async def on_voice_call_start(self, frame):
         self.call = Call()
@@ -122,10 +142,14 @@ class VoiceMixin:
             if event.kind == "speech_start":
                 call.audio.buffer = call.preroll + call.audio.buffer
                 call.preroll = bytearray()
+                self.partials = Partials()
                 await self.barge_in()
             elif event.kind == "speech_end":
                 utterance, call.audio.buffer = bytes(call.audio.buffer), bytearray()
-                await self.start_voice_turn(utterance, speech_end_at=time.time())
+                partials, self.partials = self.partials, None
+                await self.start_voice_turn(utterance, speech_end_at=time.time(), partials=partials)
+        if call.vad.in_speech:
+            await self.track_partials(call.audio.buffer, call.vad)
         if call.vad.in_speech and len(call.audio.buffer) > AudioIn.max_bytes():
             call.audio.buffer = bytearray()
             call.vad = StreamingVad.from_settings()
@@ -147,17 +171,65 @@ class VoiceMixin:
 
     # --- voice turns -------------------------------------------------------------------------
 
-    async def start_voice_turn(self, pcm: bytes, *, speech_end_at: float):
+    async def start_voice_turn(self, pcm: bytes, *, speech_end_at: float, partials: Partials | None = None):
+        """`partials`: those of the stream or call utterance `pcm` is (None for a whole-file message)."""
         if not pcm:
             raise ClientError("empty_audio", "The utterance has no audio.")
         if self.turn is not None:
             raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next utterance.")
-        turn_id = await database_sync_to_async(services.voice_turn_submit)(
-            conversation=self.conversation, pcm=pcm, reply_channel=self.channel_name,
-            text_deltas=self.text_deltas, sample_rate=self.output_rate, speech_end_at=speech_end_at,
-        )  # fmt: skip
-        self.begin_turn(Turn(turn_id, self.conversation.session.pk, voice=True, speech_end_at=speech_end_at))
+        turn = Turn(str(uuid.uuid4()), self.conversation.session.pk, voice=True, speech_end_at=speech_end_at)
+        self.begin_turn(turn)
         await self.send_frame(p.AsrStart())
+        if partials is not None and partials.final is None and partials.awaited:
+            self.pending = pending = Pending(turn, pcm, partials)
+            asyncio.create_task(self.pending_expire(pending))
+            return
+        await self.submit_voice_turn(turn, pcm, partials)
+
+    async def submit_voice_turn(self, turn: Turn, pcm: bytes, partials: Partials | None):
+        """Queue the final transcription, or skip it when a partial transcript covered all the speech."""
+        if partials is not None and partials.asked:
+            await database_sync_to_async(turn_cancel)(turn_id=partials.id)  # the partial in flight is moot
+        await database_sync_to_async(services.voice_turn_submit)(
+            conversation=self.conversation, turn_id=turn.id, pcm=pcm, reply_channel=self.channel_name,
+            text_deltas=self.text_deltas, sample_rate=self.output_rate, speech_end_at=turn.speech_end_at,
+            transcript=partials.final if partials is not None else None,
+        )  # fmt: skip
+
+    async def pending_expire(self, pending: Pending):
+        """The partial never came back (its worker died?): transcribe the utterance the usual way."""
+        await asyncio.sleep(_PARTIAL_WAIT_S)
+        if self.pending is pending:
+            self.pending = None
+            if self.turn is pending.turn:
+                pending.partials.answer(0, "")
+                await self.submit_voice_turn(pending.turn, pending.pcm, pending.partials)
+
+    # --- partial transcripts -----------------------------------------------------------------
+
+    async def track_partials(self, buffer: bytearray, vad: StreamingVad):
+        partials = self.partials
+        if partials is not None and partials.track(len(buffer), vad.quiet_ms):
+            partials.ask(len(buffer))
+            await sync_to_async(services.partial_request, thread_sensitive=False)(
+                partial_id=partials.id, pcm=bytes(buffer), reply_channel=self.channel_name
+            )
+
+    async def asr_partial(self, event):
+        """A partial transcript from the ASR queue: show it, or let the utterance waiting for it go on."""
+        pending = self.pending
+        if pending is not None and event["partial_id"] == pending.partials.id:
+            self.pending = None
+            pending.partials.answer(event["covered"], event["text"])
+            if self.turn is pending.turn:
+                await self.submit_voice_turn(pending.turn, pending.pcm, pending.partials)
+            return
+        partials = self.partials
+        if partials is None or event["partial_id"] != partials.id:
+            return
+        partials.answer(event["covered"], event["text"])
+        if event["text"]:
+            await self.send_frame(p.Transcription(text=event["text"], is_partial=True))
 
     async def turn_unit(self, event):
         """One piece of a spoken unit from a TTS job; units are played strictly in order."""

@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from django.test import override_settings
 
 from apps.conversations.models import Message
+from apps.realtime import services, voice
 from tests.realtime.client import connected_socket, dumps, send_raw, types
 from tests.speech import alsa_clip, audioeval_clip, piper_says, silence, words
 from workers.audio import encode
@@ -138,6 +139,80 @@ async def test_hands_free_call_streamed_in_real_time(api_key, character):
     await sender
     assert_spoken_turn(frames, words(transcript))
     assert (await comm.receive_json_from(timeout=5)) == {"type": "voice_call_listening"}
+    # the partial asked for when the speech paused covered it all: no second ASR pass
+    user = await Message.objects.aget(role="user", content=next(f["text"] for f in frames if f["type"] == "asr_end"))
+    assert user.timings["asr_from_partial"] is True
+    await comm.disconnect()
+
+
+async def push_to_talk(comm, pcm: bytes, chunk_ms: int = 100) -> list[dict]:
+    """Hold the button: stream `pcm` in real time, let go; returns every frame until `turn_end`.
+
+    The frames that came while the user was still talking are marked with `"_during": True`.
+    """
+    await comm.send_json_to({"type": "audio_stream_start"})
+    assert (await comm.receive_json_from()) == {"type": "audio_stream_started"}
+    step, released = 32 * chunk_ms, asyncio.Event()
+
+    async def talk():
+        for i in range(0, len(pcm), step):
+            await comm.send_to(bytes_data=pcm[i:i + step])
+            await asyncio.sleep(chunk_ms / 1000)
+        released.set()
+        await comm.send_json_to({"type": "audio_stream_end"})
+
+    talker, frames = asyncio.create_task(talk()), []
+    while not frames or frames[-1]["type"] != "turn_end":
+        frame = await comm.receive_json_from(timeout=30)
+        frames.append({**frame, "_during": True} if not released.is_set() else frame)
+    await talker
+    return frames
+
+
+async def test_push_to_talk_shows_partial_transcripts_while_the_user_speaks(api_key, character):
+    speech = await sync_to_async(piper_says)("I would like to hear a story about a dragon and a small brave knight.")
+    comm = await connected_socket(api_key)
+    frames = await push_to_talk(comm, speech + silence(1.2))  # the user stops talking, then lets go
+    partials = [f for f in frames if f["type"] == "transcription" and f["is_partial"]]
+    assert len(partials) >= 2 and all(f.get("_during") for f in partials), types(frames)
+    assert len(words(partials[0]["text"])) < len(words(partials[-1]["text"]))  # they grow as the user talks
+    after = [f for f in frames if not f.get("_during")]
+    assert_spoken_turn(after, ["dragon", "small", "brave", "knight"])
+    final = next(f["text"] for f in after if f["type"] == "asr_end")
+    user = await Message.objects.aget(role="user", content=final)
+    assert user.timings["asr_from_partial"] is True  # the partial asked for at the pause was the whole of it
+    await comm.disconnect()
+
+
+async def test_releasing_mid_speech_transcribes_the_whole_utterance_again(api_key, character):
+    speech = await sync_to_async(piper_says)("Tell me about the moon and the stars and the sun.")
+    comm = await connected_socket(api_key)
+    frames = await push_to_talk(comm, speech[: len(speech) * 3 // 4])  # let go while still talking
+    final = next(f["text"] for f in frames if f["type"] == "asr_end")
+    assert {"moon", "stars"} <= set(words(final))
+    user = await Message.objects.aget(role="user", content=final)
+    assert user.timings["asr_ms"] > 0 and "asr_from_partial" not in user.timings
+    await comm.disconnect()
+
+
+async def test_a_partial_that_never_comes_back_does_not_stall_the_turn(api_key, character, monkeypatch):
+    monkeypatch.setattr(services, "partial_request", lambda **kwargs: None)  # its job is lost
+    monkeypatch.setattr(voice, "_PARTIAL_WAIT_S", 0.5)
+    speech = await sync_to_async(piper_says)("Hello there.")
+    comm = await connected_socket(api_key)
+    frames = await push_to_talk(comm, speech + silence(0.5))
+    assert {"hello", "there"} <= set(words(next(f["text"] for f in frames if f["type"] == "asr_end")))
+    assert frames[-1]["status"] == "complete"
+    await comm.disconnect()
+
+
+@override_settings(ASR_PARTIAL_INTERVAL_MS=0)
+async def test_no_partials_when_turned_off(api_key, character):
+    speech = await sync_to_async(piper_says)("I would like to hear a story about a dragon.")
+    comm = await connected_socket(api_key)
+    frames = await push_to_talk(comm, speech + silence(0.5))
+    assert [f for f in frames if f["type"] == "transcription" and f["is_partial"]] == []
+    assert "dragon" in words(next(f["text"] for f in frames if f["type"] == "asr_end"))
     await comm.disconnect()
 
 
@@ -185,6 +260,12 @@ async def test_barge_in_while_the_reply_is_being_written_cancels_the_jobs(api_ke
     assert all(f.get("message_id") != stopped for f in new_turn)
     saved = await Message.objects.aget(pk=stopped)
     assert saved.status == "interrupted"
+    for _ in range(50):  # the LLM job records when it let go of the cancelled turn
+        if "llm_stop_ms" in saved.timings:
+            break
+        await asyncio.sleep(0.1)
+        await saved.arefresh_from_db()
+    assert saved.timings["llm_stop_ms"] >= 0
     await comm.disconnect()
 
 

@@ -10,7 +10,7 @@ from apps.conversations.selectors import session_get_for_turn
 from apps.conversations.services import turn_start
 from workers.asr.engine import get_asr_engine
 from workers.audio import AudioError, PCM_RATE, decode_to_pcm, encode
-from workers.audio_store import utterance_get
+from workers.audio_store import utterance_delete, utterance_get
 from workers.cancel import turn_is_cancelled
 from workers.dispatch import enqueue
 from workers.events import channel_send
@@ -45,22 +45,50 @@ def asr_transcribe(*, turn_id: str, session_id: str, utterance_id: str, reply_ch
     except Exception as exc:  # the model failing must end the turn, not the worker
         log.exception("turn %s: ASR failed", turn_id)
         return _fail(reply_channel, turn_id, "asr_failed", f"Speech recognition failed: {exc.__class__.__name__}")
-    text = transcript.text
+    timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
+    transcript_accept(text=transcript.text, pcm=pcm, timings=timings, turn_id=turn_id, session=session,
+                      reply_channel=reply_channel, speech_end_at=speech_end_at, speak=speak,
+                      text_deltas=text_deltas)  # fmt: skip
+
+
+def transcript_accept(*, text: str, pcm: bytes, timings: dict, turn_id: str, session, reply_channel: str,
+                      speech_end_at: float, speak: dict, text_deltas: bool) -> None:  # fmt: skip
+    """A voice turn's final transcript: tell the client, save the user's message, queue the reply.
+
+    Called by the ASR job, or by the socket edge when a partial transcript already covered all
+    the speech of the utterance.
+    """
     _frames(reply_channel, turn_id, {"type": "transcription", "text": text, "is_partial": False},
             {"type": "asr_end", "text": text})  # fmt: skip
     if not text:
         return _fail(reply_channel, turn_id, "no_speech", "No words were heard.")
-    asr_done_ms = round((time.time() - speech_end_at) * 1000, 1)
-    turn_start(
-        session=session,
-        content=text,
-        audio_wav=encode(pcm, PCM_RATE, "wav") if settings.KEEP_AUDIO else None,
-        timings={"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2),
-                 "transcript_at_ms": asr_done_ms},  # fmt: skip
-    )
+    timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
+    turn_start(session=session, content=text, timings=timings,
+               audio_wav=encode(pcm, PCM_RATE, "wav") if settings.KEEP_AUDIO else None)  # fmt: skip
     _frames(reply_channel, turn_id, {"type": "thinking"})
-    enqueue(llm_reply, turn_id=turn_id, session_id=session_id, reply_channel=reply_channel, text_deltas=text_deltas,
-            submitted_at=time.time(), speak=speak, speech_end_at=speech_end_at)  # fmt: skip
+    enqueue(llm_reply, turn_id=turn_id, session_id=str(session.pk), reply_channel=reply_channel,
+            text_deltas=text_deltas, submitted_at=time.time(), speak=speak, speech_end_at=speech_end_at)  # fmt: skip
+
+
+@shared_task(name="workers.asr.tasks.asr_partial", soft_time_limit=30, time_limit=40)
+def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_channel: str) -> None:
+    """Transcribe what the user has said so far; the edge shows it and may take it as final.
+
+    Skipped when the edge no longer wants it (the utterance was finished and sent for a full pass).
+    Always answers, so the edge knows no partial is in flight any more; `covered` is 0 when the
+    text must not stand for the audio.
+    """
+    if turn_is_cancelled(turn_id=partial_id):
+        return
+    pcm, text = utterance_get(utterance_id), ""
+    try:
+        text = get_asr_engine().transcribe(pcm).text if pcm else ""
+    except Exception:  # a failed partial costs nothing: the final pass runs as usual
+        log.exception("partial transcript %s failed", partial_id)
+    finally:
+        utterance_delete(utterance_id)
+    channel_send(reply_channel, {"type": "asr.partial", "partial_id": partial_id, "text": text,
+                                 "covered": covered if pcm and text else 0})  # fmt: skip
 
 
 @shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)

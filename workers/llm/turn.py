@@ -9,8 +9,8 @@ from django.conf import settings
 
 from apps.conversations.models import Message
 from apps.conversations.selectors import session_get_for_turn, session_history
-from apps.conversations.services import turn_finish
-from workers.cancel import turn_is_cancelled
+from apps.conversations.services import turn_finish, turn_timings_merge
+from workers.cancel import turn_is_cancelled, turn_stop_ms
 from workers.dispatch import enqueue
 from workers.events import channel_send
 from workers.llm.engines import EngineError, get_engine
@@ -108,8 +108,10 @@ def text_turn_run(
                     timings["first_token_at_ms"] = round((time.time() - speech_end_at) * 1000, 1)
             _emit(out, reply.feed(piece), text_deltas, speaker)
         _emit(out, reply.finish(), text_deltas, speaker)
-        if cancelled():
+        stop_ms = turn_stop_ms(turn_id=turn_id)
+        if stop_ms is not None:
             status = Message.Status.INTERRUPTED
+            timings["llm_stop_ms"] = stop_ms  # from the cancellation to this job letting go
     except SoftTimeLimitExceeded:
         status, error = Message.Status.FAILED, "The reply took too long and was stopped."
     except EngineError as exc:
@@ -125,6 +127,8 @@ def text_turn_run(
         status=status,
         timings=timings,
     )
+    if status == Message.Status.INTERRUPTED:  # the socket may have saved the cut-off reply first
+        turn_timings_merge(turn_id=turn_id, timings={"llm_stop_ms": timings["llm_stop_ms"]})
     if error:
         out.frame({"type": "error", "code": "llm_failed", "message": error})
     if speaker:  # the socket ends the turn after the last unit has played

@@ -7,7 +7,8 @@ from celery import shared_task
 from django.conf import settings
 
 from workers.audio import encode, resample
-from workers.cancel import turn_is_cancelled
+from apps.conversations.services import turn_timings_merge
+from workers.cancel import turn_is_cancelled, turn_stop_ms
 from workers.events import channel_send
 from workers.tts.engine import VoiceSpec, get_tts_engines
 
@@ -28,6 +29,10 @@ def tts_speak(*, turn_id: str, seq: int, text: str, emotion: str, voice: dict, s
         log.exception("turn %s unit %s: TTS failed", turn_id, seq)
         error = {"type": "error", "code": "tts_failed", "message": f"Speech synthesis failed: {exc}"}
         return _unit(reply_channel, turn_id, seq, head + [error], last=True)
+    stop_ms = turn_stop_ms(turn_id=turn_id)
+    if stop_ms is not None:  # cancelled while synthesizing: the socket no longer wants it
+        turn_timings_merge(turn_id=turn_id, timings={"tts_stop_ms": stop_ms})
+        return
     pcm = resample(audio, rate, sample_rate).tobytes()
     step = max(2, sample_rate * settings.AUDIO_OUTPUT_CHUNK_MS // 1000 * 2)
     chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]

@@ -1,0 +1,58 @@
+"""When the edge asks for partial transcripts, and when one can stand as the final transcript."""
+
+import pytest
+from django.test import override_settings
+
+from apps.realtime.state import Partials
+from tests.speech import audioeval_clip, silence
+from workers.vad import StreamingVad
+
+MS = 32  # bytes per millisecond of 16 kHz s16le audio
+
+
+@override_settings(ASR_PARTIAL_INTERVAL_MS=1000, ASR_PARTIAL_PAUSE_MS=200)
+def test_a_partial_per_second_of_speech_and_one_at_each_pause():
+    partials = Partials()
+    assert not partials.track(500 * MS, quiet_ms=500)  # nothing said yet: nothing to transcribe
+    assert not partials.track(900 * MS, quiet_ms=0)
+    assert partials.track(1000 * MS, quiet_ms=0)  # a second of speech
+    partials.ask(1000 * MS)
+    assert not partials.track(2500 * MS, quiet_ms=0)  # one in flight at a time
+    partials.answer(1000 * MS, "hello")
+    assert partials.final is None  # speech went on after what it covered
+    assert partials.track(2500 * MS, quiet_ms=0)
+    partials.ask(2500 * MS)
+    partials.answer(2500 * MS, "hello there")
+    assert not partials.track(2700 * MS, quiet_ms=150)
+    assert partials.track(2800 * MS, quiet_ms=250)  # a pause
+    partials.ask(2800 * MS)
+    assert partials.awaited and partials.final is None  # the one in flight covers all the speech
+    partials.answer(2800 * MS, "hello there friend")
+    assert partials.final == "hello there friend"
+    assert not partials.track(3300 * MS, quiet_ms=750)  # silence adds nothing new
+
+
+@override_settings(ASR_PARTIAL_INTERVAL_MS=1000, ASR_PARTIAL_PAUSE_MS=200)
+def test_speech_right_at_the_end_of_a_partial_is_not_taken_as_covered():
+    partials = Partials()
+    partials.ask(1000 * MS)
+    partials.answer(1000 * MS, "hello")
+    partials.track(1050 * MS, quiet_ms=50)  # the last speech ended 1000 ms in: maybe cut mid-sound
+    assert partials.final is None
+    partials.answer(0, "")  # a failed partial never stands for the audio
+    assert partials.final is None
+
+
+@override_settings(ASR_PARTIAL_INTERVAL_MS=0)
+def test_partials_can_be_turned_off():
+    assert not Partials().track(5000 * MS, quiet_ms=300)
+
+
+def test_the_vad_tracks_where_speech_last_was():
+    speech, _ = audioeval_clip("hello_world")
+    vad = StreamingVad()
+    vad.feed(silence(0.5) + speech + silence(0.4))
+    assert 350 <= vad.quiet_ms <= 800  # the clip's own tail is quiet too
+    assert vad.fed_ms == pytest.approx(900 + len(speech) / MS, abs=1)
+    vad.feed(speech[:8000])
+    assert vad.quiet_ms < 200
