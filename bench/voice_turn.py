@@ -170,8 +170,8 @@ async def run(args) -> None:
     log_dir = LOG_DIR
     workers = {q: stack.start_worker(queues=q, env=env, log_dir=log_dir, name=f"bench-{q}", timeout=300)
                for q in ("asr", "llm", "tts")}  # fmt: skip
-    # partial transcripts on a worker of their own, on one core (as in the Procfile)
-    workers["asr_partial"] = stack.start_worker(queues="asr_partial", env={**env, "ASR_THREADS": "1"},
+    # partial transcripts on a worker of their own, below the others' CPU priority (as in the Procfile)
+    workers["asr_partial"] = stack.start_worker(queues="asr_partial", env={**env, "WORKER_NICE": "10"},
                                                 log_dir=log_dir, name="bench-asr-partial", timeout=300)  # fmt: skip
     daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
     try:

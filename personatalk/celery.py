@@ -3,13 +3,24 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
 
 app = Celery("personatalk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers.llm", "workers.asr", "workers.tts"])
+
+
+@worker_init.connect
+def lower_priority(**kwargs):
+    """WORKER_NICE: run this worker below the others (e.g. partial transcripts, whose results only
+    show progress, must not slow the final pass on the same cores). Set before any model starts
+    its threads, which inherit it."""
+    from django.conf import settings
+
+    if settings.WORKER_NICE:
+        os.nice(settings.WORKER_NICE)
 
 
 @worker_ready.connect

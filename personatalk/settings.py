@@ -136,6 +136,8 @@ CELERY_TASK_ROUTES = {
     "workers.asr.tasks.*": {"queue": "asr"},
     "workers.tts.tasks.*": {"queue": "tts"},
 }
+# A worker's CPU niceness (0-19, higher yields more): the Procfile gives asr_partial 10.
+WORKER_NICE = env.int("WORKER_NICE", default=0)
 # Queues that must have a live worker for /ready in the scaled mode.
 READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "asr_partial", "tts"])
 
@@ -181,10 +183,12 @@ ASR_COMPUTE_TYPE = env("ASR_COMPUTE_TYPE", default="int8")
 ASR_THREADS = env.int("ASR_THREADS", default=0)  # 0 = up to 4
 ASR_LANGUAGE = env("ASR_LANGUAGE", default="en")  # empty = detect
 ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
-# Partial transcripts while the user speaks (push-to-talk and calls): one every this much new audio
-# (0 = none), and one whenever speech pauses this long. A partial that covers all the speech is
-# taken as the final transcript, so the final pass is skipped.
-ASR_PARTIAL_INTERVAL_MS = env.int("ASR_PARTIAL_INTERVAL_MS", default=1000)
+# Partial transcripts while the user speaks (push-to-talk and calls): one whenever speech pauses
+# for ASR_PARTIAL_PAUSE_MS and, with ASR_PARTIAL_INTERVAL_MS, one every that much new audio
+# (0 = at pauses only: on CPUs a partial still decoding when the user lets go slows the final
+# pass; on a GPU set 1000). A partial that covers all the speech is the final transcript.
+ASR_PARTIALS = env.bool("ASR_PARTIALS", default=True)
+ASR_PARTIAL_INTERVAL_MS = env.int("ASR_PARTIAL_INTERVAL_MS", default=0)
 ASR_PARTIAL_PAUSE_MS = env.int("ASR_PARTIAL_PAUSE_MS", default=200)
 # Directory of extra Piper voices (<name>.onnx + .onnx.json); the shipped voice is en_US-joe-medium.
 TTS_VOICES_DIR = env("TTS_VOICES_DIR", default="")

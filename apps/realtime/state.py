@@ -108,10 +108,10 @@ class Partials:
     def track(self, size: int, quiet_ms: float) -> bool:
         """Note the utterance's size and its trailing quiet; True when a partial should be asked for now."""
         self.voice_end = max(0, size - int(quiet_ms) * _BYTES_PER_MS)
-        if not settings.ASR_PARTIAL_INTERVAL_MS or self.asked or self.voice_end <= self.heard:
+        if not settings.ASR_PARTIALS or self.asked or self.voice_end <= self.heard:
             return False
-        grown_ms = (size - self.asked_last) / _BYTES_PER_MS
-        return grown_ms >= settings.ASR_PARTIAL_INTERVAL_MS or (
+        interval, grown_ms = settings.ASR_PARTIAL_INTERVAL_MS, (size - self.asked_last) / _BYTES_PER_MS
+        return bool(interval and grown_ms >= interval) or (
             quiet_ms >= settings.ASR_PARTIAL_PAUSE_MS and self.voice_end > self.asked_last
         )
 

@@ -10,7 +10,7 @@ from workers.vad import StreamingVad
 MS = 32  # bytes per millisecond of 16 kHz s16le audio
 
 
-@override_settings(ASR_PARTIAL_INTERVAL_MS=1000, ASR_PARTIAL_PAUSE_MS=200)
+@override_settings(ASR_PARTIALS=True, ASR_PARTIAL_INTERVAL_MS=1000, ASR_PARTIAL_PAUSE_MS=200)
 def test_a_partial_per_second_of_speech_and_one_at_each_pause():
     partials = Partials()
     assert not partials.track(500 * MS, quiet_ms=500)  # nothing said yet: nothing to transcribe
@@ -32,7 +32,7 @@ def test_a_partial_per_second_of_speech_and_one_at_each_pause():
     assert not partials.track(3300 * MS, quiet_ms=750)  # silence adds nothing new
 
 
-@override_settings(ASR_PARTIAL_INTERVAL_MS=1000, ASR_PARTIAL_PAUSE_MS=200)
+@override_settings(ASR_PARTIALS=True, ASR_PARTIAL_INTERVAL_MS=1000, ASR_PARTIAL_PAUSE_MS=200)
 def test_speech_right_at_the_end_of_a_partial_is_not_taken_as_covered():
     partials = Partials()
     partials.ask(1000 * MS)
@@ -43,9 +43,16 @@ def test_speech_right_at_the_end_of_a_partial_is_not_taken_as_covered():
     assert partials.final is None
 
 
-@override_settings(ASR_PARTIAL_INTERVAL_MS=0)
+@override_settings(ASR_PARTIALS=False)
 def test_partials_can_be_turned_off():
     assert not Partials().track(5000 * MS, quiet_ms=300)
+
+
+@override_settings(ASR_PARTIALS=True, ASR_PARTIAL_INTERVAL_MS=0, ASR_PARTIAL_PAUSE_MS=200)
+def test_by_default_only_pauses_ask_for_partials():
+    partials = Partials()
+    assert not partials.track(5000 * MS, quiet_ms=0)
+    assert partials.track(5200 * MS, quiet_ms=200)
 
 
 def test_the_vad_tracks_where_speech_last_was():

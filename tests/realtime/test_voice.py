@@ -169,6 +169,7 @@ async def push_to_talk(comm, pcm: bytes, chunk_ms: int = 100) -> list[dict]:
     return frames
 
 
+@override_settings(ASR_PARTIAL_INTERVAL_MS=1000)
 async def test_push_to_talk_shows_partial_transcripts_while_the_user_speaks(api_key, character):
     speech = await sync_to_async(piper_says)("I would like to hear a story about a dragon and a small brave knight.")
     comm = await connected_socket(api_key)
@@ -206,7 +207,7 @@ async def test_a_partial_that_never_comes_back_does_not_stall_the_turn(api_key, 
     await comm.disconnect()
 
 
-@override_settings(ASR_PARTIAL_INTERVAL_MS=0)
+@override_settings(ASR_PARTIALS=False)
 async def test_no_partials_when_turned_off(api_key, character):
     speech = await sync_to_async(piper_says)("I would like to hear a story about a dragon.")
     comm = await connected_socket(api_key)
