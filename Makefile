@@ -42,6 +42,7 @@ test: setup
 ## Scaled mode: Daphne plus one Celery worker per queue against PostgreSQL and Redis (Procfile).
 run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personatalk
 run-scaled: export REDIS_URL ?= redis://127.0.0.1:6379/0
+run-scaled: export CHROMA_URL ?= http://127.0.0.1:8001
 run-scaled: export SECRET_KEY ?= scaled-local-dev-key
 run-scaled: export DEMO_API_TOKEN ?= pt-demo-scaled-token
 run-scaled: export DEMO_PASSWORD ?= demo

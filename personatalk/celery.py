@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
 
 app = Celery("personatalk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers.llm", "workers.asr", "workers.tts"])
+app.autodiscover_tasks(["workers.llm", "workers.asr", "workers.tts", "workers.embed"])
 
 
 @worker_init.connect
@@ -38,6 +38,10 @@ def load_models(sender, **kwargs):
         from workers.asr.engine import get_asr_engine
 
         get_asr_engine()
+    if queues & {"llm", "embed", "batch"}:  # retrieval in every turn; the memory jobs
+        from workers.embed.engine import get_embedder
+
+        get_embedder()
     if "tts" in queues:
         from workers.tts.engine import get_tts_engines
 

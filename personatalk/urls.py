@@ -3,7 +3,7 @@ from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import path
 
-from apps.api import speech
+from apps.api import memories, speech
 from apps.api import views as api_views
 
 urlpatterns = [
@@ -14,4 +14,6 @@ urlpatterns = [
     path("api/voices", speech.voices, name="api-voices"),
     path("api/tts", speech.text_to_speech, name="api-tts"),
     path("api/asr", speech.speech_to_text, name="api-asr"),
+    path("api/memories", memories.memories, name="api-memories"),
+    path("api/memories/<str:memory_id>", memories.memory, name="api-memory"),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -28,8 +28,28 @@ def pytest_sessionstart(session):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def chroma_server():
+    """A real Chroma server for the vector index (every turn retrieves memories), emptied first."""
+    proc = stack.start_chroma(url=settings.CHROMA_URL, path=Path(settings.VAR_DIR) / "chroma", log_dir=LOG_DIR)
+    chroma_empty()
+    yield settings.CHROMA_URL
+    if proc is not None:
+        proc.stop()
+
+
+def chroma_empty() -> None:
+    """Drop every collection: the test database starts empty, so must the index derived from it."""
+    from workers.embed.index import chroma_client, forget_handles
+
+    client = chroma_client()
+    for collection in client.list_collections():
+        client.delete_collection(getattr(collection, "name", collection))
+    forget_handles()
+
+
 @pytest.fixture(scope="session")
-def live_env(django_db_setup, django_db_blocker) -> dict:
+def live_env(django_db_setup, django_db_blocker, chroma_server) -> dict:
     """Environment for subprocesses (Daphne, workers) that share the test database and Redis."""
     from django.db import connection
 
@@ -39,6 +59,7 @@ def live_env(django_db_setup, django_db_blocker) -> dict:
         "DJANGO_SETTINGS_MODULE": "personatalk.settings_test",
         "DATABASE_URL": f"{base}/{name}",
         "REDIS_URL": settings.REDIS_URL,
+        "CHROMA_URL": settings.CHROMA_URL,
         "LLM_BACKEND": "scripted",
         "PYTHONUNBUFFERED": "1",
     }
@@ -56,6 +77,14 @@ def llm_worker(live_env):
 def voice_worker(live_env):
     """A real Celery worker on queues `asr`, `asr_partial` and `tts` with Whisper tiny.en and Piper."""
     proc = stack.start_worker(queues="asr,asr_partial,tts", env=live_env, log_dir=LOG_DIR)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def memory_worker(live_env):
+    """A real Celery worker on queues `embed` and `batch` with all-MiniLM-L6-v2."""
+    proc = stack.start_worker(queues="embed,batch", env=live_env, log_dir=LOG_DIR, name="worker-memory")
     yield proc
     proc.stop()
 

@@ -78,6 +78,23 @@ def start_worker(*, queues: str, env: dict, log_dir: Path, name: str | None = No
     return _wait(proc, lambda: " ready." in proc.tail(200), timeout)
 
 
+def chroma_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_chroma(*, url: str, path: Path, log_dir: Path, timeout: float = 60) -> Proc | None:
+    """A Chroma server as the README says to run one (`chroma run`); None if one already answers at `url`."""
+    if chroma_up(url):
+        return None
+    port = url.rsplit(":", 1)[1].strip("/")
+    args = [str(BIN / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1", "--port", port]
+    proc = _spawn(f"chroma-{port}", args, {"ANONYMIZED_TELEMETRY": "False"}, log_dir)
+    return _wait(proc, lambda: chroma_up(url), timeout)
+
+
 def start_daphne(*, env: dict, log_dir: Path, port: int | None = None, timeout: float = 60) -> tuple[Proc, str]:
     """Daphne serving the project; returns the process and its base URL."""
     port = port or free_port()

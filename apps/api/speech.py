@@ -39,7 +39,7 @@ async def _authenticated(request) -> bool:
     return user.is_authenticated
 
 
-async def _run(task, timeout: float, **kwargs) -> dict:
+async def queue_and_wait(task, timeout: float, **kwargs) -> dict:
     """Queue `task` with a reply channel and wait for its one answer."""
     layer = get_channel_layer()
     channel = await layer.new_channel("rest.")
@@ -90,7 +90,7 @@ async def text_to_speech(request):
     spec = voice_spec_of(voice)
     spec["speed"] *= speed
     try:
-        answer = await _run(tts_render, 120, text=text.strip(), voice=spec, emotion=emotion, fmt=fmt, sample_rate=rate)
+        answer = await queue_and_wait(tts_render, 120, text=text.strip(), voice=spec, emotion=emotion, fmt=fmt, sample_rate=rate)
     except asyncio.TimeoutError:
         return error(504, "tts_timeout", "No TTS worker answered in time.")
     if "error" in answer:
@@ -112,7 +112,7 @@ async def speech_to_text(request):
         return error(413, "audio_too_large", f"Uploads are limited to {settings.ASR_MAX_UPLOAD_BYTES} bytes.")
     utterance_id = await sync_to_async(utterance_put)(data)
     try:
-        answer = await _run(asr_file, 300, utterance_id=utterance_id)
+        answer = await queue_and_wait(asr_file, 300, utterance_id=utterance_id)
     except asyncio.TimeoutError:
         return error(504, "asr_timeout", "No ASR worker answered in time.")
     if "error" in answer:

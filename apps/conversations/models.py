@@ -14,6 +14,8 @@ class ChatSession(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # When the idle-session job last summed this session up into a memory.
+    summarized_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["user", "-updated_at"], name="session_user_recent")]
@@ -42,6 +44,8 @@ class Message(models.Model):
     audio = models.FileField(upload_to="utterances/%Y/%m/", blank=True)
     # Per-stage timings in ms, e.g. {"queue_ms": 3, "first_token_ms": 180, "llm_ms": 2400}.
     timings = models.JSONField(default=dict, blank=True)
+    # The memories retrieved into the prompt of this reply (ids, best first).
+    memories_used = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=False)
 
     class Meta:

@@ -56,6 +56,7 @@ def turn_finish(
     emotion: str,
     status: str,
     timings: dict,
+    memories_used: list[str] | None = None,
 ) -> Message:
     """Save the character's reply for a turn. Idempotent: the turn id is the message id."""
     message, _ = Message.objects.get_or_create(
@@ -67,6 +68,7 @@ def turn_finish(
             "emotion": emotion,
             "status": status,
             "timings": timings,
+            "memories_used": memories_used or [],
         },
     )
     return message

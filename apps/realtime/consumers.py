@@ -6,6 +6,7 @@ import logging
 import time
 from urllib.parse import urlsplit
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -34,6 +35,8 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
             "switch_character": self.on_switch_character,
             "clear_history": self.on_clear_history,
             "ping": self.on_ping,
+            "memories_list": self.on_memories_list,
+            "memory_delete": self.on_memory_delete,
             **self.voice_handlers(),
         }
 
@@ -185,6 +188,27 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
 
     async def on_ping(self, frame: p.Ping):
         await self.send_frame(p.Pong())
+
+    async def on_memories_list(self, frame: p.MemoriesList):
+        owner = {"user_id": self.user.pk, "character_id": self.conversation.character.pk, "limit": frame.limit}
+        if frame.query.strip():  # by meaning: the embed queue has the model
+            await sync_to_async(services.memories_search_request, thread_sensitive=False)(
+                query=frame.query.strip(), reply_channel=self.channel_name, request_id="", **owner
+            )
+            return
+        items = await database_sync_to_async(services.memories_list)(**owner)
+        await self.send_frame(p.Memories(items=items))
+
+    async def memory_results(self, event):
+        """A search's answer from the embed queue."""
+        if "error" in event:
+            await self.send_frame(p.Error(**event["error"]))
+        else:
+            await self.send_frame(p.Memories(items=event["items"]))
+
+    async def on_memory_delete(self, frame: p.MemoryDelete):
+        await database_sync_to_async(services.memory_forget)(user_id=self.user.pk, memory_id=frame.memory_id)
+        await self.send_frame(p.MemoryDeleted(memory_id=frame.memory_id))
 
     # --- turns -------------------------------------------------------------------------------
 

@@ -109,10 +109,27 @@ class VoiceCallStop(Frame):
     type: Literal["voice_call_stop", "agent_mode_stop"]
 
 
+class MemoriesList(Frame):
+    """What the character remembers of you: the newest first, or the nearest `query` (a search).
+    Answered with `memories`."""
+
+    type: Literal["memories_list"]
+    query: str = Field(default="", max_length=500)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class MemoryDelete(Frame):
+    """Forget one memory, at once and everywhere. Answered with `memory_deleted`."""
+
+    type: Literal["memory_delete"]
+    memory_id: str
+
+
 CLIENT_FRAMES: dict[str, type[Frame]] = {
     name: cls
     for cls in (Connect, Message, SwitchCharacter, ClearHistory, Ping, AudioMessage, AudioStreamStart,
-                AudioStreamChunk, AudioStreamEnd, VoiceCallStart, VoiceCallAudioChunk, VoiceCallStop)
+                AudioStreamChunk, AudioStreamEnd, VoiceCallStart, VoiceCallAudioChunk, VoiceCallStop,
+                MemoriesList, MemoryDelete)
     for name in cls.model_fields["type"].annotation.__args__
 }  # fmt: skip
 
@@ -258,6 +275,30 @@ class Pong(Frame):
     type: Literal["pong"] = "pong"
 
 
+class MemoryItem(BaseModel):
+    id: str
+    text: str
+    kind: str
+    importance: float
+    character: str
+    created_at: str
+    similarity: float | None = None
+
+
+class Memories(Frame):
+    """The memories of the connected character about you (answer to `memories_list`)."""
+
+    type: Literal["memories"] = "memories"
+    items: list[MemoryItem]
+
+
+class MemoryDeleted(Frame):
+    """The memory is gone from the database and the index."""
+
+    type: Literal["memory_deleted"] = "memory_deleted"
+    memory_id: str
+
+
 class Error(Frame):
     """Something in a frame was wrong, or a turn failed. The socket stays open (see codes)."""
 
@@ -276,7 +317,7 @@ class Disconnected(Frame):
 SERVER_FRAMES: tuple[type[Frame], ...] = (
     Connected, Thinking, LlmStart, TextDelta, Response, LlmEnd, TurnEnd,
     AudioStreamStarted, VoiceCallListening, AsrStart, Transcription, AsrEnd, TtsStart, AudioChunk,
-    AudioEnd, Interrupted, CharacterSwitched, HistoryCleared, Pong, Error, Disconnected,
+    AudioEnd, Interrupted, CharacterSwitched, HistoryCleared, Pong, Memories, MemoryDeleted, Error, Disconnected,
 )  # fmt: skip
 
 
@@ -312,6 +353,9 @@ class ErrorCode:
     AUDIO_EXPIRED = "audio_expired"
     ASR_FAILED = "asr_failed"
     TTS_FAILED = "tts_failed"
+    INVALID_MEMORY_ID = "invalid_memory_id"
+    MEMORY_NOT_FOUND = "memory_not_found"
+    MEMORY_UNAVAILABLE = "memory_unavailable"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: "The frame is not valid JSON.",
@@ -343,6 +387,9 @@ class ErrorCode:
         AUDIO_EXPIRED: "The utterance expired before a worker took it; the turn ends as failed.",
         ASR_FAILED: "Speech recognition failed; the turn ends as failed.",
         TTS_FAILED: "Speech synthesis failed for a unit; its text still arrives as `response`.",
+        INVALID_MEMORY_ID: "`memory_id` is not a UUID.",
+        MEMORY_NOT_FOUND: "You have no memory with that id (with this or any character).",
+        MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",
     }
 
 

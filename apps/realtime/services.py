@@ -11,10 +11,14 @@ from apps.characters.models import Character, Voice
 from apps.characters.selectors import character_get_for_chat
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt, turn_start
+from apps.memory.selectors import memories_of, memory_item
+from apps.memory.services import MemoryRequestError, memory_delete
+from apps.realtime.state import ClientError
 from workers.asr.tasks import asr_partial, asr_transcribe, transcript_accept
 from workers.audio import PCM_RATE
 from workers.audio_store import utterance_put
 from workers.dispatch import enqueue
+from workers.embed.tasks import memory_search
 from workers.llm.tasks import llm_reply
 
 
@@ -112,3 +116,23 @@ def turn_mark_interrupted(*, turn, now: float) -> None:
     turn_interrupt(turn_id=turn.id, session_id=turn.session_id, spoken=turn.spoken_by(now),
                    timings={"interrupted_at_ms": round((now - turn.speech_end_at) * 1000, 1),
                             **turn.audio_timings()})  # fmt: skip
+
+
+
+def memories_list(*, user_id, character_id, limit: int) -> list[dict]:
+    """The user's memories of this character as `memories` items, newest first."""
+    return [memory_item(m) for m in memories_of(user_id=user_id, character_id=character_id, limit=limit)]
+
+
+def memories_search_request(*, user_id, character_id, query: str, limit: int, reply_channel: str,
+                            request_id: str) -> None:  # fmt: skip
+    """Queue a search by meaning (queue `embed`); the answer comes back as `memory.results`."""
+    enqueue(memory_search, user_id=user_id, character_id=character_id, query=query, k=limit,
+            reply_channel=reply_channel, request_id=request_id)  # fmt: skip
+
+
+def memory_forget(*, user_id, memory_id: str) -> None:
+    try:
+        memory_delete(user_id=user_id, memory_id=memory_id)
+    except MemoryRequestError as exc:
+        raise ClientError(exc.code, exc.message) from None

@@ -18,17 +18,17 @@ def test_characters_lists_only_published(client, character, draft_character):
     assert {"name", "display_name", "description", "voice_id"} <= set(nova)
 
 
-def test_ready_with_a_live_worker(client, llm_worker, voice_worker):
+def test_ready_with_a_live_worker(client, llm_worker, voice_worker, memory_worker):
     response = client.get("/ready")
     assert response.status_code == 200, response.json()
     assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok", "workers": "ok"}
 
 
 def test_not_ready_when_a_queue_has_no_worker(client, llm_worker):
-    with override_settings(READY_QUEUES=["llm", "batch"]):
+    with override_settings(READY_QUEUES=["llm", "nobody-serves-this"]):
         response = client.get("/ready")
     assert response.status_code == 503
-    assert response.json()["checks"]["workers"] == "no live worker for queue(s): batch"
+    assert response.json()["checks"]["workers"] == "no live worker for queue(s): nobody-serves-this"
 
 
 def test_not_ready_when_the_broker_is_down(client):

@@ -300,7 +300,8 @@ class ScriptedEngine:
     The reply to a last user message X is "[happy] You said: X. I am <Name>. Anything else?",
     where <Name> comes from "You are <Name>" in the system prompt, yielded word by word. If X
     contains "slow" each word takes 50 ms (so tests can interrupt a turn); if it contains "explode"
-    the engine raises EngineError after the first word.
+    the engine raises EngineError after the first word. If X asks "what do you remember", the reply
+    lists the memories the prompt holds: "[happy] I remember: A | B." (or "nothing").
     """
 
     name = "scripted"
@@ -313,6 +314,9 @@ class ScriptedEngine:
         found = re.search(r"You are ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)", system)
         said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         reply = f"[happy] You said: {said}. I am {found.group(1) if found else 'here'}. Anything else?"
+        if "what do you remember" in said.lower():
+            notes = [line[2:] for line in system.splitlines() if line.startswith("- ")]
+            reply = f"[happy] I remember: {' | '.join(notes) or 'nothing'}."
         for i, piece in enumerate(re.findall(r"\S+\s*", reply)):
             if should_stop():
                 return

@@ -5,16 +5,35 @@ from workers.llm.reply import EMOTIONS
 _PER_MESSAGE_OVERHEAD = 4  # role markers and separators of the chat template
 
 
-def system_prompt(*, persona: str, character_name: str, example_dialogue: str) -> str:
-    """The persona, one line on emotion tags and staying in character, then the example dialogue."""
+def system_prompt(*, persona: str, character_name: str, example_dialogue: str, memory_notes: str = "") -> str:
+    """The persona, one line on emotion tags and staying in character, what the character remembers
+    of this user, then the example dialogue."""
     parts = [
         persona.strip(),
         f"You are {character_name}: stay in character. You may begin a reply with one emotion tag in "
         f"square brackets, one of: {', '.join(EMOTIONS)} (e.g. [happy]).",
+        memory_notes,
     ]
     if example_dialogue.strip():
         parts.append(f"An example of how {character_name} talks:\n{example_dialogue.strip()}")
     return "\n\n".join(part for part in parts if part)
+
+
+MEMORY_HEADING = "What you remember about the user from earlier conversations:"
+
+
+def memory_notes(memories: list, *, engine, budget_tokens: int) -> tuple[str, list[str]]:
+    """The prompt section for retrieved memories (best first) that fit `budget_tokens`, and their ids."""
+    lines, used, left = [MEMORY_HEADING], [], budget_tokens - engine.count_tokens(MEMORY_HEADING)
+    for memory in memories:
+        line = f"- {memory.text}"
+        cost = engine.count_tokens(line) + 1
+        if cost > left:
+            continue  # a shorter one further down may still fit
+        lines.append(line)
+        used.append(str(memory.pk))
+        left -= cost
+    return ("\n".join(lines) if used else ""), used
 
 
 def build_messages(
@@ -25,6 +44,7 @@ def build_messages(
     history: list[tuple[str, str]],
     engine,
     budget_tokens: int,
+    memory_notes: str = "",
 ) -> list[dict[str, str]]:
     """Chat messages for the engine: the system prompt, then the newest turns that fit the budget.
 
@@ -32,7 +52,8 @@ def build_messages(
     history never starts with an assistant line unless it is the conversation's opening greeting
     and the whole history fits. Each message is counted once (`engine.count_tokens`).
     """
-    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
+    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue,
+                           memory_notes=memory_notes)  # fmt: skip
     left = budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
     kept: list[tuple[str, str]] = []
     for role, content in reversed(history):

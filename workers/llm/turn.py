@@ -10,11 +10,13 @@ from django.conf import settings
 from apps.conversations.models import Message
 from apps.conversations.selectors import session_get_for_turn, session_history
 from apps.conversations.services import turn_finish, turn_timings_merge
+from apps.memory.selectors import memories_recall
 from workers.cancel import turn_is_cancelled, turn_stop_ms
 from workers.dispatch import enqueue
 from workers.events import channel_send
 from workers.llm.engines import EngineError, get_engine
-from workers.llm.prompt import build_messages
+from workers.embed.tasks import memory_extract
+from workers.llm.prompt import build_messages, memory_notes
 from workers.llm.reply import ReplyStream, Sentence, TextDelta
 from workers.tts.tasks import tts_speak
 
@@ -83,7 +85,7 @@ def text_turn_run(
     if any(str(m.pk) == turn_id for m in history):  # already answered (a redelivered job)
         return
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
-    status, error = Message.Status.COMPLETE, None
+    status, error, memories_used = Message.Status.COMPLETE, None, []
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
     speaker = _Speaker(turn_id, reply_channel, speak, timings, speech_end_at) if speak else None
     engine = get_engine()
@@ -91,6 +93,11 @@ def text_turn_run(
     t0 = time.monotonic()
     try:
         character = session.character
+        said = next((m.content for m in reversed(history) if m.role == Message.Role.USER), "")
+        recalled, recall_timings = memories_recall(user_id=session.user_id, character_id=session.character_id,
+                                                   query=said) if said else ([], {})  # fmt: skip
+        timings.update(recall_timings)
+        notes, memories_used = memory_notes(recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS)
         messages = build_messages(
             persona=character.persona,
             character_name=character.name,
@@ -98,6 +105,7 @@ def text_turn_run(
             history=[(m.role, m.content) for m in history if m.status != Message.Status.FAILED and m.content],
             engine=engine,
             budget_tokens=settings.LLM_PROMPT_TOKENS,
+            memory_notes=notes,
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
         cancelled = lambda: turn_is_cancelled(turn_id=turn_id)  # noqa: E731
@@ -126,7 +134,10 @@ def text_turn_run(
         emotion=reply.emotion,
         status=status,
         timings=timings,
+        memories_used=memories_used,
     )
+    if settings.MEMORY_EXTRACTION and status != Message.Status.FAILED:
+        enqueue(memory_extract, turn_id=turn_id, session_id=session_id)
     if status == Message.Status.INTERRUPTED:  # the socket may have saved the cut-off reply first
         turn_timings_merge(turn_id=turn_id, timings={"llm_stop_ms": timings["llm_stop_ms"]})
     if error:

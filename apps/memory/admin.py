@@ -1,0 +1,94 @@
+"""Staff see and edit memories, the embedding indexes, and re-embedding jobs with their progress."""
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from apps.memory import services
+from apps.memory.models import EmbeddingIndex, Job, Memory
+from workers.llm.engines import EngineConfigError
+
+
+@admin.register(Memory)
+class MemoryAdmin(admin.ModelAdmin):
+    list_display = ("text_short", "kind", "user", "character", "importance", "embedding_version", "updated_at")
+    list_filter = ("kind", "character", "embedding_version")
+    search_fields = ("text", "user__username")
+    raw_id_fields = ("user", "session")
+    readonly_fields = ("source_message_ids", "embedding_model", "embedding_version", "embedded_at", "created_at",
+                       "updated_at")  # fmt: skip
+
+    @admin.display(description="memory")
+    def text_short(self, obj):
+        return obj.text[:100]
+
+    def save_model(self, request, obj, form, change):
+        services.memory_save(memory=obj)  # the index follows the edited text at once
+
+    def delete_model(self, request, obj):
+        services.memory_delete(user_id=obj.user_id, memory_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        queryset.delete()
+        services.memories_unindex(ids)
+
+
+def _progress(job: Job) -> str:
+    return format_html('<progress value="{}" max="{}" style="width:10em"></progress> {} / {} ({}%)',
+                       job.done, job.total or 1, job.done, job.total, f"{job.percent:.0f}")  # fmt: skip
+
+
+@admin.register(EmbeddingIndex)
+class EmbeddingIndexAdmin(admin.ModelAdmin):
+    list_display = ("collection", "model", "version", "state", "created_at", "activated_at")
+    readonly_fields = ("collection", "version", "state", "created_at", "activated_at")
+    actions = ["reembed"]
+
+    def has_add_permission(self, request):
+        return False  # indexes are made by re-embedding jobs
+
+    @admin.action(description="Re-embed every memory into a new version of this model")
+    def reembed(self, request, queryset):
+        if queryset.count() != 1:
+            return self.message_user(request, "Choose exactly one index.", messages.ERROR)
+        try:
+            job = services.reembed_start(model=queryset.get().model, user=request.user)
+        except (services.MemoryRequestError, EngineConfigError) as exc:
+            return self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, f"Started job {job.pk}: {job.total} memories in {job.chunks_total} chunks.")
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "index", "status", "progress", "created_at", "finished_at")
+    list_filter = ("status",)
+    readonly_fields = ("kind", "index", "status", "progress", "total", "done", "chunks_total", "error", "created_by",
+                       "created_at", "finished_at")  # fmt: skip
+    actions = ["resume", "cancel"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        return _progress(obj)
+
+    def changelist_view(self, request, extra_context=None):
+        if Job.objects.filter(status=Job.Status.RUNNING).exists():  # follow a running job without clicking
+            extra_context = {**(extra_context or {}), "refresh_seconds": 3}
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Resume (queue the chunks not done)")
+    def resume(self, request, queryset):
+        self._each(request, queryset, services.reembed_resume)
+
+    @admin.action(description="Cancel")
+    def cancel(self, request, queryset):
+        self._each(request, queryset, services.reembed_cancel)
+
+    def _each(self, request, queryset, service):
+        for job in queryset:
+            try:
+                service(job_id=job.pk)
+            except services.MemoryRequestError as exc:
+                self.message_user(request, f"Job {job.pk}: {exc.message}", messages.ERROR)

@@ -1,0 +1,229 @@
+"""Writes: remembering (with merging), editing and deleting memories, keeping every writable index
+in step, and the re-embedding job (start, chunks, finish with an atomic switch, resume, cancel)."""
+
+import logging
+import uuid
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.memory.models import EmbeddingIndex, Job, JobChunk, Memory
+from apps.memory.selectors import collection_name, index_active, indexes_writable, job_running
+from workers.embed import index as vector_index
+from workers.embed.engine import get_embedder
+
+log = logging.getLogger(__name__)
+
+
+class MemoryRequestError(Exception):
+    """A request about memories that cannot be done; `code` is stable for clients."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _owned(memory: Memory) -> vector_index.Owned:
+    return vector_index.Owned(str(memory.pk), memory.user_id, memory.character_id, memory.kind)
+
+
+def memories_embed(memories: list[Memory], *, indexes: list[EmbeddingIndex] | None = None, vectors=None) -> None:
+    """Write the vectors of `memories` into every writable index (upserts), and note the newest on the rows.
+
+    `vectors`, when given, were made with the active index's model and are reused for it.
+    """
+    if not memories:
+        return
+    indexes = indexes if indexes is not None else indexes_writable()
+    newest = None
+    for idx in indexes:
+        reuse = vectors is not None and idx.state == EmbeddingIndex.State.ACTIVE
+        vecs = vectors if reuse else get_embedder(idx.model).encode([m.text for m in memories])
+        vector_index.upsert(idx.collection, [_owned(m) for m in memories], vecs)
+        newest = idx if newest is None or idx.version > newest.version else newest
+    Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
+        embedding_model=newest.model, embedding_version=newest.version, embedded_at=timezone.now()
+    )
+
+
+def memory_remember(*, user_id, character_id, text: str, kind: str, importance: float,
+                    source_message_ids: list[str], session_id=None) -> Memory:  # fmt: skip
+    """Store what is worth remembering, merged into a near-duplicate the user already has.
+
+    A summary replaces its session's earlier summary. Otherwise the nearest memory of this user
+    and character (same kind of statement) at MEMORY_MERGE_SIMILARITY or above takes the new
+    wording (newer is truer: "I live in Porto" after "I live in Lisbon"), the higher importance and
+    both sources.
+    """
+    from django.conf import settings
+
+    active = index_active()
+    vector = get_embedder(active.model).encode([text])
+    existing = None
+    if session_id is not None and kind == Memory.Kind.SUMMARY:
+        existing = Memory.objects.filter(session_id=session_id, kind=kind).first()
+    if existing is None:
+        existing = Memory.objects.filter(user_id=user_id, character_id=character_id, text__iexact=text).first()
+    if existing is None:
+        hits = vector_index.query(active.collection, vector[0], user_id=user_id, character_id=character_id, k=1)
+        if hits and hits[0][1] >= settings.MEMORY_MERGE_SIMILARITY:
+            existing = Memory.objects.filter(pk=hits[0][0], user_id=user_id, kind=kind).first()
+    with transaction.atomic():
+        if existing is not None:
+            memory = Memory.objects.select_for_update().get(pk=existing.pk)
+            memory.text, memory.importance = text, max(memory.importance, importance)
+            memory.source_message_ids = list(dict.fromkeys(memory.source_message_ids + source_message_ids))
+            memory.save(update_fields=["text", "importance", "source_message_ids", "updated_at"])
+        else:
+            memory = Memory.objects.create(user_id=user_id, character_id=character_id, text=text, kind=kind,
+                                           importance=importance, source_message_ids=source_message_ids,
+                                           session_id=session_id)  # fmt: skip
+    memories_embed([memory], vectors=vector)
+    return memory
+
+
+def memory_save(*, memory: Memory) -> Memory:
+    """Save an edited memory (the admin) and re-embed its text everywhere."""
+    memory.save()
+    memories_embed([memory])
+    return memory
+
+
+def memory_delete(*, user_id, memory_id) -> None:
+    """Delete one of the user's memories, from the database and every index, at once."""
+    try:
+        memory_uuid = uuid.UUID(str(memory_id))
+    except ValueError:
+        raise MemoryRequestError("invalid_memory_id", "A memory id is a UUID.") from None
+    deleted, _ = Memory.objects.filter(pk=memory_uuid, user_id=user_id).delete()
+    if not deleted:
+        raise MemoryRequestError("memory_not_found", "You have no memory with that id.")
+    memories_unindex([str(memory_uuid)])
+
+
+def memories_unindex(ids: list[str]) -> None:
+    for idx in EmbeddingIndex.objects.all():
+        vector_index.delete(idx.collection, ids)
+
+
+# --- re-embedding ---------------------------------------------------------------------------------
+
+
+def reembed_start(*, model: str, user=None, chunk_size: int = 500) -> Job:
+    """Plan a job that embeds every memory with `model` into a new index beside the active one.
+
+    Chunks are slices of memory ids; each is one task on queue `batch`. One job at a time.
+    """
+    from workers.embed.engine import model_dir
+
+    model_dir(model)  # a model nobody can load fails here, not in a hundred tasks
+    with transaction.atomic():
+        if job_running() is not None:
+            raise MemoryRequestError("job_running", "A re-embedding job is already running; resume or cancel it.")
+        index_active()
+        version = (EmbeddingIndex.objects.order_by("-version").values_list("version", flat=True).first() or 0) + 1
+        index = EmbeddingIndex.objects.create(model=model, version=version, collection=collection_name(model, version))
+        job = Job.objects.create(index=index, created_by=user)
+        chunks, batch = [], []
+        for memory_id in Memory.objects.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=5000):
+            batch.append(memory_id)
+            if len(batch) == chunk_size:
+                chunks.append(JobChunk(job=job, number=len(chunks), first_id=batch[0], last_id=batch[-1], size=len(batch)))
+                batch = []
+        if batch:
+            chunks.append(JobChunk(job=job, number=len(chunks), first_id=batch[0], last_id=batch[-1], size=len(batch)))
+        JobChunk.objects.bulk_create(chunks, batch_size=1000)
+        job.total, job.chunks_total = sum(c.size for c in chunks), len(chunks)
+        job.save(update_fields=["total", "chunks_total"])
+        transaction.on_commit(lambda: _enqueue_chunks(job))
+    return job
+
+
+def _enqueue_chunks(job: Job) -> None:
+    from workers.dispatch import enqueue
+    from workers.embed.tasks import reembed_chunk
+
+    numbers = list(job.chunks.filter(done=False).order_by("number").values_list("number", flat=True))
+    for number in numbers:
+        enqueue(reembed_chunk, job_id=job.pk, number=number)
+    if not numbers:
+        reembed_finish(job_id=job.pk)
+
+
+def reembed_resume(*, job_id) -> Job:
+    """Queue again every chunk not done yet (after a crash or a killed worker). Safe to repeat."""
+    job = _job(job_id)
+    if job.status not in (Job.Status.RUNNING, Job.Status.FAILED):
+        raise MemoryRequestError("job_not_resumable", f"The job is {job.status}.")
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, error="")
+    job.refresh_from_db()
+    transaction.on_commit(lambda: _enqueue_chunks(job))
+    return job
+
+
+def reembed_cancel(*, job_id) -> Job:
+    """Stop a job: chunks still queued do nothing, the half-built index is dropped, retrieval is untouched."""
+    job = _job(job_id)
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.RUNNING, Job.Status.FAILED]).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now()
+        )
+        if not updated:
+            raise MemoryRequestError("job_not_running", f"The job is {job.status}.")
+        EmbeddingIndex.objects.filter(pk=job.index_id, state=EmbeddingIndex.State.BUILDING).update(
+            state=EmbeddingIndex.State.RETIRED
+        )
+    vector_index.drop(job.index.collection)
+    job.refresh_from_db()
+    return job
+
+
+def _job(job_id) -> Job:
+    job = Job.objects.select_related("index").filter(pk=job_id).first()
+    if job is None:
+        raise MemoryRequestError("job_not_found", f"No job {job_id}.")
+    return job
+
+
+def reembed_chunk_run(*, job_id, number: int) -> None:
+    """Embed one chunk into the job's index; mark it done once. Running it twice writes the same vectors."""
+    job = Job.objects.select_related("index").get(pk=job_id)
+    if job.status != Job.Status.RUNNING:
+        return
+    chunk = JobChunk.objects.get(job=job, number=number)
+    if chunk.done:
+        return
+    memories = list(Memory.objects.filter(pk__gte=chunk.first_id, pk__lte=chunk.last_id).order_by("pk"))
+    vectors = get_embedder(job.index.model).encode([m.text for m in memories])
+    vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
+    with transaction.atomic():
+        if not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):
+            return  # another delivery of this task finished it first
+        Job.objects.filter(pk=job.pk).update(done=F("done") + chunk.size)
+        Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
+            embedding_model=job.index.model, embedding_version=job.index.version, embedded_at=timezone.now()
+        )
+    if not JobChunk.objects.filter(job=job, done=False).exists():
+        reembed_finish(job_id=job.pk)
+
+
+def reembed_finish(*, job_id) -> None:
+    """Catch up on memories the chunks did not hold, then make the new index active in one transaction."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().select_related("index").get(pk=job_id)
+        if job.status != Job.Status.RUNNING:
+            return
+        index = job.index
+        # Written while the chunks were planned (the write path found no building index yet).
+        stragglers = list(Memory.objects.exclude(embedding_version=index.version).filter(created_at__gte=job.created_at))
+        if stragglers:
+            memories_embed(stragglers, indexes=[index])
+        EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE).update(state=EmbeddingIndex.State.RETIRED)
+        EmbeddingIndex.objects.filter(pk=index.pk).update(state=EmbeddingIndex.State.ACTIVE, activated_at=timezone.now())
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETE, finished_at=timezone.now())
+    log.info("re-embedding job %s complete: %s is active", job.pk, index)
+
+
+def reembed_fail(*, job_id, error: str) -> None:
+    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(status=Job.Status.FAILED, error=error[:2000])

