@@ -25,12 +25,10 @@ class MemoryAdmin(admin.ModelAdmin):
         services.memory_save(memory=obj)  # the index follows the edited text at once
 
     def delete_model(self, request, obj):
-        services.memory_delete(user_id=obj.user_id, memory_id=obj.pk)
+        services.memory_delete_any(obj)
 
     def delete_queryset(self, request, queryset):
-        ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
-        queryset.delete()
-        services.memories_unindex(ids)
+        services.memory_delete_any(*queryset)
 
 
 def _progress(job: Job) -> str:

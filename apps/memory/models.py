@@ -105,12 +105,11 @@ class Job(models.Model):
 
 
 class JobChunk(models.Model):
-    """A slice of memories (by id) one task re-embeds; `done` once its vectors are written."""
+    """The memories one task re-embeds; `done` once their vectors are written."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
     number = models.PositiveIntegerField()
-    first_id = models.UUIDField()
-    last_id = models.UUIDField()
+    memory_ids = models.JSONField(default=list)
     size = models.PositiveIntegerField()
     done = models.BooleanField(default=False)
 

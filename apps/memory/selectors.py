@@ -52,15 +52,22 @@ class MemoryIndexUnavailable(Exception):
     """The vector index (or its model) could not answer."""
 
 
-def memories_search(*, user_id, character_id, query: str, k: int) -> list[tuple[Memory, float]]:
+def memories_search(*, user_id, character_id, query: str, k: int, timings: dict | None = None
+                    ) -> list[tuple[Memory, float]]:  # fmt: skip
     """The `k` memories of this user and character nearest `query`, best first, with their similarity.
 
     Always this user's only: the index filters by owner and the rows are read back by owner too.
+    `timings`, if given, receives the stages in ms (embed, index query).
     """
+    timings = {} if timings is None else timings
     index = index_active()
     try:
+        started = time.monotonic()
         vector = get_embedder(index.model).encode([query])[0]
+        embedded = time.monotonic()
         hits = vector_index.query(index.collection, vector, user_id=user_id, character_id=character_id, k=k)
+        timings["memory_embed_ms"] = round((embedded - started) * 1000, 1)
+        timings["memory_index_ms"] = round((time.monotonic() - embedded) * 1000, 1)
     except Exception as exc:  # noqa: BLE001 - Chroma unreachable, a model that will not load...
         log.warning("memory search failed: %r", exc)
         raise MemoryIndexUnavailable(f"The memory index could not be searched ({exc.__class__.__name__}).") from exc
@@ -74,14 +81,15 @@ def memories_recall(*, user_id, character_id, query: str) -> tuple[list[Memory],
 
     Retrieval must not break a turn: if the index is unreachable the reply goes on without memories.
     """
-    started = time.monotonic()
+    started, timings = time.monotonic(), {}
     try:
-        hits = memories_search(user_id=user_id, character_id=character_id, query=query, k=settings.MEMORY_TOP_K)
+        hits = memories_search(user_id=user_id, character_id=character_id, query=query, k=settings.MEMORY_TOP_K,
+                               timings=timings)  # fmt: skip
     except MemoryIndexUnavailable as exc:
         return [], {"memory_error": str(exc)}
     hits = [(m, s + 0.1 * m.importance) for m, s in hits if s >= settings.MEMORY_MIN_SIMILARITY]
     hits.sort(key=lambda hit: -hit[1])
-    return [m for m, _ in hits], {"memory_ms": round((time.monotonic() - started) * 1000, 1)}
+    return [m for m, _ in hits], {**timings, "memory_ms": round((time.monotonic() - started) * 1000, 1)}
 
 
 def job_running() -> Job | None:

@@ -96,15 +96,18 @@ def memory_delete(*, user_id, memory_id) -> None:
         memory_uuid = uuid.UUID(str(memory_id))
     except ValueError:
         raise MemoryRequestError("invalid_memory_id", "A memory id is a UUID.") from None
-    deleted, _ = Memory.objects.filter(pk=memory_uuid, user_id=user_id).delete()
-    if not deleted:
+    memory = Memory.objects.filter(pk=memory_uuid, user_id=user_id).first()
+    if memory is None:
         raise MemoryRequestError("memory_not_found", "You have no memory with that id.")
-    memories_unindex([str(memory_uuid)])
+    memory_delete_any(memory)
 
 
-def memories_unindex(ids: list[str]) -> None:
-    for idx in EmbeddingIndex.objects.all():
-        vector_index.delete(idx.collection, ids)
+def memory_delete_any(*memories: Memory) -> None:
+    """Delete memories (any owner: staff) from the database, then from every index."""
+    owned = [_owned(m) for m in memories]
+    Memory.objects.filter(pk__in=[m.pk for m in memories]).delete()
+    for idx in EmbeddingIndex.objects.exclude(state=EmbeddingIndex.State.RETIRED):
+        vector_index.delete(idx.collection, owned)
 
 
 # --- re-embedding ---------------------------------------------------------------------------------
@@ -125,14 +128,16 @@ def reembed_start(*, model: str, user=None, chunk_size: int = 500) -> Job:
         version = (EmbeddingIndex.objects.order_by("-version").values_list("version", flat=True).first() or 0) + 1
         index = EmbeddingIndex.objects.create(model=model, version=version, collection=collection_name(model, version))
         job = Job.objects.create(index=index, created_by=user)
+        # In owner order, so a chunk writes to few of the index's per-owner collections.
+        rows = Memory.objects.order_by("user_id", "character_id", "pk").values_list("pk", flat=True)
         chunks, batch = [], []
-        for memory_id in Memory.objects.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=5000):
-            batch.append(memory_id)
+        for memory_id in rows.iterator(chunk_size=5000):
+            batch.append(str(memory_id))
             if len(batch) == chunk_size:
-                chunks.append(JobChunk(job=job, number=len(chunks), first_id=batch[0], last_id=batch[-1], size=len(batch)))
+                chunks.append(JobChunk(job=job, number=len(chunks), memory_ids=batch, size=len(batch)))
                 batch = []
         if batch:
-            chunks.append(JobChunk(job=job, number=len(chunks), first_id=batch[0], last_id=batch[-1], size=len(batch)))
+            chunks.append(JobChunk(job=job, number=len(chunks), memory_ids=batch, size=len(batch)))
         JobChunk.objects.bulk_create(chunks, batch_size=1000)
         job.total, job.chunks_total = sum(c.size for c in chunks), len(chunks)
         job.save(update_fields=["total", "chunks_total"])
@@ -194,7 +199,7 @@ def reembed_chunk_run(*, job_id, number: int) -> None:
     chunk = JobChunk.objects.get(job=job, number=number)
     if chunk.done:
         return
-    memories = list(Memory.objects.filter(pk__gte=chunk.first_id, pk__lte=chunk.last_id).order_by("pk"))
+    memories = list(Memory.objects.filter(pk__in=chunk.memory_ids))  # one deleted meanwhile is just gone
     vectors = get_embedder(job.index.model).encode([m.text for m in memories])
     vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
     with transaction.atomic():

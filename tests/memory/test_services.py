@@ -3,7 +3,7 @@
 import pytest
 
 from apps.memory import services
-from apps.memory.models import EmbeddingIndex, Memory
+from apps.memory.models import Memory
 from apps.memory.selectors import index_active, memories_recall, memories_search
 from workers.embed import index as vector_index
 
@@ -68,7 +68,14 @@ def test_an_edit_is_reembedded(user, character):
 
 def test_retrieval_without_the_index_degrades_to_no_memories(user, character, settings):
     remember(user, character, "The user said: I live in Lisbon.")
-    EmbeddingIndex.objects.update(collection="missing-collection-x")  # as if the index were lost
-    vector_index.drop("missing-collection-x")
-    memories, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="where do I live")
-    assert memories == [] and "memory_ms" in timings or "memory_error" in timings
+    settings.CHROMA_URL = "http://127.0.0.1:9"  # the server is unreachable
+    from workers.embed import index
+
+    saved, index._client = index._client, None
+    index.forget_handles()
+    try:
+        memories, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="where do I live")
+    finally:
+        index._client = saved
+        index.forget_handles()
+    assert memories == [] and "memory_error" in timings
