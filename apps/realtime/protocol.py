@@ -286,7 +286,9 @@ class MemoryItem(BaseModel):
 
 
 class Memories(Frame):
-    """The memories of the connected character about you (answer to `memories_list`)."""
+    """The memories of the connected character about you (answer to `memories_list`): newest first,
+    or nearest the query. Each item: `id`, `text`, `kind` (fact, preference, promise, summary),
+    `importance` (0-1), `character`, `created_at` (ISO 8601), `similarity` (cosine, searches only)."""
 
     type: Literal["memories"] = "memories"
     items: list[MemoryItem]

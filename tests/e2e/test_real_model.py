@@ -4,6 +4,9 @@ import asyncio
 import base64
 import json
 import re
+import sqlite3
+import time
+import uuid
 
 import pytest
 import websockets
@@ -12,6 +15,7 @@ from django.conf import settings
 from apps.accounts.services import token_create
 from apps.characters.models import Character
 from apps.conversations.models import Message
+from apps.memory.models import Memory
 from tests import stack
 from tests.conftest import LOG_DIR
 from tests.speech import audioeval_clip, words
@@ -89,20 +93,30 @@ def scaled_stack(live_env):
            "LLM_MAX_NEW_TOKENS": "48"}  # fmt: skip
     worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="e2e-llm", timeout=300)
     voice = stack.start_worker(queues="asr,tts", env=env, log_dir=LOG_DIR, name="e2e-voice")
+    memory = stack.start_worker(queues="embed", env=env, log_dir=LOG_DIR, name="e2e-memory")
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
     yield url
     daphne.stop()
     worker.stop()
     voice.stop()
+    memory.stop()
 
 
-def test_scaled_stack_multi_turn_with_smollm2(scaled_stack, nova):
+def test_scaled_stack_multi_turn_with_smollm2(scaled_stack, nova, user):
     speech, _ = audioeval_clip("quick_brown_fox")
-    turns = asyncio.run(talk(scaled_stack, nova, "nova", ["Hello! What is your name?", "Tell me about Mars.", speech]))
+    first = asyncio.run(talk(scaled_stack, nova, "nova", ["Hello! My name is Ana. What is your name?"]))
+    for _ in range(100):  # remembered after the turn, by the embed worker
+        if Memory.objects.filter(user=user).exists():
+            break
+        time.sleep(0.1)
+    assert Memory.objects.get(user=user).text == "The user said: My name is Ana."
+    turns = first + asyncio.run(talk(scaled_stack, nova, "nova", ["Do you remember my name?", speech]))
     for frames in turns[:2]:
         assert_saved(frames, assert_real_reply(frames))
     assert_saved(turns[2], assert_spoken_reply(turns[2], {"quick", "brown", "fox"}))
-    session = Message.objects.get(pk=turns[1][-1]["message_id"]).session
+    recalled = Message.objects.get(pk=turns[1][-1]["message_id"])
+    assert recalled.memories_used == [str(Memory.objects.get(user=user).pk)]  # in the prompt SmolLM2 answered
+    session = recalled.session
     assert [m.role for m in session.messages.order_by("created_at")] == ["assistant"] + ["user", "assistant"] * 3
 
 
@@ -114,7 +128,7 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
         "LLM_CACHE_DIR": str(settings.LLM_CACHE_DIR),
         "LLM_MAX_NEW_TOKENS": "40",
         **{k: None for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "TASKS_IN_PROCESS", "LLM_BACKEND",
-                             "DEMO_API_TOKEN")},  # fmt: skip
+                             "DEMO_API_TOKEN", "CHROMA_URL")},  # fmt: skip
     }
     stack.manage("migrate", "--noinput", env=env)
     stack.manage("seed_demo", env=env)
@@ -122,13 +136,24 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
     try:
         speech, _ = audioeval_clip("hello_world")
-        turns = asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["Hi there!", "What do you like?", speech]))
+        turns = asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["Hi there! I really love jazz music."]))
+        db = sqlite3.connect(tmp_path / "personatalk.sqlite3")
+        for _ in range(200):  # the memory job runs in a thread of the web process after the turn
+            if db.execute("select count(*) from memory_memory").fetchone()[0]:
+                break
+            time.sleep(0.1)
+        turns += asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["What music do I like?", speech]))
     finally:
         daphne.stop()
     for frames in turns[:2]:
         assert_real_reply(frames)
     assert_spoken_reply(turns[2], {"hello", "world"})
-    assert (tmp_path / "personatalk.sqlite3").exists()
+    (memory_id, text), = db.execute("select id, text from memory_memory").fetchall()
+    assert text == "The user said: I really love jazz music."
+    used = db.execute("select memories_used from conversations_message where id = ?",
+                      (turns[1][-1]["message_id"].replace("-", ""),)).fetchone()[0]  # fmt: skip
+    assert json.loads(used) == [str(uuid.UUID(memory_id))]
+    assert (tmp_path / "chroma").is_dir()  # the embedded index: a local directory
 
 
 def test_openai_compatible_backend_through_the_socket(live_env, nova):

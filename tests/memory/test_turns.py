@@ -91,3 +91,28 @@ async def test_list_search_and_forget_over_the_socket(api_key, user, character):
     assert bad["code"] == "invalid_memory_id"
     bad = await send_raw(comm, dumps({"type": "memories_list", "limit": 0}))
     assert bad["code"] == "invalid_field"
+
+
+async def test_turns_keep_their_memories_while_every_memory_is_reembedded(api_key, user, character):
+    """Re-embed while people chat: every turn before, during and after the switch gets its memories."""
+    from apps.memory import services
+    from apps.memory.models import EmbeddingIndex, Job
+    from tests.memory.test_reembed import seed
+    from workers.embed.engine import DEFAULT_MODEL
+
+    await sync_to_async(seed)(user, character, 1500)
+    old = await sync_to_async(lambda: EmbeddingIndex.objects.get(state="active"))()
+    job = await sync_to_async(services.reembed_start)(model=DEFAULT_MODEL, chunk_size=100)
+    comm = await connected_socket(api_key)
+    versions, status = set(), "running"
+    for _ in range(300):
+        if status != "running" and old.version + 1 in versions:
+            break
+        frames = await turn(comm, "What do you remember about chess?")
+        reply = await Message.objects.aget(pk=frames[-1]["message_id"])
+        assert len(reply.memories_used) >= 1 and "I love chess" in reply_of(frames), reply_of(frames)
+        active = await sync_to_async(lambda: EmbeddingIndex.objects.get(state="active").version)()
+        versions.add(active)
+        status = (await Job.objects.aget(pk=job.pk)).status
+        assert len(versions) <= 2
+    assert status == "complete" and versions == {old.version, old.version + 1}
