@@ -10,6 +10,7 @@ from pathlib import Path
 from workers.audio import PCM_RATE, pcm_to_float
 from workers.llm.engines import EngineConfigError
 from workers.packages import package_dir
+from workers.singleton import process_singleton
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,8 @@ class AsrEngine:
         return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=time.monotonic() - started)
 
 
-_engine: AsrEngine | None = None
-_lock = threading.Lock()
-
-
+@process_singleton
 def get_asr_engine() -> AsrEngine:
-    global _engine
-    with _lock:
-        if _engine is None:
-            _engine = AsrEngine.from_settings()
-            _engine.transcribe(bytes(PCM_RATE))  # warm up: the first decode is much slower
-    return _engine
+    engine = AsrEngine.from_settings()
+    engine.transcribe(bytes(PCM_RATE))  # warm up: the first decode is much slower
+    return engine

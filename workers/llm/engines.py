@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from workers.packages import package_dir
+from workers.singleton import process_singleton
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +329,6 @@ class ScriptedEngine:
 
 # --- one engine per process --------------------------------------------------------------------
 
-_engine: ChatEngine | None = None
-_engine_lock = threading.Lock()
 BACKENDS: dict[str, Callable[[], ChatEngine]] = {
     "transformers": TransformersEngine.from_settings,
     "openai": OpenAIEngine.from_settings,
@@ -338,24 +336,16 @@ BACKENDS: dict[str, Callable[[], ChatEngine]] = {
 }
 
 
+@process_singleton
 def get_engine() -> ChatEngine:
     """This process's engine, built from LLM_BACKEND on first use."""
-    global _engine
-    if _engine is None:
-        with _engine_lock:
-            if _engine is None:
-                from django.conf import settings
+    from django.conf import settings
 
-                factory = BACKENDS.get(settings.LLM_BACKEND)
-                if factory is None:
-                    raise EngineConfigError(
-                        f"Unknown LLM_BACKEND {settings.LLM_BACKEND!r}; use one of {', '.join(BACKENDS)}."
-                    )
-                _engine = factory()
-    return _engine
+    factory = BACKENDS.get(settings.LLM_BACKEND)
+    if factory is None:
+        raise EngineConfigError(f"Unknown LLM_BACKEND {settings.LLM_BACKEND!r}; use one of {', '.join(BACKENDS)}.")
+    return factory()
 
 
 def reset_engine() -> None:
-    global _engine
-    with _engine_lock:
-        _engine = None
+    get_engine.reset()

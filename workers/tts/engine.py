@@ -15,6 +15,7 @@ import numpy as np
 
 from workers.llm.engines import EngineConfigError, EngineError
 from workers.packages import package_dir
+from workers.singleton import process_singleton
 
 log = logging.getLogger(__name__)
 
@@ -147,19 +148,13 @@ class TtsEngines:
         return audio, engine.sample_rate
 
 
-_engines: TtsEngines | None = None
-_lock = threading.Lock()
-
-
+@process_singleton
 def get_tts_engines() -> TtsEngines:
-    global _engines
-    with _lock:
-        if _engines is None:
-            from django.conf import settings
+    from django.conf import settings
 
-            _engines = TtsEngines(Path(settings.TTS_VOICES_DIR) if settings.TTS_VOICES_DIR else None,
-                                  threads=settings.TTS_THREADS)  # fmt: skip
-            # Load and warm the default voice now: a missing one is a start-up error, and the first
-            # inference of an ONNX session is several times slower than the rest.
-            _engines.synthesize("Hello.", VoiceSpec())
-    return _engines
+    engines = TtsEngines(Path(settings.TTS_VOICES_DIR) if settings.TTS_VOICES_DIR else None,
+                         threads=settings.TTS_THREADS)  # fmt: skip
+    # Load and warm the default voice now: a missing one is a start-up error, and the first
+    # inference of an ONNX session is several times slower than the rest.
+    engines.synthesize("Hello.", VoiceSpec())
+    return engines
