@@ -25,6 +25,10 @@ def test_promises_the_character_makes():
     ]
 
 
+def test_a_name_makes_a_sentence_a_fact_even_with_a_preference_in_it():
+    assert found("My name is Ana and I really love jazz.") == [("fact", "The user said: My name is Ana and I really love jazz.")]
+
+
 def test_names_matter_more_than_other_facts():
     (name,) = candidates(user_text="Please call me Captain Jo.", reply_text="", character_name="Nova")
     (job,) = candidates(user_text="I work at a bakery downtown.", reply_text="", character_name="Nova")

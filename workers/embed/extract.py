@@ -48,10 +48,12 @@ def candidates(*, user_text: str, reply_text: str, character_name: str) -> list[
     for sentence in sentences(user_text):
         if not _usable(sentence) or _TRANSIENT.search(sentence):
             continue
-        if _PREFERENCE.search(sentence):
+        if _NAME.search(sentence):  # "My name is Ana and I love jazz": the name matters most
+            found.append(Candidate(f"The user said: {sentence}", "fact", 0.9))
+        elif _PREFERENCE.search(sentence):
             found.append(Candidate(f"The user said: {sentence}", "preference", 0.6))
         elif _FACT.search(sentence):
-            found.append(Candidate(f"The user said: {sentence}", "fact", 0.9 if _NAME.search(sentence) else 0.7))
+            found.append(Candidate(f"The user said: {sentence}", "fact", 0.7))
     for sentence in sentences(reply_text):
         if _usable(sentence) and _PROMISE.search(sentence):
             found.append(Candidate(f"{character_name} promised: {sentence}", "promise", 0.8))
