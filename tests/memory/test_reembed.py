@@ -148,8 +148,8 @@ def test_another_local_model_directory_is_just_another_model(user, character, tm
     seed(user, character, 50)
     job = services.reembed_start(model=str(copy), chunk_size=20)
     for chunk in JobChunk.objects.filter(job=job).order_by("number"):  # the batch tasks' work, in this process
-        services.reembed_chunk_run(job_id=job.pk, number=chunk.number)
-    assert Job.objects.get(pk=job.pk).status == "complete"
+        services.reembed_chunk_run(job_id=job.pk, number=chunk.number)  # (a batch worker may take some too)
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
     assert index_active().model == str(copy) and index_active().collection.startswith("memories-v2-minilm-copy")
     a = get_embedder(str(copy)).encode(["hello"])[0]
     assert np.allclose(a, get_embedder(DEFAULT_MODEL).encode(["hello"])[0], atol=1e-5)

@@ -49,6 +49,27 @@ def shipped_piper_voices() -> dict[str, Path]:
     return {onnx.stem: onnx for onnx in (folder / "data").glob("*.onnx")} if folder else {}
 
 
+class _ShrinkingSession:
+    """An ONNX session that hands its memory arena back after each run.
+
+    Otherwise the arena keeps the peak of the longest sentence ever spoken: the TTS worker grew
+    to 600-770 MB; with shrinkage it stays near 500 MB at the same speed.
+    """
+
+    def __init__(self, session):
+        import onnxruntime
+
+        self._session = session
+        self._options = onnxruntime.RunOptions()
+        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names, input_feed, run_options=None):
+        return self._session.run(output_names, input_feed, run_options or self._options)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
 class PiperEngine:
     def __init__(self, model: Path, threads: int = 1):
         import onnxruntime
@@ -61,9 +82,9 @@ class PiperEngine:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-            self.voice.session = onnxruntime.InferenceSession(
+            self.voice.session = _ShrinkingSession(onnxruntime.InferenceSession(
                 str(model), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            ))  # fmt: skip
         self.sample_rate = self.voice.config.sample_rate
         self._lock = threading.Lock()
 
