@@ -84,9 +84,14 @@ def memory_remember(*, user_id, character_id, text: str, kind: str, importance: 
 
 
 def memory_save(*, memory: Memory) -> Memory:
-    """Save an edited memory (the admin) and re-embed its text everywhere."""
-    memory.save()
-    memories_embed([memory])
+    """Save an edited memory (the admin); its text is re-embedded everywhere by a job on queue `embed`
+    (the web process holds no model)."""
+    from workers.dispatch import enqueue
+    from workers.embed.tasks import memories_embed as memories_embed_task
+
+    with transaction.atomic():
+        memory.save()
+        transaction.on_commit(lambda: enqueue(memories_embed_task, memory_ids=[str(memory.pk)]))
     return memory
 
 
