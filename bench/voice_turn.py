@@ -30,10 +30,6 @@ QUESTIONS = [
 ]
 
 
-
-
-
-
 def utterances() -> list[tuple[str, bytes]]:
     from tests.speech import alsa_clip, audioeval_clip, piper_says
 
