@@ -13,6 +13,7 @@ Celery workers on queue `batch` (one torch thread each), then:
 """
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -38,6 +39,15 @@ PATTERNS = [
 def texts(n: int, seed: int = 7) -> list[str]:
     rnd = random.Random(seed)
     return [rnd.choice(PATTERNS).format(t=rnd.choice(TOPICS), p=rnd.choice(PLACES)) + f" ({i})" for i in range(n)]
+
+
+def machine_busy(since: tuple | None = None):
+    """CPU the rest of the machine used: a mark, or (given a mark) cores busy outside this process since it."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    mark = ((sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK"), sum(os.times()[:2]), time.monotonic())
+    if since is None:
+        return mark
+    return ((mark[0] - since[0]) - (mark[1] - since[1])) / (mark[2] - since[2])
 
 
 def run_job(workers: int, env: dict, chunk_size: int) -> tuple[float, int]:
@@ -81,8 +91,6 @@ def main(args) -> None:
     shutil.rmtree(chroma_dir, ignore_errors=True)
     chroma = stack.start_chroma(url=chroma_url, path=chroma_dir, log_dir=LOG_DIR)
     env = {**env, "CHROMA_URL": chroma_url}
-    import os
-
     os.environ["CHROMA_URL"] = chroma_url
     import django
 
@@ -108,29 +116,35 @@ def main(args) -> None:
                                     for i, text in enumerate(corpus)), batch_size=5000)  # fmt: skip
         print(f"{args.memories} memories of {len(users)} users; chunks of {args.chunk_size}")
 
-        torch.set_num_threads(1)
-        embedder = Embedder(DEFAULT_MODEL, threads=1)
-        embedder.encode(corpus[:256])  # warm up
-        started = time.perf_counter()
-        embedder.encode(corpus)
-        raw_s = time.perf_counter() - started
-        raw_rate = len(corpus) / raw_s
-        print(f"raw encode, 1 thread, same texts: {raw_rate:.0f} memories/s ({raw_s:.1f} s)")
+        if not args.retrieval_only:
+            torch.set_num_threads(1)
+            embedder = Embedder(DEFAULT_MODEL, threads=1)
+            embedder.encode(corpus[:256])  # warm up
+            started = time.perf_counter()
+            embedder.encode(corpus)
+            raw_s = time.perf_counter() - started
+            raw_rate = len(corpus) / raw_s
+            print(f"raw encode, 1 thread, same texts: {raw_rate:.0f} memories/s ({raw_s:.1f} s)")
 
-        one_s, n = run_job(1, env, args.chunk_size)
-        one_rate = n / one_s
-        print(f"job, 1 worker x 1 thread:  {one_rate:.0f} memories/s ({one_s:.1f} s)")
+            one_s, n = run_job(1, env, args.chunk_size)
+            one_rate = n / one_s
+            print(f"job, 1 worker x 1 thread:  {one_rate:.0f} memories/s ({one_s:.1f} s)")
         two_s, n = run_job(2, env, args.chunk_size)
         two_rate = n / two_s
         print(f"job, 2 workers x 1 thread: {two_rate:.0f} memories/s ({two_s:.1f} s)")
+        if args.settle:
+            time.sleep(args.settle)
 
         torch.set_num_threads(2)
         index = index_active()
         rnd, lat, stages = random.Random(3), [], {"memory_embed_ms": [], "memory_index_ms": []}
         queries = ["What do I like to do on weekends?", "Where do I live?", "What is my job?", "What can't I stand?"]
         warm = len(users)  # a worker that has served each user once holds their collection's handle
+        busy = None
         for i in range(args.queries + warm):
             user = users[i] if i < warm else users[rnd.randrange(len(users))]
+            if i == warm:
+                busy = machine_busy()
             started = time.perf_counter()
             found, timings = memories_recall(user_id=user.pk, character_id=character.pk, query=rnd.choice(queries))
             if i >= warm:
@@ -138,16 +152,19 @@ def main(args) -> None:
                 for stage, values in stages.items():
                     values.append(timings[stage])
             assert found and "memory_error" not in timings and all(m.user_id == user.pk for m in found)
+        others = machine_busy(busy)
         print(f"retrieval at {Memory.objects.count()} memories ({index.collection}): "
               f"p50 {pct(lat, .5) * 1000:.1f} ms, p95 {pct(lat, .95) * 1000:.1f} ms (n={len(lat)}); of it "
-              + ", ".join(f"{k} p50 {pct(v, .5):.1f}" for k, v in stages.items()))
+              + ", ".join(f"{k} p50 {pct(v, .5):.1f}" for k, v in stages.items())
+              + f"; other processes used {others:.2f} of the {os.cpu_count()} cores meanwhile")
     finally:
         if chroma is not None:
             chroma.stop()
-    print(f"RESULT reembed_memories_per_s={one_rate:.0f}")
-    print(f"RESULT raw_encode_per_s={raw_rate:.0f}")
-    print(f"RESULT reembed_ratio={one_rate / raw_rate:.3f}")
-    print(f"RESULT two_worker_speedup={two_rate / one_rate:.3f}")
+    if not args.retrieval_only:
+        print(f"RESULT reembed_memories_per_s={one_rate:.0f}")
+        print(f"RESULT raw_encode_per_s={raw_rate:.0f}")
+        print(f"RESULT reembed_ratio={one_rate / raw_rate:.3f}")
+        print(f"RESULT two_worker_speedup={two_rate / one_rate:.3f}")
     print(f"RESULT retrieval_ms_p50={pct(lat, .5) * 1000:.1f}")
     print(f"RESULT retrieval_ms_p95={pct(lat, .95) * 1000:.1f}")
 
@@ -158,4 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--retrieval-only", action="store_true",
+                        help="skip raw encode and the one-worker job: build the index with two workers, then retrieve")
+    parser.add_argument("--settle", type=float, default=0, help="seconds to wait after the last job before retrieval")
     main(parser.parse_args())

@@ -63,7 +63,7 @@ def memories_search(*, user_id, character_id, query: str, k: int, timings: dict 
     index = index_active()
     try:
         started = time.monotonic()
-        vector = get_embedder(index.model).encode([query])[0]
+        vector = get_embedder(index.model).encode_query(query)
         embedded = time.monotonic()
         hits = vector_index.query(index.collection, vector, user_id=user_id, character_id=character_id, k=k)
         timings["memory_embed_ms"] = round((embedded - started) * 1000, 1)

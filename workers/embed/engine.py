@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.embed.query import BertQueryEncoder
 from workers.llm.engines import EngineConfigError
 from workers.packages import package_dir
 
@@ -50,6 +51,8 @@ class Embedder:
         self.name, self.batch_size = model, batch_size
         self.dimensions = self.model.get_embedding_dimension()
         self._lock = threading.Lock()
+        self._query = BertQueryEncoder.build(self.model)
+        self.fast_queries = self._query is not None
         log.info("loaded embedder %s (%d dims) on %s in %.1f s", model, self.dimensions, device,
                  time.monotonic() - started)  # fmt: skip
 
@@ -60,6 +63,13 @@ class Embedder:
             vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
         return vectors.astype(np.float32, copy=False)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One sentence's vector, the same as `encode([text])[0]`; the short path a turn's retrieval takes."""
+        if self._query is None:
+            return self.encode([text])[0]
+        with self._lock:
+            return self._query(text)
 
 
 _embedders: dict[str, Embedder] = {}

@@ -1,0 +1,39 @@
+"""A turn's query takes a short path through the model; it must land where the memories' vectors are."""
+
+import json
+import shutil
+
+import numpy as np
+
+from workers.embed.engine import DEFAULT_MODEL, Embedder, get_embedder, model_dir
+
+LINES = [
+    "Where do I live?",
+    "",
+    "WHAT did I say about JAZZ, hm?",
+    "Ça va ? J'habite à Lisbonne — 東京にも住んでいました 🎷",
+    "I told you about my sister's cat, Miso, who is afraid of the vacuum cleaner. " * 30,  # past 256 tokens
+]
+
+
+def test_a_turns_query_is_embedded_exactly_as_the_memories_are():
+    embedder = get_embedder(DEFAULT_MODEL)
+    assert embedder.fast_queries  # the shipped model takes the short path (retrieval's latency depends on it)
+    batch = embedder.encode(LINES)
+    for line, expected in zip(LINES, batch):
+        assert np.abs(embedder.encode_query(line) - expected).max() < 1e-5, line
+    assert embedder.encode_query(LINES[0]) @ embedder.encode_query("In which city is my home?") > 0.5
+
+
+def test_a_model_of_another_layout_is_queried_through_sentence_transformers(tmp_path):
+    """CLS pooling is not the layout the short path knows: queries must still match that model's batches."""
+    copy = tmp_path / "minilm-cls"
+    shutil.copytree(model_dir(DEFAULT_MODEL), copy)
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384,
+                                                                "pooling_mode_cls_token": True}))  # fmt: skip
+    embedder = Embedder(str(copy))
+    assert not embedder.fast_queries
+    expected = embedder.encode(LINES[:3])
+    for line, want in zip(LINES, expected):
+        assert np.abs(embedder.encode_query(line) - want).max() < 1e-5
+    assert np.abs(expected[0] - get_embedder(DEFAULT_MODEL).encode_query(LINES[0])).max() > 1e-3  # really CLS
