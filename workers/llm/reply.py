@@ -19,6 +19,7 @@ _EMOTION_WORDS = "|".join(EMOTIONS)
 _STRAY_TAG = re.compile(rf"\[\s*(?:emotion\s*[:=]\s*)?(?:{_EMOTION_WORDS})\s*\]", re.I)
 _STRAY_PREFIX = re.compile(r"\[\s*(?:emotion\s*[:=]\s*)?([A-Za-z]*)\s*", re.I)
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "prof", "vs", "etc", "e.g", "i.e", "jr", "sr"}
+_INITIALS = re.compile(r"[^\W\d_](?:\.[^\W\d_])+")
 _ENDERS = ".!?…。！？"
 _CJK_ENDERS = "。！？"
 _CLOSERS = "\"'”’)]"  # may follow a sentence's end: "Really?" she asked.
@@ -201,4 +202,8 @@ def _is_abbreviation(text: str, end: int) -> bool:
     if text[end] != ".":
         return False
     word = re.search(r"([\w.]+)$", text[:end])
-    return bool(word) and word.group(1).lower() in _ABBREVIATIONS
+    if not word:
+        return False
+    word = word.group(1)
+    # "U.S.", "a.m.", "J. R. R. Tolkien": initials, not the end of a sentence
+    return word.lower() in _ABBREVIATIONS or bool(_INITIALS.fullmatch(word)) or (len(word) == 1 and word.isupper())
