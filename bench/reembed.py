@@ -101,7 +101,7 @@ def main(args) -> None:
     from apps.characters.models import Character
     from apps.memory.models import Memory
     from apps.memory.selectors import index_active, memories_recall
-    from workers.embed.engine import DEFAULT_MODEL, Embedder
+    from workers.embed.engine import DEFAULT_MODEL, Embedder, get_embedder
 
     from apps.memory.models import EmbeddingIndex, Job
 
@@ -157,6 +157,15 @@ def main(args) -> None:
               f"p50 {pct(lat, .5) * 1000:.1f} ms, p95 {pct(lat, .95) * 1000:.1f} ms (n={len(lat)}); of it "
               + ", ".join(f"{k} p50 {pct(v, .5):.1f}" for k, v in stages.items())
               + f"; other processes used {others:.2f} of the {os.cpu_count()} cores meanwhile")
+        embedder, paths = get_embedder(index.model), {"sentence-transformers": [], "short path": []}
+        for i in range(args.queries):  # the turn's query embedding, both ways, interleaved
+            query = rnd.choice(queries)
+            for name, encode in (("sentence-transformers", lambda: embedder.encode([query])[0]),
+                                 ("short path", lambda: embedder.encode_query(query))):  # fmt: skip
+                started = time.perf_counter()
+                encode()
+                paths[name].append(time.perf_counter() - started)
+        print("one query's embedding: " + ", ".join(f"{name} p50 {pct(v, .5) * 1000:.2f} ms" for name, v in paths.items()))
     finally:
         if chroma is not None:
             chroma.stop()
@@ -165,6 +174,8 @@ def main(args) -> None:
         print(f"RESULT raw_encode_per_s={raw_rate:.0f}")
         print(f"RESULT reembed_ratio={one_rate / raw_rate:.3f}")
         print(f"RESULT two_worker_speedup={two_rate / one_rate:.3f}")
+    print(f"RESULT query_embed_ms_p50={pct(paths['short path'], .5) * 1000:.2f}")
+    print(f"RESULT query_embed_st_ms_p50={pct(paths['sentence-transformers'], .5) * 1000:.2f}")
     print(f"RESULT retrieval_ms_p50={pct(lat, .5) * 1000:.1f}")
     print(f"RESULT retrieval_ms_p95={pct(lat, .95) * 1000:.1f}")
 
