@@ -38,12 +38,24 @@ def _progress(job: Job) -> str:
 
 @admin.register(EmbeddingIndex)
 class EmbeddingIndexAdmin(admin.ModelAdmin):
-    list_display = ("collection", "model", "version", "state", "created_at", "activated_at")
-    readonly_fields = ("collection", "version", "state", "created_at", "activated_at")
-    actions = ["reembed"]
+    list_display = ("collection", "model", "version", "state", "created_at", "activated_at", "retired_at")
+    readonly_fields = ("collection", "version", "state", "created_at", "activated_at", "retired_at")
+    actions = ["reembed", "drop_vectors"]
 
     def has_add_permission(self, request):
         return False  # indexes are made by re-embedding jobs
+
+    @admin.action(description="Drop the vectors of the selected retired indexes")
+    def drop_vectors(self, request, queryset):
+        dropped, recent = services.indexes_retired_drop(index_ids=list(queryset.values_list("pk", flat=True)))
+        if dropped:
+            self.message_user(request, "Dropped the vectors of " + ", ".join(str(i) for i in dropped) + ".")
+        if recent:
+            self.message_user(request, "Retired less than 10 minutes ago, try again later: "
+                              + ", ".join(str(i) for i in recent) + ".", messages.WARNING)  # fmt: skip
+        if skipped := queryset.count() - len(dropped) - len(recent):
+            self.message_user(request, f"{skipped} index(es) left alone: only retired indexes can be dropped.",
+                              messages.WARNING)  # fmt: skip
 
     @admin.action(description="Re-embed every memory into a new version of this model")
     def reembed(self, request, queryset):

@@ -61,6 +61,7 @@ class EmbeddingIndex(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.BUILDING)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "embedding indexes"

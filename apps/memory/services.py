@@ -3,11 +3,13 @@ in step, and the re-embedding job (start, chunks, finish with an atomic switch, 
 
 import logging
 import uuid
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.conversations.models import ChatSession
 from apps.memory.models import EmbeddingIndex, Job, JobChunk, Memory
 from apps.memory.selectors import collection_name, index_active, indexes_writable, job_running
 from workers.embed import index as vector_index
@@ -70,6 +72,9 @@ def memory_remember(*, user_id, character_id, text: str, kind: str, importance: 
         if hits and hits[0][1] >= settings.MEMORY_MERGE_SIMILARITY:
             existing = Memory.objects.filter(pk=hits[0][0], user_id=user_id, kind=kind).first()
     with transaction.atomic():
+        if session_id is not None and kind == Memory.Kind.SUMMARY:  # two summaries of a session at once: one row
+            list(ChatSession.objects.select_for_update().filter(pk=session_id).values_list("pk"))
+            existing = Memory.objects.filter(session_id=session_id, kind=kind).first() or existing
         if existing is not None:
             memory = Memory.objects.select_for_update().get(pk=existing.pk)
             memory.text, memory.importance = text, max(memory.importance, importance)
@@ -182,11 +187,30 @@ def reembed_cancel(*, job_id) -> Job:
         if not updated:
             raise MemoryRequestError("job_not_running", f"The job is {job.status}.")
         EmbeddingIndex.objects.filter(pk=job.index_id, state=EmbeddingIndex.State.BUILDING).update(
-            state=EmbeddingIndex.State.RETIRED
+            state=EmbeddingIndex.State.RETIRED, retired_at=timezone.now()
         )
     vector_index.drop(job.index.collection)
     job.refresh_from_db()
     return job
+
+
+RETIRED_GRACE = timedelta(minutes=10)  # longer than any task's time limit: nothing still writes to a retired index
+
+
+def indexes_retired_drop(*, index_ids=None) -> tuple[list[EmbeddingIndex], list[EmbeddingIndex]]:
+    """Delete the collections of retired indexes (their rows stay, as history); the disk they held is freed.
+
+    A switch keeps the old index so searches and writes already running finish against it; one
+    retired less than RETIRED_GRACE ago is left for later. `index_ids` limits it to those (active or
+    building ones are never touched). Returns (dropped, too recent). Running it twice is harmless.
+    """
+    retired = EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.RETIRED).order_by("version")
+    retired = list(retired if index_ids is None else retired.filter(pk__in=index_ids))
+    since = timezone.now() - RETIRED_GRACE
+    dropped = [i for i in retired if i.retired_at is None or i.retired_at <= since]
+    for index in dropped:
+        vector_index.drop(index.collection)
+    return dropped, [i for i in retired if i not in dropped]
 
 
 def _job(job_id) -> Job:
@@ -229,8 +253,10 @@ def reembed_finish(*, job_id) -> None:
         stragglers = list(Memory.objects.exclude(embedding_version=index.version).filter(created_at__gte=job.created_at))
         if stragglers:
             memories_embed(stragglers, indexes=[index])
-        EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE).update(state=EmbeddingIndex.State.RETIRED)
-        EmbeddingIndex.objects.filter(pk=index.pk).update(state=EmbeddingIndex.State.ACTIVE, activated_at=timezone.now())
+        now = timezone.now()
+        EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE).update(state=EmbeddingIndex.State.RETIRED,
+                                                                                retired_at=now)  # fmt: skip
+        EmbeddingIndex.objects.filter(pk=index.pk).update(state=EmbeddingIndex.State.ACTIVE, activated_at=now)
         Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETE, finished_at=timezone.now())
     log.info("re-embedding job %s complete: %s is active", job.pk, index)
 

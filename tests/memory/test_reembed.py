@@ -3,10 +3,12 @@ after a killed worker, cancel. Real batch/embed workers (MiniLM) and the Chroma 
 
 import threading
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from apps.memory import services
 from apps.memory.models import EmbeddingIndex, Job, JobChunk, Memory
@@ -127,6 +129,28 @@ def test_cancel_leaves_retrieval_on_the_old_index(user, character):
     assert index_active().pk == old.pk
     found, _ = memories_recall(user_id=user.pk, character_id=character.pk, query="chess")
     assert found and "chess" in found[0].text
+
+
+def test_dropping_retired_indexes_frees_them_and_leaves_retrieval_alone(admin_client, user, character, capsys):
+    seed(user, character, 40)
+    old = index_active()
+    job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=40)
+    services.reembed_chunk_run(job_id=job.pk, number=0)
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
+    assert vector_index.count(old.collection) == 40  # kept after the switch
+    call_command("reembed_memories", "--drop-retired")  # too soon: writes begun before the switch may still land
+    assert "kept" in capsys.readouterr().out and vector_index.count(old.collection) == 40
+    EmbeddingIndex.objects.filter(pk=old.pk).update(retired_at=timezone.now() - timedelta(minutes=11))
+    page = admin_client.post("/admin/memory/embeddingindex/", {"action": "drop_vectors",
+                                                               "_selected_action": [old.pk, index_active().pk]},
+                             follow=True).content.decode()  # fmt: skip
+    assert "Dropped the vectors of" in page and "1 index(es) left alone" in page
+    assert vector_index.count(old.collection) == 0
+    call_command("reembed_memories", "--drop-retired")  # again, from the command line: harmless
+    assert f"dropped the vectors of {old.model} v{old.version}" in capsys.readouterr().out
+    assert_each_memory_once_in(index_active())
+    found, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="Do I like jazz?")
+    assert found and "memory_error" not in timings and EmbeddingIndex.objects.filter(pk=old.pk).exists()
 
 
 def test_a_model_nobody_can_load_is_refused_before_anything_starts(user, character, tmp_path):

@@ -3,6 +3,7 @@
     manage.py reembed_memories --model all-MiniLM-L6-v2        # same weights, new version
     manage.py reembed_memories --model /models/my-st-model     # a local sentence-transformers dir
     manage.py reembed_memories --resume 7 | --cancel 7 | --status
+    manage.py reembed_memories --drop-retired                  # free the disk of replaced indexes
     ... --no-wait                                              # queue it and return
 
 The chunks run as tasks on queue `batch` (in this process in the embedded mode); the command
@@ -29,14 +30,23 @@ class Command(BaseCommand):
         action.add_argument("--resume", type=int, metavar="JOB", help="queue the chunks of JOB not done yet")
         action.add_argument("--cancel", type=int, metavar="JOB", help="stop JOB and drop its half-built index")
         action.add_argument("--status", action="store_true", help="list the latest jobs")
+        action.add_argument("--drop-retired", action="store_true",
+                            help="delete the vectors of indexes a finished job replaced (their rows stay)")
         parser.add_argument("--chunk-size", type=int, default=settings.REEMBED_CHUNK_SIZE)
         parser.add_argument("--no-wait", action="store_true", help="do not follow the progress")
 
-    def handle(self, *args, model=None, resume=None, cancel=None, status=False, chunk_size=500, no_wait=False,
-               **options):  # fmt: skip
+    def handle(self, *args, model=None, resume=None, cancel=None, status=False, drop_retired=False, chunk_size=500,
+               no_wait=False, **options):  # fmt: skip
         if status:
             for job in Job.objects.select_related("index")[:10]:
                 self.stdout.write(f"job {job.pk}: {job.status:9} {job.done}/{job.total} → {job.index}")
+            return
+        if drop_retired:
+            dropped, recent = services.indexes_retired_drop()
+            for index in dropped:
+                self.stdout.write(f"dropped the vectors of {index}")
+            for index in recent:
+                self.stdout.write(f"kept {index}: retired less than 10 minutes ago, run this again later")
             return
         try:
             if model:
