@@ -13,6 +13,12 @@ from channels.auth import AuthMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from apps.realtime.consumers import ConversationConsumer  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+if settings.TASKS_IN_PROCESS:  # the embedded mode: no beat process, this one runs the periodic jobs
+    from workers.dispatch import beat_start
+
+    beat_start()
 
 application = ProtocolTypeRouter(
     {

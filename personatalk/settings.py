@@ -144,9 +144,11 @@ CELERY_TASK_ROUTES = {
     "workers.embed.tasks.sessions_summarize_idle": {"queue": "batch"},
     "workers.embed.tasks.*": {"queue": "embed"},
 }
-# The scaled mode's periodic jobs (a `celery beat` process): summarise sessions that went idle.
+# Periodic jobs (a `celery beat` process in the scaled mode): summarise sessions that went idle.
+# The embedded mode runs the same schedule in the web process (workers.dispatch.beat_start).
 CELERY_BEAT_SCHEDULE = {
-    "summarize-idle-sessions": {"task": "workers.embed.tasks.sessions_summarize_idle", "schedule": 300.0},
+    "summarize-idle-sessions": {"task": "workers.embed.tasks.sessions_summarize_idle",
+                                "schedule": env.float("SESSION_SUMMARY_EVERY_S", default=300.0)},
 }
 # A worker's CPU niceness (0-19, higher yields more): the Procfile gives asr_partial 10.
 WORKER_NICE = env.int("WORKER_NICE", default=0)

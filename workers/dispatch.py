@@ -1,7 +1,10 @@
-"""Queue a Celery task, or run it in-process off the event loop in the embedded mode."""
+"""Queue a Celery task, or run it in-process off the event loop in the embedded mode (periodic ones too)."""
 
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -32,3 +35,44 @@ def enqueue(task, **kwargs) -> None:
         _in_process_executor().submit(_run_in_process, task, kwargs)
     else:
         task.apply_async(kwargs=kwargs)
+
+
+class Beat:
+    """The embedded mode's `celery beat`: CELERY_BEAT_SCHEDULE's tasks, run in a thread of this process.
+
+    Each runs in the beat's own thread, one after another (a tick that is still running delays the
+    next), never in the executor that runs turns: a first start with many idle sessions must not
+    queue hundreds of summaries ahead of someone's reply. The scaled mode runs a beat process instead.
+    """
+
+    def __init__(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+        from kombu.utils.imports import symbol_by_name
+
+        self.entries = []
+        for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+            every = entry["schedule"]
+            every = every.total_seconds() if isinstance(every, timedelta) else float(every)
+            if every <= 0:
+                raise ImproperlyConfigured(f"The periodic job {name!r} needs an interval above 0 s, not {every}.")
+            self.entries.append([symbol_by_name(entry["task"]), every, time.monotonic() + every])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="in-process-beat", daemon=True)
+
+    def _run(self) -> None:
+        while self.entries and not self._stop.wait(max(0.0, min(e[2] for e in self.entries) - time.monotonic())):
+            for entry in self.entries:
+                if entry[2] <= time.monotonic() and not self._stop.is_set():
+                    _run_in_process(entry[0], {})
+                    entry[2] = max(entry[2] + entry[1], time.monotonic())
+
+    def stop(self) -> None:
+        """Stop after the task now running, if any."""
+        self._stop.set()
+        self._thread.join()
+
+
+def beat_start() -> Beat:
+    beat = Beat()
+    beat._thread.start()
+    return beat

@@ -1,5 +1,6 @@
 """Idle sessions summed up into memories (the scripted engine writes the summary), and the admin."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -49,6 +50,38 @@ def test_only_sessions_idle_long_enough_and_changed_since_are_picked(user, chara
     queued.clear()
     call_command("summarize_idle_sessions")
     assert queued == []  # summed up already, nothing new since
+
+
+def test_the_embedded_mode_looks_for_idle_sessions_by_itself(user, character, settings):
+    """No beat process there: the web process runs the schedule, in a thread of its own."""
+    from tests.memory.test_reembed import wait_for
+    from workers.dispatch import beat_start
+
+    settings.TASKS_IN_PROCESS, settings.SESSION_IDLE_MINUTES = True, 30
+    settings.CELERY_BEAT_SCHEDULE = {"summaries": {"task": "workers.embed.tasks.sessions_summarize_idle",
+                                                   "schedule": 0.3}}  # fmt: skip
+    idle = chat(user, character, ("user", "I am learning to play the oboe."), idle_minutes=45)
+    going = chat(user, character, ("user", "Still here, talking."), idle_minutes=1)
+    beat = beat_start()
+    try:
+        wait_for(lambda: ChatSession.objects.get(pk=idle.pk).summarized_at is not None, timeout=60, what="a summary")
+        time.sleep(1)  # three more ticks: nothing new to sum up
+    finally:
+        beat.stop()
+    summary = Memory.objects.get(kind="summary")  # one: not rewritten each tick, the session still going left alone
+    assert "oboe" in summary.text and summary.session_id == idle.pk
+    assert ChatSession.objects.get(pk=going.pk).summarized_at is None
+
+
+def test_a_session_with_nothing_to_keep_is_not_picked_again(user, character, settings, monkeypatch):
+    from workers.embed import tasks
+
+    settings.SESSION_IDLE_MINUTES = 30
+    greeting = chat(user, character, ("assistant", "Hello! What shall we talk about?"), idle_minutes=45)
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kw: task(**kw))
+    assert tasks.sessions_summarize_idle() == 1
+    assert tasks.sessions_summarize_idle() == 0  # marked: no summary, and not looked at every five minutes
+    assert not Memory.objects.exists() and ChatSession.objects.get(pk=greeting.pk).summarized_at is not None
 
 
 @pytest.mark.usefixtures("memory_worker")

@@ -76,9 +76,12 @@ def sessions_summarize_idle() -> int:
                 .annotate(last=Max("messages__created_at"))
                 .filter(Q(summarized_at__isnull=True) | Q(last__gt=F("summarized_at")))
                 .filter(last__isnull=False).values_list("pk", flat=True))  # fmt: skip
-    ids = [str(pk) for pk in sessions[:500]]
+    ids = [str(pk) for pk in sessions.order_by("updated_at")[:500]]
     for session_id in ids:
-        enqueue(session_summarize, session_id=session_id)
+        if settings.TASKS_IN_PROCESS:  # the embedded beat's thread: one at a time, off the threads turns use
+            session_summarize(session_id=session_id)
+        else:
+            enqueue(session_summarize, session_id=session_id)
     return len(ids)
 
 
@@ -87,11 +90,17 @@ def session_summarize(*, session_id: str) -> None:
     """Sum a session up into one summary memory with the LLM (rewritten if the session grew)."""
     from workers.llm.summary import session_summary
 
+    read_at = timezone.now()  # a message arriving while the LLM writes is left for the next summary
     session = ChatSession.objects.select_related("character").filter(pk=session_id, deleted_at__isnull=True).first()
     if session is None:
         return
     messages = list(session.messages.exclude(status=Message.Status.FAILED).exclude(content="").order_by("created_at"))
-    if not any(m.role == Message.Role.USER for m in messages):
+    # Queued twice (a slow queue outlived the beat's interval), or nothing to keep (a greeting, failed
+    # turns): marked, so the session is not picked again until someone says something.
+    summed_up = session.summarized_at and (not messages or messages[-1].created_at <= session.summarized_at)
+    if summed_up or not any(m.role == Message.Role.USER for m in messages):
+        ChatSession.objects.filter(Q(summarized_at__isnull=True) | Q(summarized_at__lt=read_at),
+                                   pk=session.pk).update(summarized_at=read_at)  # fmt: skip
         return
     text = session_summary(character_name=session.character.name, messages=[(m.role, m.content) for m in messages])
     if text:
@@ -99,4 +108,4 @@ def session_summarize(*, session_id: str) -> None:
                                  text=f"Summary of an earlier conversation: {text}", kind=Memory.Kind.SUMMARY,
                                  importance=0.5, source_message_ids=[str(m.pk) for m in messages],
                                  session_id=session.pk)  # fmt: skip
-    ChatSession.objects.filter(pk=session.pk).update(summarized_at=timezone.now())
+    ChatSession.objects.filter(pk=session.pk).update(summarized_at=read_at)
