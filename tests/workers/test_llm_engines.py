@@ -101,3 +101,17 @@ def test_scripted_engine_is_deterministic_and_can_fail():
     )
     with pytest.raises(EngineError):
         list(engine.stream([{"role": "user", "content": "explode"}]))
+
+
+@pytest.mark.model
+def test_a_conversion_cleans_up_after_one_that_was_killed(tmp_path):
+    import os
+
+    stale, fresh = tmp_path / ".tmp-killed", tmp_path / ".tmp-running"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half written")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    target = engines.converted_model_dir(engines.default_gguf_path(), tmp_path)
+    assert (target / "config.json").exists()
+    assert not stale.exists() and fresh.exists()  # another process may still be writing that one

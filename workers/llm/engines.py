@@ -83,6 +83,12 @@ def converted_model_dir(gguf: Path, cache_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s into %s (once)", gguf, target)
+    for stale in cache_dir.glob(".tmp-*"):  # left by a process killed while converting (one takes ~20 s)
+        try:
+            if time.time() - stale.stat().st_mtime > 600:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:  # renamed or removed by the process that wrote it
+            pass
     tmp = cache_dir / f".tmp-{uuid.uuid4().hex}"
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -205,5 +205,11 @@ def _is_abbreviation(text: str, end: int) -> bool:
     if not word:
         return False
     word = word.group(1)
-    # "U.S.", "a.m.", "J. R. R. Tolkien": initials, not the end of a sentence
-    return word.lower() in _ABBREVIATIONS or bool(_INITIALS.fullmatch(word)) or (len(word) == 1 and word.isupper())
+    if word.lower() in _ABBREVIATIONS or _INITIALS.fullmatch(word):  # "U.S.", "a.m."
+        return True
+    if len(word) != 1 or not word.isupper():
+        return False
+    # One capital: an initial after a name or another initial ("John F. Kennedy", "J. R. R."), else a
+    # sentence may end there ("vitamin C. Then"); "Plan B. Next" stays one unit, which only costs a pause.
+    before = text[:end - 1].split()
+    return bool(before) and (before[-1][0].isupper() or bool(re.fullmatch(r"[^\W\d_]\.", before[-1])))
