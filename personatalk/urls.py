@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import path
 
@@ -16,4 +15,5 @@ urlpatterns = [
     path("api/asr", speech.speech_to_text, name="api-asr"),
     path("api/memories", memories.memories, name="api-memories"),
     path("api/memories/<str:memory_id>", memories.memory, name="api-memory"),
-] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+    path(f"{settings.MEDIA_URL.strip('/')}/avatars/<path:path>", api_views.avatar, name="avatar"),
+]

@@ -1,5 +1,9 @@
+from pathlib import Path
+
+from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
+from django.views.static import serve
 
 from apps.api.selectors import check_channel_layer, check_database, check_workers
 from apps.characters.selectors import character_list_published
@@ -36,3 +40,14 @@ def characters(request):
         for c in character_list_published()
     ]
     return JsonResponse({"characters": rows})
+
+
+@require_GET
+def avatar(request, path: str):
+    """A character's avatar (public, like the gallery), in every mode; a proxy may serve MEDIA_URL/avatars/ instead.
+
+    Only avatars: the rest of MEDIA_ROOT holds users' own recordings (KEEP_AUDIO) and is never public.
+    """
+    response = serve(request, path, document_root=Path(settings.MEDIA_ROOT) / "avatars")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response

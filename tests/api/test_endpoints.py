@@ -18,6 +18,22 @@ def test_characters_lists_only_published(client, character, draft_character):
     assert {"name", "display_name", "description", "voice_id"} <= set(nova)
 
 
+def test_avatars_are_served_in_every_mode_but_users_recordings_never(client, character, settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    settings.MEDIA_ROOT, settings.DEBUG = tmp_path, False  # the scaled mode (no DEBUG static serving)
+    character.avatar.save("nova.png", ContentFile(b"\x89PNG not really"), save=True)
+    url = client.get("/characters").json()["characters"][0]["avatar_url"]
+    response = client.get(url)
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"\x89PNG not really"
+    (tmp_path / "utterances").mkdir()
+    (tmp_path / "utterances" / "someone.wav").write_bytes(b"RIFF a user's voice")
+    client.raise_request_exception = False  # as served: a path climbing out is a 400, not an error page
+    for path in ("/media/utterances/someone.wav", "/media/avatars/../utterances/someone.wav",
+                 "/media/avatars/%2e%2e/utterances/someone.wav", "/media/avatars/missing.png"):  # fmt: skip
+        assert client.get(path).status_code in (400, 404), path
+
+
 def test_ready_with_a_live_worker(client, llm_worker, voice_worker, memory_worker):
     response = client.get("/ready")
     assert response.status_code == 200, response.json()
