@@ -25,11 +25,16 @@ def alsa_clip(name: str = "Front_Center") -> tuple[bytes, str]:
 
 @functools.lru_cache(maxsize=32)
 def piper_says(text: str) -> bytes:
-    """`text` spoken by the shipped Piper voice, as 16 kHz s16le PCM."""
+    """`text` spoken by the shipped Piper voice, as 16 kHz s16le PCM; the same samples every run.
+
+    Without noise (variation 0): Piper's default prosody is random, and a test must not pass or
+    fail by how a line happened to be said.
+    """
     from workers.tts.engine import TtsEngines, VoiceSpec
 
-    audio, rate = TtsEngines().synthesize(text, VoiceSpec())
-    return resample(audio, rate, PCM_RATE).tobytes()
+    engine = TtsEngines().get(VoiceSpec())
+    audio = np.concatenate(list(engine.synthesize(text, speed=1.0, variation=0.0)))
+    return resample(audio, engine.sample_rate, PCM_RATE).tobytes()
 
 
 def silence(seconds: float) -> bytes:
