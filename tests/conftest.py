@@ -28,6 +28,17 @@ def pytest_sessionstart(session):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A channel layer per test: each async test has its own event loop, and channels_redis keeps
+    asyncio locks bound to the loop that used them (one left locked by a closed loop starves every
+    socket of the next test). Daphne runs one loop, so the product never sees this."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def chroma_server():
     """A real Chroma server for the vector index (every turn retrieves memories), emptied first."""

@@ -231,6 +231,9 @@ def reembed_chunk_run(*, job_id, number: int) -> None:
     memories = list(Memory.objects.filter(pk__in=chunk.memory_ids))  # one deleted meanwhile is just gone
     vectors = get_embedder(job.index.model).encode([m.text for m in memories])
     vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
+    if Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
+        vector_index.drop(job.index.collection)  # cancelled while this chunk ran: its drop may have come first
+        return
     with transaction.atomic():
         if not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):
             return  # another delivery of this task finished it first

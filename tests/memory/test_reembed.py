@@ -116,10 +116,11 @@ def test_killing_the_worker_mid_job_then_resuming_embeds_every_memory_exactly_on
     assert_each_memory_once_in(EmbeddingIndex.objects.get(pk=job.index_id))
 
 
-def test_cancel_leaves_retrieval_on_the_old_index(user, character):
+def test_cancel_leaves_retrieval_on_the_old_index(user, character, monkeypatch):
     seed(user, character, 300)
     old = index_active()
-    job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)  # no batch worker: nothing runs
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kwargs: None)  # chunks queued, none run
+    job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
     with pytest.raises(services.MemoryRequestError) as exc:
         services.reembed_start(model=DEFAULT_MODEL)
     assert exc.value.code == "job_running"
@@ -129,6 +130,22 @@ def test_cancel_leaves_retrieval_on_the_old_index(user, character):
     assert index_active().pk == old.pk
     found, _ = memories_recall(user_id=user.pk, character_id=character.pk, query="chess")
     assert found and "chess" in found[0].text
+
+
+def test_a_chunk_that_was_running_when_the_job_was_cancelled_leaves_nothing_behind(user, character, monkeypatch):
+    seed(user, character, 30)
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kwargs: None)
+    job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=30)
+    upsert = vector_index.upsert
+
+    def cancelled_meanwhile(*args, **kwargs):  # the cancel (and its drop) lands while the chunk is embedding
+        services.reembed_cancel(job_id=job.pk)
+        upsert(*args, **kwargs)
+
+    monkeypatch.setattr(vector_index, "upsert", cancelled_meanwhile)
+    services.reembed_chunk_run(job_id=job.pk, number=0)
+    assert vector_index.count(job.index.collection) == 0
+    assert Job.objects.get(pk=job.pk).status == "cancelled" and not Memory.objects.filter(embedding_version=2).exists()
 
 
 def test_dropping_retired_indexes_frees_them_and_leaves_retrieval_alone(admin_client, user, character, capsys):
