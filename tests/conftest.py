@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -92,12 +93,38 @@ def voice_worker(live_env):
     proc.stop()
 
 
+_memory_workers: list = []  # the session's memory worker, once a test started it
+
+
 @pytest.fixture(scope="session")
 def memory_worker(live_env):
     """A real Celery worker on queues `embed` and `batch` with all-MiniLM-L6-v2."""
     proc = stack.start_worker(queues="embed,batch", env=live_env, log_dir=LOG_DIR, name="worker-memory")
+    _memory_workers.append(proc)
     yield proc
+    _memory_workers.clear()
     proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _memory_jobs_finish(request):
+    """The memory jobs a test queued (one memory_extract per turn, re-embedding chunks) end with it:
+    run before its rows are flushed (a worker mid-job deadlocked the flush's TRUNCATE), dropped if
+    no worker will ever take them (they would hold up every later test)."""
+    yield
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queues = ("embed", "batch")
+    if _memory_workers:
+        busy = bool({"llm_worker", "memory_worker"} & set(request.fixturenames))
+        if busy:
+            time.sleep(0.2)  # the LLM worker queues a turn's memory_extract just after the reply's last frame
+        deadline = time.monotonic() + 30
+        while any(broker.llen(queue) for queue in queues) and time.monotonic() < deadline:
+            busy = True
+            time.sleep(0.05)
+        if busy:
+            time.sleep(0.1)  # the last one taken: a memory_extract takes ms, a finished job's chunk returns at once
+    broker.delete(*queues)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 from django.views.static import serve
 
 from apps.api.selectors import check_channel_layer, check_database, check_workers
@@ -42,7 +42,7 @@ def characters(request):
     return JsonResponse({"characters": rows})
 
 
-@require_GET
+@require_safe
 def avatar(request, path: str):
     """A character's avatar (public, like the gallery), in every mode; a proxy may serve MEDIA_URL/avatars/ instead.
 

@@ -45,6 +45,9 @@ class EmbeddingIndexAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # indexes are made by re-embedding jobs
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # history; a deleted row would let its version, and its collection's name, come back
+
     @admin.action(description="Drop the vectors of the selected retired indexes")
     def drop_vectors(self, request, queryset):
         dropped, recent = services.indexes_retired_drop(index_ids=list(queryset.values_list("pk", flat=True)))

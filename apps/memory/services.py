@@ -221,8 +221,14 @@ def _job(job_id) -> Job:
 
 
 def reembed_chunk_run(*, job_id, number: int) -> None:
-    """Embed one chunk into the job's index; mark it done once. Running it twice writes the same vectors."""
+    """Embed one chunk into the job's index; mark it done once. Running it twice writes the same vectors.
+
+    A job cancelled while the chunk ran gets no vectors from it: the cancel's drop may have come
+    before this upsert, so the chunk drops the index again (a redelivered chunk of a cancelled job too).
+    """
     job = Job.objects.select_related("index").get(pk=job_id)
+    if job.status == Job.Status.CANCELLED:
+        vector_index.drop(job.index.collection)
     if job.status != Job.Status.RUNNING:
         return
     chunk = JobChunk.objects.get(job=job, number=number)
@@ -230,17 +236,20 @@ def reembed_chunk_run(*, job_id, number: int) -> None:
         return
     memories = list(Memory.objects.filter(pk__in=chunk.memory_ids))  # one deleted meanwhile is just gone
     vectors = get_embedder(job.index.model).encode([m.text for m in memories])
-    vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
-    if Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
-        vector_index.drop(job.index.collection)  # cancelled while this chunk ran: its drop may have come first
-        return
-    with transaction.atomic():
-        if not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):
-            return  # another delivery of this task finished it first
-        Job.objects.filter(pk=job.pk).update(done=F("done") + chunk.size)
-        Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
-            embedding_model=job.index.model, embedding_version=job.index.version, embedded_at=timezone.now()
-        )
+    cancelled = True
+    try:
+        vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
+        with transaction.atomic():  # the job row's lock orders this against a cancel
+            cancelled = Job.objects.select_for_update().get(pk=job.pk).status == Job.Status.CANCELLED
+            if cancelled or not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):
+                return  # cancelled meanwhile, or another delivery of this task finished it first
+            Job.objects.filter(pk=job.pk).update(done=F("done") + chunk.size)
+            Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
+                embedding_model=job.index.model, embedding_version=job.index.version, embedded_at=timezone.now()
+            )
+    finally:
+        if cancelled and Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
+            vector_index.drop(job.index.collection)
     if not JobChunk.objects.filter(job=job, done=False).exists():
         reembed_finish(job_id=job.pk)
 

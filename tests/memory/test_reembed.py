@@ -146,6 +146,12 @@ def test_a_chunk_that_was_running_when_the_job_was_cancelled_leaves_nothing_behi
     services.reembed_chunk_run(job_id=job.pk, number=0)
     assert vector_index.count(job.index.collection) == 0
     assert Job.objects.get(pk=job.pk).status == "cancelled" and not Memory.objects.filter(embedding_version=2).exists()
+    # a worker killed mid-upsert left vectors; the chunk, delivered again, takes them away
+    monkeypatch.setattr(vector_index, "upsert", upsert)
+    services.memories_embed(list(Memory.objects.all()), indexes=[job.index])
+    assert vector_index.count(job.index.collection) == 30
+    services.reembed_chunk_run(job_id=job.pk, number=0)
+    assert vector_index.count(job.index.collection) == 0
 
 
 def test_dropping_retired_indexes_frees_them_and_leaves_retrieval_alone(admin_client, user, character, capsys):
