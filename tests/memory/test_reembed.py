@@ -86,11 +86,16 @@ def test_reembed_while_turns_retrieve_then_switch_atomically(user, character):
     assert all(texts and "chess" in texts[0] and "memory_error" not in t for _, texts, t in results), results[-3:]
     assert_each_memory_once_in(new)  # including the one written during the job
 
-    def kyoto_first():  # Chroma's index may take a moment to serve a vector it has stored
-        found, _ = memories_recall(user_id=user.pk, character_id=character.pk, query="Which city did I move to?")
-        return found and found[0].pk == written_during.pk
+    found = []
 
-    wait_for(kyoto_first, timeout=10, what="the memory written during the job to be found in the new index")
+    def kyoto_recalled():  # Chroma's index may take a moment to serve a vector it has stored
+        found[:] = memories_recall(user_id=user.pk, character_id=character.pk, query="Which city did I move to?")[0]
+        return written_during.pk in [m.pk for m in found]
+
+    try:
+        wait_for(kyoto_recalled, timeout=10, what="the memory written during the job to be recalled from the new index")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; recalled instead: {[m.text for m in found]}") from None
 
 
 def test_killing_the_worker_mid_job_then_resuming_embeds_every_memory_exactly_once(user, character, live_env):

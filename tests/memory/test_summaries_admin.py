@@ -85,7 +85,7 @@ def test_a_session_with_nothing_to_keep_is_not_picked_again(user, character, set
 
 
 @pytest.mark.usefixtures("memory_worker")
-def test_admin_shows_and_edits_memories_and_starts_a_reembed_job(admin_client, user, character):
+def test_admin_shows_and_edits_memories_and_starts_a_reembed_job(admin_client, user, character, monkeypatch):
     memory = services.memory_remember(user_id=user.pk, character_id=character.pk, kind="fact", importance=0.7,
                                       text="The user said: I play the violin.", source_message_ids=[])  # fmt: skip
     assert "I play the violin." in admin_client.get("/admin/memory/memory/").content.decode()
@@ -106,6 +106,7 @@ def test_admin_shows_and_edits_memories_and_starts_a_reembed_job(admin_client, u
 
     wait_for(reembedded, timeout=20, what="the edited memory's new vector")
     index = index_active()
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kwargs: None)  # the job's chunks wait: cancel it
     response = admin_client.post("/admin/memory/embeddingindex/", {"action": "reembed", "_selected_action": [index.pk]})
     assert response.status_code == 302
     job = Job.objects.get()
