@@ -132,8 +132,6 @@ def main(args) -> None:
         two_s, n = run_job(2, env, args.chunk_size)
         two_rate = n / two_s
         print(f"job, 2 workers x 1 thread: {two_rate:.0f} memories/s ({two_s:.1f} s)")
-        if args.settle:
-            time.sleep(args.settle)
 
         torch.set_num_threads(2)
         index = index_active()
@@ -188,5 +186,4 @@ if __name__ == "__main__":
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--retrieval-only", action="store_true",
                         help="skip raw encode and the one-worker job: build the index with two workers, then retrieve")
-    parser.add_argument("--settle", type=float, default=0, help="seconds to wait after the last job before retrieval")
     main(parser.parse_args())

@@ -66,6 +66,10 @@ class Beat:
                     _run_in_process(entry[0], {})
                     entry[2] = max(entry[2] + entry[1], time.monotonic())
 
+    def start(self) -> "Beat":
+        self._thread.start()
+        return self
+
     def stop(self) -> None:
         """Stop after the task now running, if any."""
         self._stop.set()
@@ -73,6 +77,4 @@ class Beat:
 
 
 def beat_start() -> Beat:
-    beat = Beat()
-    beat._thread.start()
-    return beat
+    return Beat().start()

@@ -236,19 +236,18 @@ def reembed_chunk_run(*, job_id, number: int) -> None:
         return
     memories = list(Memory.objects.filter(pk__in=chunk.memory_ids))  # one deleted meanwhile is just gone
     vectors = get_embedder(job.index.model).encode([m.text for m in memories])
-    cancelled = True
     try:
         vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
         with transaction.atomic():  # the job row's lock orders this against a cancel
-            cancelled = Job.objects.select_for_update().get(pk=job.pk).status == Job.Status.CANCELLED
-            if cancelled or not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):
+            if Job.objects.select_for_update().get(pk=job.pk).status == Job.Status.CANCELLED \
+                    or not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):  # fmt: skip
                 return  # cancelled meanwhile, or another delivery of this task finished it first
             Job.objects.filter(pk=job.pk).update(done=F("done") + chunk.size)
             Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
                 embedding_model=job.index.model, embedding_version=job.index.version, embedded_at=timezone.now()
             )
-    finally:
-        if cancelled and Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
+    finally:  # cancelled meanwhile, even if the upsert failed: the cancel's drop may have come before it
+        if Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
             vector_index.drop(job.index.collection)
     if not JobChunk.objects.filter(job=job, done=False).exists():
         reembed_finish(job_id=job.pk)
