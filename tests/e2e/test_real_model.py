@@ -106,16 +106,17 @@ def test_scaled_stack_multi_turn_with_smollm2(scaled_stack, nova, user):
     speech, _ = audioeval_clip("quick_brown_fox")
     first = asyncio.run(talk(scaled_stack, nova, "nova", ["Hello! My name is Ana. What is your name?"]))
     for _ in range(100):  # remembered after the turn, by the embed worker
-        if Memory.objects.filter(user=user).exists():
+        if Memory.objects.filter(user=user).exclude(kind="promise").exists():
             break
         time.sleep(0.1)
-    assert Memory.objects.get(user=user).text == "The user said: My name is Ana."
+    assert Memory.objects.exclude(kind="promise").get(user=user).text == "The user said: My name is Ana."
     turns = first + asyncio.run(talk(scaled_stack, nova, "nova", ["Do you remember my name?", speech]))
     for frames in turns[:2]:
         assert_saved(frames, assert_real_reply(frames))
     assert_saved(turns[2], assert_spoken_reply(turns[2], {"quick", "brown", "fox"}))
     recalled = Message.objects.get(pk=turns[1][-1]["message_id"])
-    assert recalled.memories_used == [str(Memory.objects.get(user=user).pk)]  # in the prompt SmolLM2 answered
+    name = Memory.objects.exclude(kind="promise").get(user=user)  # (a sampled reply may also promise something)
+    assert str(name.pk) in recalled.memories_used  # in the prompt SmolLM2 answered
     session = recalled.session
     assert [m.role for m in session.messages.order_by("created_at")] == ["assistant"] + ["user", "assistant"] * 3
 
@@ -148,11 +149,12 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
     for frames in turns[:2]:
         assert_real_reply(frames)
     assert_spoken_reply(turns[2], {"hello", "world"})
-    (memory_id, text), = db.execute("select id, text from memory_memory").fetchall()
+    # SmolLM2 samples its replies: one may promise ("I'll remember that"), which is a memory too
+    (memory_id, text), = db.execute("select id, text from memory_memory where kind != 'promise'").fetchall()
     assert text == "The user said: I really love jazz music."
     used = db.execute("select memories_used from conversations_message where id = ?",
                       (turns[1][-1]["message_id"].replace("-", ""),)).fetchone()[0]  # fmt: skip
-    assert json.loads(used) == [str(uuid.UUID(memory_id))]
+    assert str(uuid.UUID(memory_id)) in json.loads(used)
     assert (tmp_path / "chroma").is_dir()  # the embedded index: a local directory
 
 
