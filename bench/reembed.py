@@ -7,7 +7,8 @@ Celery workers on queue `batch` (one torch thread each), then:
   3. job A: `reembed_memories` with one worker (this builds the index retrieval then uses),
   4. job B: the same with two workers,
   5. retrieval as a turn does it (embed the user's line, query the active index filtered by
-     owner, read the rows) at N memories.
+     owner, read the rows) at N memories, and how many of the exact nearest memories the index
+     returned (recall against numpy over the same stored vectors).
 
     .venv/bin/python bench/reembed.py [--memories 100000]
 """
@@ -78,6 +79,27 @@ def run_job(workers: int, env: dict, chunk_size: int) -> tuple[float, int]:
     finally:
         for proc in procs:
             proc.stop()
+
+
+def index_recall(collection: str, users, character, embedder, queries: list[str]) -> float:
+    """Share of each query's exact top-k (numpy over the owner's stored vectors) the index returned.
+    Queries: the turn's questions, and 16 of each user's memories reworded (many near neighbours)."""
+    import numpy as np
+    from django.conf import settings
+
+    from apps.memory.models import Memory
+    from workers.embed import index as vector_index
+
+    k, found, wanted = settings.MEMORY_TOP_K, 0, 0
+    for user in users:
+        ids, vectors = vector_index.owner_vectors(collection, user.pk, character.pk)
+        own = Memory.objects.filter(user=user, character=character).values_list("text", flat=True)[:16]
+        for query in queries + [text.replace("The user said: ", "Do you remember? ").rsplit(" (", 1)[0] for text in own]:
+            vector = embedder.encode_query(query)
+            exact = {ids[i] for i in np.argsort(-(vectors @ vector))[:k]}
+            hits = vector_index.query(collection, vector, user_id=user.pk, character_id=character.pk, k=k)
+            found, wanted = found + len(exact & {i for i, _ in hits}), wanted + k
+    return found / wanted
 
 
 def main(args) -> None:
@@ -156,6 +178,9 @@ def main(args) -> None:
               + ", ".join(f"{k} p50 {pct(v, .5):.1f}" for k, v in stages.items())
               + f"; other processes used {others:.2f} of the {os.cpu_count()} cores meanwhile")
         embedder, paths = get_embedder(index.model), {"sentence-transformers": [], "short path": []}
+        recall = index_recall(index.collection, users[:args.recall_users], character, embedder, queries)
+        print(f"index recall@k against exact search over the same vectors, {args.recall_users} users x "
+              f"{len(queries) + 16} queries: {recall:.4f}")
         for i in range(args.queries):  # the turn's query embedding, both ways, interleaved
             query = rnd.choice(queries)
             for name, encode in (("sentence-transformers", lambda: embedder.encode([query])[0]),
@@ -174,6 +199,7 @@ def main(args) -> None:
         print(f"RESULT two_worker_speedup={two_rate / one_rate:.3f}")
     print(f"RESULT query_embed_ms_p50={pct(paths['short path'], .5) * 1000:.2f}")
     print(f"RESULT query_embed_st_ms_p50={pct(paths['sentence-transformers'], .5) * 1000:.2f}")
+    print(f"RESULT retrieval_recall_at_k={recall:.4f}")
     print(f"RESULT retrieval_ms_p50={pct(lat, .5) * 1000:.1f}")
     print(f"RESULT retrieval_ms_p95={pct(lat, .95) * 1000:.1f}")
 
@@ -184,6 +210,7 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--recall-users", type=int, default=20, help="users whose every query is checked against exact search")
     parser.add_argument("--retrieval-only", action="store_true",
                         help="skip raw encode and the one-worker job: build the index with two workers, then retrieve")
     main(parser.parse_args())
