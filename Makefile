@@ -5,7 +5,7 @@ STAMP := .venv/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test run-scaled setup system docs bench
+.PHONY: run test lint run-scaled setup system docs bench
 
 $(STAMP): requirements/base.txt requirements/worker.txt requirements/dev.txt requirements/constraints.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -35,9 +35,14 @@ run: setup
 	.venv/bin/daphne -b $(HOST) -p $(PORT) personatalk.asgi:application
 
 ## The test suite against the real PostgreSQL, Redis and Celery workers on this machine.
-test: setup
+test: setup lint
 	bash tests/services.sh
 	$(PY) -m pytest --create-db
+
+## Format and lint (ruff: pyflakes, pycodestyle, isort, bugbear, Django and async rules).
+lint: setup
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
 
 ## Scaled mode: Daphne plus one Celery worker per queue against PostgreSQL and Redis (Procfile).
 run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personatalk

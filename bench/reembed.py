@@ -25,8 +25,28 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import LOG_DIR, pct, scaled_environment  # noqa: E402
 
-TOPICS = ["chess", "jazz", "hiking", "baking", "astronomy", "painting", "cycling", "gardening", "poetry", "surfing",
-          "sushi", "football", "opera", "knitting", "photography", "sailing", "pottery", "climbing", "tea", "cats"]
+TOPICS = [
+    "chess",
+    "jazz",
+    "hiking",
+    "baking",
+    "astronomy",
+    "painting",
+    "cycling",
+    "gardening",
+    "poetry",
+    "surfing",
+    "sushi",
+    "football",
+    "opera",
+    "knitting",
+    "photography",
+    "sailing",
+    "pottery",
+    "climbing",
+    "tea",
+    "cats",
+]
 PLACES = ["Lisbon", "Oslo", "Kyoto", "Lima", "Cairo", "Austin", "Porto", "Seoul", "Dublin", "Nairobi"]
 PATTERNS = [
     "The user said: I really love {t} on weekends.",
@@ -58,8 +78,16 @@ def run_job(workers: int, env: dict, chunk_size: int) -> tuple[float, int]:
     from tests import stack
     from workers.embed.engine import DEFAULT_MODEL
 
-    procs = [stack.start_worker(queues="batch", env={**env, "EMBED_THREADS": "1"}, log_dir=LOG_DIR,
-                                name=f"bench-batch-{workers}-{i}", timeout=300) for i in range(workers)]  # fmt: skip
+    procs = [
+        stack.start_worker(
+            queues="batch",
+            env={**env, "EMBED_THREADS": "1"},
+            log_dir=LOG_DIR,
+            name=f"bench-batch-{workers}-{i}",
+            timeout=300,
+        )
+        for i in range(workers)
+    ]
     try:
         started = time.perf_counter()
         job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=chunk_size)
@@ -94,7 +122,9 @@ def index_recall(collection: str, users, character, embedder, queries: list[str]
     for user in users:
         ids, vectors = vector_index.owner_vectors(collection, user.pk, character.pk)
         own = Memory.objects.filter(user=user, character=character).values_list("text", flat=True)[:16]
-        for query in queries + [text.replace("The user said: ", "Do you remember? ").rsplit(" (", 1)[0] for text in own]:
+        for query in queries + [
+            text.replace("The user said: ", "Do you remember? ").rsplit(" (", 1)[0] for text in own
+        ]:
             vector = embedder.encode_query(query)
             exact = {ids[i] for i in np.argsort(-(vectors @ vector))[:k]}
             hits = vector_index.query(collection, vector, user_id=user.pk, character_id=character.pk, k=k)
@@ -121,11 +151,9 @@ def main(args) -> None:
     from django.contrib.auth import get_user_model
 
     from apps.characters.models import Character
-    from apps.memory.models import Memory
+    from apps.memory.models import EmbeddingIndex, Job, Memory
     from apps.memory.selectors import index_active, memories_recall
     from workers.embed.engine import DEFAULT_MODEL, Embedder, get_embedder
-
-    from apps.memory.models import EmbeddingIndex, Job
 
     try:
         Job.objects.all().delete()  # the bench database outlives runs; the index (a new folder) does not
@@ -134,8 +162,13 @@ def main(args) -> None:
         character = Character.objects.get(slug="nova")
         users = [get_user_model().objects.get_or_create(username=f"bench-{i}")[0] for i in range(args.users)]
         corpus = texts(args.memories)
-        Memory.objects.bulk_create((Memory(user=users[i % len(users)], character=character, text=text, kind="fact")
-                                    for i, text in enumerate(corpus)), batch_size=5000)  # fmt: skip
+        Memory.objects.bulk_create(
+            (
+                Memory(user=users[i % len(users)], character=character, text=text, kind="fact")
+                for i, text in enumerate(corpus)
+            ),
+            batch_size=5000,
+        )
         print(f"{args.memories} memories of {len(users)} users; chunks of {args.chunk_size}")
 
         if not args.retrieval_only:
@@ -173,22 +206,31 @@ def main(args) -> None:
                     values.append(timings[stage])
             assert found and "memory_error" not in timings and all(m.user_id == user.pk for m in found)
         others = machine_busy(busy)
-        print(f"retrieval at {Memory.objects.count()} memories ({index.collection}): "
-              f"p50 {pct(lat, .5) * 1000:.1f} ms, p95 {pct(lat, .95) * 1000:.1f} ms (n={len(lat)}); of it "
-              + ", ".join(f"{k} p50 {pct(v, .5):.1f}" for k, v in stages.items())
-              + f"; other processes used {others:.2f} of the {os.cpu_count()} cores meanwhile")
+        print(
+            f"retrieval at {Memory.objects.count()} memories ({index.collection}): "
+            f"p50 {pct(lat, 0.5) * 1000:.1f} ms, p95 {pct(lat, 0.95) * 1000:.1f} ms (n={len(lat)}); of it "
+            + ", ".join(f"{k} p50 {pct(v, 0.5):.1f}" for k, v in stages.items())
+            + f"; other processes used {others:.2f} of the {os.cpu_count()} cores meanwhile"
+        )
         embedder, paths = get_embedder(index.model), {"sentence-transformers": [], "short path": []}
-        recall = index_recall(index.collection, users[:args.recall_users], character, embedder, queries)
-        print(f"index recall@k against exact search over the same vectors, {args.recall_users} users x "
-              f"{len(queries) + 16} queries: {recall:.4f}")
-        for i in range(args.queries):  # the turn's query embedding, both ways, interleaved
+        recall = index_recall(index.collection, users[: args.recall_users], character, embedder, queries)
+        print(
+            f"index recall@k against exact search over the same vectors, {args.recall_users} users x "
+            f"{len(queries) + 16} queries: {recall:.4f}"
+        )
+        for _ in range(args.queries):  # the turn's query embedding, both ways, interleaved
             query = rnd.choice(queries)
-            for name, encode in (("sentence-transformers", lambda: embedder.encode([query])[0]),
-                                 ("short path", lambda: embedder.encode_query(query))):  # fmt: skip
+            for name, encode in (
+                ("sentence-transformers", lambda query=query: embedder.encode([query])[0]),
+                ("short path", lambda query=query: embedder.encode_query(query)),
+            ):
                 started = time.perf_counter()
                 encode()
                 paths[name].append(time.perf_counter() - started)
-        print("one query's embedding: " + ", ".join(f"{name} p50 {pct(v, .5) * 1000:.2f} ms" for name, v in paths.items()))
+        print(
+            "one query's embedding: "
+            + ", ".join(f"{name} p50 {pct(v, 0.5) * 1000:.2f} ms" for name, v in paths.items())
+        )
     finally:
         if chroma is not None:
             chroma.stop()
@@ -197,11 +239,11 @@ def main(args) -> None:
         print(f"RESULT raw_encode_per_s={raw_rate:.0f}")
         print(f"RESULT reembed_ratio={one_rate / raw_rate:.3f}")
         print(f"RESULT two_worker_speedup={two_rate / one_rate:.3f}")
-    print(f"RESULT query_embed_ms_p50={pct(paths['short path'], .5) * 1000:.2f}")
-    print(f"RESULT query_embed_st_ms_p50={pct(paths['sentence-transformers'], .5) * 1000:.2f}")
+    print(f"RESULT query_embed_ms_p50={pct(paths['short path'], 0.5) * 1000:.2f}")
+    print(f"RESULT query_embed_st_ms_p50={pct(paths['sentence-transformers'], 0.5) * 1000:.2f}")
     print(f"RESULT retrieval_recall_at_k={recall:.4f}")
-    print(f"RESULT retrieval_ms_p50={pct(lat, .5) * 1000:.1f}")
-    print(f"RESULT retrieval_ms_p95={pct(lat, .95) * 1000:.1f}")
+    print(f"RESULT retrieval_ms_p50={pct(lat, 0.5) * 1000:.1f}")
+    print(f"RESULT retrieval_ms_p95={pct(lat, 0.95) * 1000:.1f}")
 
 
 if __name__ == "__main__":
@@ -210,7 +252,12 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--recall-users", type=int, default=20, help="users whose every query is checked against exact search")
-    parser.add_argument("--retrieval-only", action="store_true",
-                        help="skip raw encode and the one-worker job: build the index with two workers, then retrieve")
+    parser.add_argument(
+        "--recall-users", type=int, default=20, help="users whose every query is checked against exact search"
+    )
+    parser.add_argument(
+        "--retrieval-only",
+        action="store_true",
+        help="skip raw encode and the one-worker job: build the index with two workers, then retrieve",
+    )
     main(parser.parse_args())

@@ -33,10 +33,6 @@ PROMPTS = [
 ]
 
 
-
-
-
-
 async def client_turn(ws, text: str) -> float:
     """Seconds from sending the message to the first text at the client; waits for turn_end."""
 
@@ -91,17 +87,20 @@ async def run(args) -> None:
         import django
 
         django.setup()
+        from asgiref.sync import sync_to_async
+
         from apps.characters.models import Character
         from workers.llm.engines import get_engine
-
-        from asgiref.sync import sync_to_async
 
         character = await sync_to_async(Character.objects.get)(slug=args.character)
         engine = get_engine()
         e2e, alone = [], []
         async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
-            await ws.send(json.dumps({"type": "connect", "api_token": TOKEN, "character_name": args.character,
-                                      "text_deltas": True}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {"type": "connect", "api_token": TOKEN, "character_name": args.character, "text_deltas": True}
+                )
+            )
             assert json.loads(await ws.recv())["type"] == "connected"
             for i in range(args.warmup + args.turns):
                 text = PROMPTS[i % len(PROMPTS)]
@@ -115,11 +114,11 @@ async def run(args) -> None:
         daphne.stop()
         worker.stop()
 
-    overhead = [a - b for a, b in zip(e2e, alone)]
+    overhead = [a - b for a, b in zip(e2e, alone, strict=True)]
     print(f"turns={len(e2e)} model=SmolLM2-135M-Instruct (transformers, CPU)")
-    print(f"client time to first token   p50={pct(e2e, .5):7.1f} ms  p95={pct(e2e, .95):7.1f} ms")
-    print(f"engine alone, in-process     p50={pct(alone, .5):7.1f} ms  p95={pct(alone, .95):7.1f} ms")
-    print(f"overhead per turn            p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, .95):7.1f} ms")
+    print(f"client time to first token   p50={pct(e2e, 0.5):7.1f} ms  p95={pct(e2e, 0.95):7.1f} ms")
+    print(f"engine alone, in-process     p50={pct(alone, 0.5):7.1f} ms  p95={pct(alone, 0.95):7.1f} ms")
+    print(f"overhead per turn            p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, 0.95):7.1f} ms")
     print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
     print(f"RESULT overhead_ratio={statistics.median(e2e) / statistics.median(alone):.3f}")
     print(f"RESULT llm_worker_rss_mb={worker_rss:.0f}")

@@ -48,7 +48,7 @@ async def client_turn(ws, pcm: bytes) -> dict:
     while json.loads(await ws.recv())["type"] != "audio_stream_started":
         pass
     for i in range(0, len(pcm), 3200):  # 100 ms binary PCM frames, paced as a microphone would
-        await ws.send(pcm[i:i + 3200])
+        await ws.send(pcm[i : i + 3200])
         await asyncio.sleep(0.1)
     t0 = time.perf_counter()
     await ws.send(json.dumps({"type": "audio_stream_end"}))
@@ -80,9 +80,10 @@ async def barge_in(ws, question: bytes, interruption: bytes) -> tuple[float, flo
     Returns seconds from the onset of the interrupting speech to the `interrupted` frame, and how
     long the LLM job took to stop after the socket cancelled it (recorded on the message).
     """
+
     async def speak(pcm: bytes):
         for i in range(0, len(pcm), 640):  # 20 ms frames, as a microphone sends them
-            await ws.send(pcm[i:i + 640])
+            await ws.send(pcm[i : i + 640])
             await asyncio.sleep(0.02)
 
     silence = bytes(16000)  # 0.5 s
@@ -104,7 +105,7 @@ async def barge_in(ws, question: bytes, interruption: bytes) -> tuple[float, flo
     while True:  # drain the interrupting turn until the server listens again
         try:
             await asyncio.wait_for(ws.recv(), 8)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     from asgiref.sync import sync_to_async
 
@@ -132,9 +133,14 @@ def in_process(engines, character) -> dict:
     asr_s = time.perf_counter() - t
     history = [("assistant", character.greeting), ("user", transcript)]
     t = time.perf_counter()
-    messages = build_messages(persona=character.persona, character_name=character.name,
-                              example_dialogue=character.example_dialogue, history=history, engine=llm,
-                              budget_tokens=settings.LLM_PROMPT_TOKENS)  # fmt: skip
+    messages = build_messages(
+        persona=character.persona,
+        character_name=character.name,
+        example_dialogue=character.example_dialogue,
+        history=history,
+        engine=llm,
+        budget_tokens=settings.LLM_PROMPT_TOKENS,
+    )
     reply, first_unit, units = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS), None, []
     for piece in llm.stream(messages):
         for event in reply.feed(piece):
@@ -153,8 +159,15 @@ def in_process(engines, character) -> dict:
     t = time.perf_counter()
     tts.synthesize(units[-1], voice, reply.emotion)
     tts_last_s = time.perf_counter() - t
-    return {"asr": asr_s, "llm_first_unit": first_unit[1], "tts_first_unit": tts_first_s, "llm_total": llm_total_s,
-            "tts_last_unit": tts_last_s, "first_unit": first_unit[0], "transcript": transcript}  # fmt: skip
+    return {
+        "asr": asr_s,
+        "llm_first_unit": first_unit[1],
+        "tts_first_unit": tts_first_s,
+        "llm_total": llm_total_s,
+        "tts_last_unit": tts_last_s,
+        "first_unit": first_unit[0],
+        "transcript": transcript,
+    }
 
 
 async def run(args) -> None:
@@ -164,11 +177,14 @@ async def run(args) -> None:
 
     env = scaled_environment(args.max_new_tokens)
     log_dir = LOG_DIR
-    workers = {q: stack.start_worker(queues=q, env=env, log_dir=log_dir, name=f"bench-{q}", timeout=300)
-               for q in ("asr", "llm", "tts")}  # fmt: skip
+    workers = {
+        q: stack.start_worker(queues=q, env=env, log_dir=log_dir, name=f"bench-{q}", timeout=300)
+        for q in ("asr", "llm", "tts")
+    }
     # partial transcripts on a worker of their own, below the others' CPU priority (as in the Procfile)
-    workers["asr_partial"] = stack.start_worker(queues="asr_partial", env={**env, "WORKER_NICE": "10"},
-                                                log_dir=log_dir, name="bench-asr-partial", timeout=300)  # fmt: skip
+    workers["asr_partial"] = stack.start_worker(
+        queues="asr_partial", env={**env, "WORKER_NICE": "10"}, log_dir=log_dir, name="bench-asr-partial", timeout=300
+    )
     daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
     try:
         import django
@@ -186,8 +202,11 @@ async def run(args) -> None:
         clips = utterances()
         e2e, floor = [], []
         async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
-            await ws.send(json.dumps({"type": "connect", "api_token": TOKEN, "character_name": args.character,
-                                      "text_deltas": True}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {"type": "connect", "api_token": TOKEN, "character_name": args.character, "text_deltas": True}
+                )
+            )
             assert json.loads(await ws.recv())["type"] == "connected"
             for i in range(args.warmup + args.turns):
                 name, pcm = clips[i % len(clips)]
@@ -196,10 +215,12 @@ async def run(args) -> None:
                 if i >= args.warmup:
                     e2e.append(client)
                     floor.append(local)
-                    print(f"  {name[:32]:32} transcript={client['transcript']*1000:5.0f} ms  "
-                          f"first audio={client['first_audio']*1000:5.0f} ms (floor "
-                          f"{(local['asr'] + local['llm_first_unit'] + local['tts_first_unit'])*1000:5.0f})  "
-                          f"units={client['units']}  first unit={client['first_unit']!r:.40}")
+                    print(
+                        f"  {name[:32]:32} transcript={client['transcript'] * 1000:5.0f} ms  "
+                        f"first audio={client['first_audio'] * 1000:5.0f} ms (floor "
+                        f"{(local['asr'] + local['llm_first_unit'] + local['tts_first_unit']) * 1000:5.0f})  "
+                        f"units={client['units']}  first unit={client['first_unit']!r:.40}"
+                    )
             barge_ins = [await barge_in(ws, clips[i % len(clips)][1], clips[0][1]) for i in range(args.barge_ins)]
         rss = {q: rss_mb(w.popen.pid) for q, w in workers.items()}
     finally:
@@ -207,16 +228,23 @@ async def run(args) -> None:
         for w in workers.values():
             w.stop()
 
-    ms = lambda xs: f"p50={pct(xs, .5) * 1000:6.0f} ms  p95={pct(xs, .95) * 1000:6.0f} ms"  # noqa: E731
-    print(f"turns={len(e2e)} models: Whisper tiny.en int8, SmolLM2-135M (greedy, {args.max_new_tokens} tokens), Piper joe")
+    ms = lambda xs: f"p50={pct(xs, 0.5) * 1000:6.0f} ms  p95={pct(xs, 0.95) * 1000:6.0f} ms"  # noqa: E731
+    print(
+        f"turns={len(e2e)} models: Whisper tiny.en int8, SmolLM2-135M (greedy, {args.max_new_tokens} tokens), Piper joe"
+    )
     print("end of speech → (at the client)")
     for stage in ("transcript", "first_token", "first_audio", "turn_end"):
         print(f"  {stage:12} {ms([m[stage] for m in e2e])}")
     print("in-process stages on the same inputs")
     for stage in ("asr", "llm_first_unit", "tts_first_unit", "llm_total", "tts_last_unit"):
         print(f"  {stage:15} {ms([f[stage] for f in floor])}")
-    first_ratio = [m["first_audio"] / (f["asr"] + f["llm_first_unit"] + f["tts_first_unit"]) for m, f in zip(e2e, floor)]
-    end_ratio = [m["turn_end"] / (f["asr"] + f["llm_total"] + f["tts_last_unit"]) for m, f in zip(e2e, floor)]
+    first_ratio = [
+        m["first_audio"] / (f["asr"] + f["llm_first_unit"] + f["tts_first_unit"])
+        for m, f in zip(e2e, floor, strict=True)
+    ]
+    end_ratio = [
+        m["turn_end"] / (f["asr"] + f["llm_total"] + f["tts_last_unit"]) for m, f in zip(e2e, floor, strict=True)
+    ]
     long = [m["first_audio"] / m["last_audio"] for m in e2e if m["units"] >= 3]
     print(f"first audio / floor (asr + llm to first unit + tts of it): median {statistics.median(first_ratio):.3f}")
     print(f"turn end / floor (asr + whole llm + tts of last unit):     median {statistics.median(end_ratio):.3f}")
@@ -224,18 +252,22 @@ async def run(args) -> None:
     print(f"RESULT first_audio_ratio={statistics.median(first_ratio):.3f}")
     print(f"RESULT turn_end_ratio={statistics.median(end_ratio):.3f}")
     print(f"RESULT first_to_last_audio={statistics.median(long) if long else float('nan'):.3f}")
-    print(f"RESULT voice_to_voice_ms_p50={pct([m['first_audio'] for m in e2e], .5) * 1000:.0f}")
+    print(f"RESULT voice_to_voice_ms_p50={pct([m['first_audio'] for m in e2e], 0.5) * 1000:.0f}")
     print(f"RESULT asr_worker_rss_mb={rss['asr']:.0f}")
     print(f"RESULT tts_worker_rss_mb={rss['tts']:.0f}")
     if barge_ins:
-        print(f"barge-in: onset of the user's speech → `interrupted` at the client, n={len(barge_ins)} "
-              f"(includes VAD_MIN_SPEECH_MS of speech the VAD needs first)")
-        print(f"RESULT barge_in_ms_p50={pct([b[0] for b in barge_ins], .5) * 1000:.0f}")
+        print(
+            f"barge-in: onset of the user's speech → `interrupted` at the client, n={len(barge_ins)} "
+            f"(includes VAD_MIN_SPEECH_MS of speech the VAD needs first)"
+        )
+        print(f"RESULT barge_in_ms_p50={pct([b[0] for b in barge_ins], 0.5) * 1000:.0f}")
         stops = [b[1] for b in barge_ins if b[1] is not None]
-        print(f"cancel → LLM job stopped (timings.llm_stop_ms), n={len(stops)} of {len(barge_ins)} "
-              f"(the others had finished writing): {stops}")
+        print(
+            f"cancel → LLM job stopped (timings.llm_stop_ms), n={len(stops)} of {len(barge_ins)} "
+            f"(the others had finished writing): {stops}"
+        )
         if stops:
-            print(f"RESULT llm_stop_ms_p50={pct(stops, .5):.0f}")
+            print(f"RESULT llm_stop_ms_p50={pct(stops, 0.5):.0f}")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
-from channels.auth import AuthMiddleware  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from apps.realtime.consumers import ConversationConsumer  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 if settings.TASKS_IN_PROCESS:  # the embedded mode: no beat process, this one runs the periodic jobs
     from workers.dispatch import beat_start

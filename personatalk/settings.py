@@ -21,9 +21,7 @@ SECRET_KEY = env("SECRET_KEY", default="embedded-mode-insecure-key" if EMBEDDED 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Origins allowed for cookie-authenticated sockets (token sockets need none).
-WS_ALLOWED_ORIGINS = env.list(
-    "WS_ALLOWED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
-)
+WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"])
 
 INSTALLED_APPS = [
     "daphne",
@@ -147,8 +145,10 @@ CELERY_TASK_ROUTES = {
 # Periodic jobs (a `celery beat` process in the scaled mode): summarise sessions that went idle.
 # The embedded mode runs the same schedule in the web process (workers.dispatch.beat_start).
 CELERY_BEAT_SCHEDULE = {
-    "summarize-idle-sessions": {"task": "workers.embed.tasks.sessions_summarize_idle",
-                                "schedule": env.float("SESSION_SUMMARY_EVERY_S", default=300.0)},
+    "summarize-idle-sessions": {
+        "task": "workers.embed.tasks.sessions_summarize_idle",
+        "schedule": env.float("SESSION_SUMMARY_EVERY_S", default=300.0),
+    },
 }
 # A worker's CPU niceness (0-19, higher yields more): the Procfile gives asr_partial 10.
 WORKER_NICE = env.int("WORKER_NICE", default=0)

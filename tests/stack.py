@@ -72,8 +72,24 @@ def _wait(proc: Proc, ready, timeout: float) -> Proc:
 def start_worker(*, queues: str, env: dict, log_dir: Path, name: str | None = None, timeout: float = 120) -> Proc:
     """A Celery worker (solo pool: one model copy per process) serving `queues`."""
     name = name or f"worker-{queues.replace(',', '-')}"
-    args = [str(BIN / "celery"), "-A", "personatalk", "worker", "-Q", queues, "-P", "solo", "-c", "1",
-            "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]  # fmt: skip
+    args = [
+        str(BIN / "celery"),
+        "-A",
+        "personatalk",
+        "worker",
+        "-Q",
+        queues,
+        "-P",
+        "solo",
+        "-c",
+        "1",
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+    ]
     proc = _spawn(name, args, env, log_dir)
     return _wait(proc, lambda: " ready." in proc.tail(200), timeout)
 
@@ -112,8 +128,9 @@ def start_daphne(*, env: dict, log_dir: Path, port: int | None = None, timeout: 
 
 
 def manage(*args: str, env: dict) -> str:
-    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=merged_env(env),
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=merged_env(env), capture_output=True, text=True, timeout=600
+    )
     if out.returncode:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return out.stdout

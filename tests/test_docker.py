@@ -27,8 +27,12 @@ def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
         pytest.skip("docker-compose is not installed (`make test` installs Debian's docker-compose)")
     return subprocess.run(
         ["docker-compose", "-f", str(DOCKER / "compose.yml"), *args],
-        cwd=ROOT, env=env or COMPOSE_ENV, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env or COMPOSE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_compose_config_is_valid():

@@ -58,8 +58,11 @@ class StreamingVad:
     def from_settings(cls) -> "StreamingVad":
         from django.conf import settings
 
-        return cls(threshold=settings.VAD_THRESHOLD, min_speech_ms=settings.VAD_MIN_SPEECH_MS,
-                   silence_ms=settings.VAD_SILENCE_MS)  # fmt: skip
+        return cls(
+            threshold=settings.VAD_THRESHOLD,
+            min_speech_ms=settings.VAD_MIN_SPEECH_MS,
+            silence_ms=settings.VAD_SILENCE_MS,
+        )
 
     @property
     def fed_ms(self) -> float:

@@ -7,16 +7,14 @@ Authenticated by `Authorization: Bearer <api token>` or the logged-in session; o
 caller's own memories.
 """
 
-import asyncio
-
 from channels.db import database_sync_to_async
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from apps.accounts.services import token_authenticate
-from apps.characters.selectors import character_get_for_chat
 from apps.api.speech import queue_and_wait
+from apps.characters.selectors import character_get_for_chat
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
 from workers.embed.tasks import memory_search
@@ -70,8 +68,10 @@ async def memories(request):
     if character_id is None:
         return error(400, "missing_field", "Searching (`q`) needs `character`.")
     try:  # by meaning: the embed queue has the model
-        answer = await queue_and_wait(memory_search, 20, user_id=user.pk, character_id=character_id, query=query, k=limit)
-    except asyncio.TimeoutError:
+        answer = await queue_and_wait(
+            memory_search, 20, user_id=user.pk, character_id=character_id, query=query, k=limit
+        )
+    except TimeoutError:
         return error(504, "memory_timeout", "No embedding worker answered in time.")
     if "error" in answer:
         return error(503, answer["error"]["code"], answer["error"]["message"])

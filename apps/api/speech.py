@@ -90,8 +90,10 @@ async def text_to_speech(request):
     spec = voice_spec_of(voice)
     spec["speed"] *= speed
     try:
-        answer = await queue_and_wait(tts_render, 120, text=text.strip(), voice=spec, emotion=emotion, fmt=fmt, sample_rate=rate)
-    except asyncio.TimeoutError:
+        answer = await queue_and_wait(
+            tts_render, 120, text=text.strip(), voice=spec, emotion=emotion, fmt=fmt, sample_rate=rate
+        )
+    except TimeoutError:
         return error(504, "tts_timeout", "No TTS worker answered in time.")
     if "error" in answer:
         return error(502, answer["error"]["code"], answer["error"]["message"])
@@ -113,7 +115,7 @@ async def speech_to_text(request):
     utterance_id = await sync_to_async(utterance_put)(data)
     try:
         answer = await queue_and_wait(asr_file, 300, utterance_id=utterance_id)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return error(504, "asr_timeout", "No ASR worker answered in time.")
     if "error" in answer:
         return error(400, answer["error"]["code"], answer["error"]["message"])

@@ -112,7 +112,7 @@ class CharacterAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         try_url = path(
-            "<path:object_id>/try/", self.admin_site.admin_view(self.try_view), name="%s_%s_try" % info
+            "<path:object_id>/try/", self.admin_site.admin_view(self.try_view), name="{}_{}_try".format(*info)
         )
         return [try_url, *super().get_urls()]
 

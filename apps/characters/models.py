@@ -19,9 +19,7 @@ class Character(models.Model):
     """A curated persona people talk with. Only published characters are visible to users."""
 
     name = models.CharField(max_length=100, help_text="Display name shown to users.")
-    slug = models.SlugField(
-        max_length=64, unique=True, help_text="Stable id clients connect with (`character_name`)."
-    )
+    slug = models.SlugField(max_length=64, unique=True, help_text="Stable id clients connect with (`character_name`).")
     description = models.TextField(blank=True)
     persona = models.TextField(help_text="System prompt: who the character is and how it speaks.")
     greeting = models.TextField(blank=True)

@@ -6,9 +6,11 @@ from apps.characters.models import Character
 
 def character_set_published(*, characters, published: bool) -> int:
     """Publish or unpublish characters; returns how many changed."""
-    return Character.objects.filter(pk__in=[c.pk for c in characters]).exclude(
-        is_published=published
-    ).update(is_published=published)
+    return (
+        Character.objects.filter(pk__in=[c.pk for c in characters])
+        .exclude(is_published=published)
+        .update(is_published=published)
+    )
 
 
 @transaction.atomic

@@ -10,7 +10,5 @@ def session_history(*, session_id, limit: int = 40) -> list[Message]:
 
 def session_get_for_turn(*, session_id) -> ChatSession | None:
     return (
-        ChatSession.objects.select_related("character", "user")
-        .filter(pk=session_id, deleted_at__isnull=True)
-        .first()
+        ChatSession.objects.select_related("character", "user").filter(pk=session_id, deleted_at__isnull=True).first()
     )

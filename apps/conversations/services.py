@@ -83,9 +83,14 @@ def turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Messag
 def _turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Message:
     message, created = Message.objects.select_for_update().get_or_create(
         id=turn_id,
-        defaults={"session_id": session_id, "role": Message.Role.ASSISTANT, "content": spoken,
-                  "status": Message.Status.INTERRUPTED, "timings": timings},
-    )  # fmt: skip
+        defaults={
+            "session_id": session_id,
+            "role": Message.Role.ASSISTANT,
+            "content": spoken,
+            "status": Message.Status.INTERRUPTED,
+            "timings": timings,
+        },
+    )
     if not created:
         message.content, message.status = spoken, Message.Status.INTERRUPTED
         message.timings = {**message.timings, **timings}

@@ -14,8 +14,14 @@ class MemoryAdmin(admin.ModelAdmin):
     list_filter = ("kind", "character", "embedding_version")
     search_fields = ("text", "user__username")
     raw_id_fields = ("user", "session")
-    readonly_fields = ("source_message_ids", "embedding_model", "embedding_version", "embedded_at", "created_at",
-                       "updated_at")  # fmt: skip
+    readonly_fields = (
+        "source_message_ids",
+        "embedding_model",
+        "embedding_version",
+        "embedded_at",
+        "created_at",
+        "updated_at",
+    )
 
     @admin.display(description="memory")
     def text_short(self, obj):
@@ -32,8 +38,14 @@ class MemoryAdmin(admin.ModelAdmin):
 
 
 def _progress(job: Job) -> str:
-    return format_html('<progress value="{}" max="{}" style="width:10em"></progress> {} / {} ({}%)',
-                       job.done, job.total or 1, job.done, job.total, f"{job.percent:.0f}")  # fmt: skip
+    return format_html(
+        '<progress value="{}" max="{}" style="width:10em"></progress> {} / {} ({}%)',
+        job.done,
+        job.total or 1,
+        job.done,
+        job.total,
+        f"{job.percent:.0f}",
+    )
 
 
 @admin.register(EmbeddingIndex)
@@ -54,11 +66,15 @@ class EmbeddingIndexAdmin(admin.ModelAdmin):
         if dropped:
             self.message_user(request, "Dropped the vectors of " + ", ".join(str(i) for i in dropped) + ".")
         if recent:
-            self.message_user(request, "Retired less than 10 minutes ago, try again later: "
-                              + ", ".join(str(i) for i in recent) + ".", messages.WARNING)  # fmt: skip
+            self.message_user(
+                request,
+                "Retired less than 10 minutes ago, try again later: " + ", ".join(str(i) for i in recent) + ".",
+                messages.WARNING,
+            )
         if skipped := queryset.count() - len(dropped) - len(recent):
-            self.message_user(request, f"{skipped} index(es) left alone: only retired indexes can be dropped.",
-                              messages.WARNING)  # fmt: skip
+            self.message_user(
+                request, f"{skipped} index(es) left alone: only retired indexes can be dropped.", messages.WARNING
+            )
 
     @admin.action(description="Re-embed every memory into a new version of this model")
     def reembed(self, request, queryset):
@@ -75,8 +91,19 @@ class EmbeddingIndexAdmin(admin.ModelAdmin):
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "index", "status", "progress", "created_at", "finished_at")
     list_filter = ("status",)
-    readonly_fields = ("kind", "index", "status", "progress", "total", "done", "chunks_total", "error", "created_by",
-                       "created_at", "finished_at")  # fmt: skip
+    readonly_fields = (
+        "kind",
+        "index",
+        "status",
+        "progress",
+        "total",
+        "done",
+        "chunks_total",
+        "error",
+        "created_by",
+        "created_at",
+        "finished_at",
+    )
     actions = ["resume", "cancel"]
 
     def has_add_permission(self, request):

@@ -20,8 +20,9 @@ class Memory(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories")
     character = models.ForeignKey("characters.Character", on_delete=models.CASCADE, related_name="memories")
     # The session a summary sums up (one summary per session, rewritten as the session grows).
-    session = models.ForeignKey("conversations.ChatSession", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="summaries")  # fmt: skip
+    session = models.ForeignKey(
+        "conversations.ChatSession", null=True, blank=True, on_delete=models.SET_NULL, related_name="summaries"
+    )
     text = models.TextField()
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FACT)
     source_message_ids = models.JSONField(default=list, blank=True)
@@ -117,3 +118,6 @@ class JobChunk(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "number"], name="chunk_number_unique")]
         indexes = [models.Index(fields=["job", "done"], name="chunk_job_done")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.number} of job {self.job_id}"

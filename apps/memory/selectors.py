@@ -27,9 +27,11 @@ def index_active() -> EmbeddingIndex:
         with transaction.atomic():
             if not EmbeddingIndex.objects.exists():
                 return EmbeddingIndex.objects.create(
-                    model=settings.EMBED_MODEL, version=1, collection=collection_name(settings.EMBED_MODEL, 1),
+                    model=settings.EMBED_MODEL,
+                    version=1,
+                    collection=collection_name(settings.EMBED_MODEL, 1),
                     state=EmbeddingIndex.State.ACTIVE,
-                )  # fmt: skip
+                )
     except IntegrityError:  # another process made it first
         pass
     return EmbeddingIndex.objects.get(state=EmbeddingIndex.State.ACTIVE)
@@ -52,8 +54,9 @@ class MemoryIndexUnavailable(Exception):
     """The vector index (or its model) could not answer."""
 
 
-def memories_search(*, user_id, character_id, query: str, k: int, timings: dict | None = None
-                    ) -> list[tuple[Memory, float]]:  # fmt: skip
+def memories_search(
+    *, user_id, character_id, query: str, k: int, timings: dict | None = None
+) -> list[tuple[Memory, float]]:
     """The `k` memories of this user and character nearest `query`, best first, with their similarity.
 
     Always this user's only: the index filters by owner and the rows are read back by owner too.
@@ -83,8 +86,9 @@ def memories_recall(*, user_id, character_id, query: str) -> tuple[list[Memory],
     """
     started, timings = time.monotonic(), {}
     try:
-        hits = memories_search(user_id=user_id, character_id=character_id, query=query, k=settings.MEMORY_TOP_K,
-                               timings=timings)  # fmt: skip
+        hits = memories_search(
+            user_id=user_id, character_id=character_id, query=query, k=settings.MEMORY_TOP_K, timings=timings
+        )
     except MemoryIndexUnavailable as exc:
         return [], {"memory_error": str(exc)}
     hits = [(m, s + 0.1 * m.importance) for m, s in hits if s >= settings.MEMORY_MIN_SIMILARITY]
@@ -98,6 +102,12 @@ def job_running() -> Job | None:
 
 def memory_item(memory: Memory, similarity: float | None = None) -> dict:
     """A memory as clients see it (socket `memories` items, REST)."""
-    return {"id": str(memory.pk), "text": memory.text, "kind": memory.kind, "importance": memory.importance,
-            "character": memory.character.slug, "created_at": memory.created_at.isoformat(),
-            "similarity": None if similarity is None else round(similarity, 4)}  # fmt: skip
+    return {
+        "id": str(memory.pk),
+        "text": memory.text,
+        "kind": memory.kind,
+        "importance": memory.importance,
+        "character": memory.character.slug,
+        "created_at": memory.created_at.isoformat(),
+        "similarity": None if similarity is None else round(similarity, 4),
+    }

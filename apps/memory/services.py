@@ -49,8 +49,9 @@ def memories_embed(memories: list[Memory], *, indexes: list[EmbeddingIndex] | No
     )
 
 
-def memory_remember(*, user_id, character_id, text: str, kind: str, importance: float,
-                    source_message_ids: list[str], session_id=None) -> Memory:  # fmt: skip
+def memory_remember(
+    *, user_id, character_id, text: str, kind: str, importance: float, source_message_ids: list[str], session_id=None
+) -> Memory:
     """Store what is worth remembering, merged into a near-duplicate the user already has.
 
     A summary replaces its session's earlier summary. Otherwise the nearest memory of this user
@@ -81,9 +82,15 @@ def memory_remember(*, user_id, character_id, text: str, kind: str, importance: 
             memory.source_message_ids = list(dict.fromkeys(memory.source_message_ids + source_message_ids))
             memory.save(update_fields=["text", "importance", "source_message_ids", "updated_at"])
         else:
-            memory = Memory.objects.create(user_id=user_id, character_id=character_id, text=text, kind=kind,
-                                           importance=importance, source_message_ids=source_message_ids,
-                                           session_id=session_id)  # fmt: skip
+            memory = Memory.objects.create(
+                user_id=user_id,
+                character_id=character_id,
+                text=text,
+                kind=kind,
+                importance=importance,
+                source_message_ids=source_message_ids,
+                session_id=session_id,
+            )
     memories_embed([memory], vectors=vector)
     return memory
 
@@ -239,8 +246,9 @@ def reembed_chunk_run(*, job_id, number: int) -> None:
     try:
         vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
         with transaction.atomic():  # the job row's lock orders this against a cancel
-            if Job.objects.select_for_update().get(pk=job.pk).status == Job.Status.CANCELLED \
-                    or not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):  # fmt: skip
+            if Job.objects.select_for_update().get(
+                pk=job.pk
+            ).status == Job.Status.CANCELLED or not JobChunk.objects.filter(pk=chunk.pk, done=False).update(done=True):
                 return  # cancelled meanwhile, or another delivery of this task finished it first
             Job.objects.filter(pk=job.pk).update(done=F("done") + chunk.size)
             Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
@@ -261,12 +269,15 @@ def reembed_finish(*, job_id) -> None:
             return
         index = job.index
         # Written while the chunks were planned (the write path found no building index yet).
-        stragglers = list(Memory.objects.exclude(embedding_version=index.version).filter(created_at__gte=job.created_at))
+        stragglers = list(
+            Memory.objects.exclude(embedding_version=index.version).filter(created_at__gte=job.created_at)
+        )
         if stragglers:
             memories_embed(stragglers, indexes=[index])
         now = timezone.now()
-        EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE).update(state=EmbeddingIndex.State.RETIRED,
-                                                                                retired_at=now)  # fmt: skip
+        EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE).update(
+            state=EmbeddingIndex.State.RETIRED, retired_at=now
+        )
         EmbeddingIndex.objects.filter(pk=index.pk).update(state=EmbeddingIndex.State.ACTIVE, activated_at=now)
         Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETE, finished_at=timezone.now())
     log.info("re-embedding job %s complete: %s is active", job.pk, index)

@@ -66,7 +66,9 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
 
     def parse(self, text: str) -> p.Frame:
         if len(text.encode()) > settings.WS_MAX_FRAME_BYTES:
-            raise ClientError(p.ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes.")
+            raise ClientError(
+                p.ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes."
+            )
         try:
             data = json.loads(text)
         except ValueError:
@@ -130,9 +132,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
             return user, token
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            raise ClientError(
-                p.ErrorCode.AUTH_FAILED, "Give `api_token` or log in first.", p.CloseCode.AUTH_FAILED
-            )
+            raise ClientError(p.ErrorCode.AUTH_FAILED, "Give `api_token` or log in first.", p.CloseCode.AUTH_FAILED)
         if not self.origin_allowed():
             raise ClientError(
                 p.ErrorCode.ORIGIN_NOT_ALLOWED,

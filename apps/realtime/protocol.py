@@ -127,11 +127,24 @@ class MemoryDelete(Frame):
 
 CLIENT_FRAMES: dict[str, type[Frame]] = {
     name: cls
-    for cls in (Connect, Message, SwitchCharacter, ClearHistory, Ping, AudioMessage, AudioStreamStart,
-                AudioStreamChunk, AudioStreamEnd, VoiceCallStart, VoiceCallAudioChunk, VoiceCallStop,
-                MemoriesList, MemoryDelete)
+    for cls in (
+        Connect,
+        Message,
+        SwitchCharacter,
+        ClearHistory,
+        Ping,
+        AudioMessage,
+        AudioStreamStart,
+        AudioStreamChunk,
+        AudioStreamEnd,
+        VoiceCallStart,
+        VoiceCallAudioChunk,
+        VoiceCallStop,
+        MemoriesList,
+        MemoryDelete,
+    )
     for name in cls.model_fields["type"].annotation.__args__
-}  # fmt: skip
+}
 
 
 # --- server → client ---------------------------------------------------------------------------
@@ -317,10 +330,30 @@ class Disconnected(Frame):
 
 
 SERVER_FRAMES: tuple[type[Frame], ...] = (
-    Connected, Thinking, LlmStart, TextDelta, Response, LlmEnd, TurnEnd,
-    AudioStreamStarted, VoiceCallListening, AsrStart, Transcription, AsrEnd, TtsStart, AudioChunk,
-    AudioEnd, Interrupted, CharacterSwitched, HistoryCleared, Pong, Memories, MemoryDeleted, Error, Disconnected,
-)  # fmt: skip
+    Connected,
+    Thinking,
+    LlmStart,
+    TextDelta,
+    Response,
+    LlmEnd,
+    TurnEnd,
+    AudioStreamStarted,
+    VoiceCallListening,
+    AsrStart,
+    Transcription,
+    AsrEnd,
+    TtsStart,
+    AudioChunk,
+    AudioEnd,
+    Interrupted,
+    CharacterSwitched,
+    HistoryCleared,
+    Pong,
+    Memories,
+    MemoryDeleted,
+    Error,
+    Disconnected,
+)
 
 
 class ErrorCode:

@@ -41,8 +41,8 @@ def conversation_open(*, user, character_name: str, new_session: bool = False) -
     character = character_get_for_chat(name=character_name, include_unpublished=user.is_staff)
     if character is None:
         return None
-    session = session_create(user=user, character=character) if new_session else session_open(
-        user=user, character=character
+    session = (
+        session_create(user=user, character=character) if new_session else session_open(user=user, character=character)
     )
     return Conversation(character=character, session=session)
 
@@ -81,23 +81,42 @@ def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:
     """The TTS job's view of a voice (None: the shipped Piper voice)."""
     if voice is None:
         return {"engine": "piper", "model": "", "speaker": "", "language": language, "speed": 1.0}
-    return {"engine": voice.engine, "model": voice.model, "speaker": voice.speaker, "language": voice.language,
-            "speed": voice.speed}  # fmt: skip
+    return {
+        "engine": voice.engine,
+        "model": voice.model,
+        "speaker": voice.speaker,
+        "language": voice.language,
+        "speed": voice.speed,
+    }
 
 
 def voice_turn_submit(
-    *, conversation: Conversation, turn_id: str, pcm: bytes, reply_channel: str, text_deltas: bool,
-    sample_rate: int, speech_end_at: float, transcript: str | None = None,
-) -> None:  # fmt: skip
+    *,
+    conversation: Conversation,
+    turn_id: str,
+    pcm: bytes,
+    reply_channel: str,
+    text_deltas: bool,
+    sample_rate: int,
+    speech_end_at: float,
+    transcript: str | None = None,
+) -> None:
     """Queue the transcription of an utterance; the ASR job saves the user's message and queues the reply.
 
     With `transcript` (a partial transcript that covered all the speech) the ASR pass is skipped
     and the reply is queued at once.
     """
     session = conversation.session
-    job = dict(turn_id=turn_id, reply_channel=reply_channel, speech_end_at=speech_end_at, text_deltas=text_deltas,
-               speak={"voice": voice_spec_of(conversation.character.voice, conversation.character.language),
-                      "sample_rate": sample_rate})  # fmt: skip
+    job = dict(
+        turn_id=turn_id,
+        reply_channel=reply_channel,
+        speech_end_at=speech_end_at,
+        text_deltas=text_deltas,
+        speak={
+            "voice": voice_spec_of(conversation.character.voice, conversation.character.language),
+            "sample_rate": sample_rate,
+        },
+    )
     if transcript is not None:
         timings = {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
         transcript_accept(text=transcript, pcm=pcm, timings=timings, session=session, **job)
@@ -107,16 +126,23 @@ def voice_turn_submit(
 
 def partial_request(*, partial_id: str, pcm: bytes, reply_channel: str) -> None:
     """Queue a partial transcript of what the user has said so far (answered as `asr.partial`)."""
-    enqueue(asr_partial, partial_id=partial_id, utterance_id=utterance_put(pcm), covered=len(pcm),
-            reply_channel=reply_channel)  # fmt: skip
+    enqueue(
+        asr_partial,
+        partial_id=partial_id,
+        utterance_id=utterance_put(pcm),
+        covered=len(pcm),
+        reply_channel=reply_channel,
+    )
 
 
 def turn_mark_interrupted(*, turn, now: float) -> None:
     """Save a spoken reply cut short: only the units the client had started playing, marked interrupted."""
-    turn_interrupt(turn_id=turn.id, session_id=turn.session_id, spoken=turn.spoken_by(now),
-                   timings={"interrupted_at_ms": round((now - turn.speech_end_at) * 1000, 1),
-                            **turn.audio_timings()})  # fmt: skip
-
+    turn_interrupt(
+        turn_id=turn.id,
+        session_id=turn.session_id,
+        spoken=turn.spoken_by(now),
+        timings={"interrupted_at_ms": round((now - turn.speech_end_at) * 1000, 1), **turn.audio_timings()},
+    )
 
 
 def memories_list(*, user_id, character_id, limit: int) -> list[dict]:
@@ -124,11 +150,19 @@ def memories_list(*, user_id, character_id, limit: int) -> list[dict]:
     return [memory_item(m) for m in memories_of(user_id=user_id, character_id=character_id, limit=limit)]
 
 
-def memories_search_request(*, user_id, character_id, query: str, limit: int, reply_channel: str,
-                            request_id: str) -> None:  # fmt: skip
+def memories_search_request(
+    *, user_id, character_id, query: str, limit: int, reply_channel: str, request_id: str
+) -> None:
     """Queue a search by meaning (queue `embed`); the answer comes back as `memory.results`."""
-    enqueue(memory_search, user_id=user_id, character_id=character_id, query=query, k=limit,
-            reply_channel=reply_channel, request_id=request_id)  # fmt: skip
+    enqueue(
+        memory_search,
+        user_id=user_id,
+        character_id=character_id,
+        query=query,
+        k=limit,
+        reply_channel=reply_channel,
+        request_id=request_id,
+    )
 
 
 def memory_forget(*, user_id, memory_id: str) -> None:

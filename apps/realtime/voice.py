@@ -191,10 +191,15 @@ class VoiceMixin:
         if partials is not None and partials.asked:
             await database_sync_to_async(turn_cancel)(turn_id=partials.id)  # the partial in flight is moot
         await database_sync_to_async(services.voice_turn_submit)(
-            conversation=self.conversation, turn_id=turn.id, pcm=pcm, reply_channel=self.channel_name,
-            text_deltas=self.text_deltas, sample_rate=self.output_rate, speech_end_at=turn.speech_end_at,
+            conversation=self.conversation,
+            turn_id=turn.id,
+            pcm=pcm,
+            reply_channel=self.channel_name,
+            text_deltas=self.text_deltas,
+            sample_rate=self.output_rate,
+            speech_end_at=turn.speech_end_at,
             transcript=partials.final if partials is not None else None,
-        )  # fmt: skip
+        )
 
     async def pending_expire(self, pending: Pending):
         """The partial never came back (its worker died?): transcribe the utterance the usual way."""

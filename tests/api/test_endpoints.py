@@ -29,8 +29,12 @@ def test_avatars_are_served_in_every_mode_but_users_recordings_never(client, cha
     (tmp_path / "utterances").mkdir()
     (tmp_path / "utterances" / "someone.wav").write_bytes(b"RIFF a user's voice")
     client.raise_request_exception = False  # as served: a path climbing out is a 400, not an error page
-    for path in ("/media/utterances/someone.wav", "/media/avatars/../utterances/someone.wav",
-                 "/media/avatars/%2e%2e/utterances/someone.wav", "/media/avatars/missing.png"):  # fmt: skip
+    for path in (
+        "/media/utterances/someone.wav",
+        "/media/avatars/../utterances/someone.wav",
+        "/media/avatars/%2e%2e/utterances/someone.wav",
+        "/media/avatars/missing.png",
+    ):
         assert client.get(path).status_code in (400, 404), path
 
 

@@ -26,8 +26,9 @@ def test_voice_list(client):
 
 
 def test_text_to_speech_wav_round_trips_through_speech_to_text(client, auth):
-    response = client.post("/api/tts", {"text": "The quick brown fox jumps over the lazy dog."},
-                           content_type="application/json", **auth)  # fmt: skip
+    response = client.post(
+        "/api/tts", {"text": "The quick brown fox jumps over the lazy dog."}, content_type="application/json", **auth
+    )
     assert response.status_code == 200, response.content
     assert response["Content-Type"] == "audio/wav"
     with wave.open(io.BytesIO(response.content)) as w:
@@ -41,10 +42,18 @@ def test_text_to_speech_wav_round_trips_through_speech_to_text(client, auth):
 @pytest.mark.parametrize("fmt, mime", [("mp3", "audio/mpeg"), ("ogg", "audio/ogg")])
 def test_compressed_formats_voice_and_speed(client, auth, fmt, mime):
     Voice.objects.create(name="joe", engine="piper", model="en_US-joe-medium")
-    normal = client.post("/api/tts", {"text": "Hello there, how are you?", "format": fmt, "voice": "joe"},
-                         content_type="application/json", **auth)  # fmt: skip
-    fast = client.post("/api/tts", {"text": "Hello there, how are you?", "format": fmt, "voice": "joe", "speed": 2},
-                       content_type="application/json", **auth)  # fmt: skip
+    normal = client.post(
+        "/api/tts",
+        {"text": "Hello there, how are you?", "format": fmt, "voice": "joe"},
+        content_type="application/json",
+        **auth,
+    )
+    fast = client.post(
+        "/api/tts",
+        {"text": "Hello there, how are you?", "format": fmt, "voice": "joe", "speed": 2},
+        content_type="application/json",
+        **auth,
+    )
     assert normal["Content-Type"] == mime
     assert len(decode_to_pcm(fast.content)) < 0.8 * len(decode_to_pcm(normal.content))
 

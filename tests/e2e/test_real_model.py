@@ -27,8 +27,9 @@ async def talk(url: str, token: str, character: str, lines: list) -> list[list[d
     """Connect, say each line (text, or PCM bytes spoken as a whole utterance), return each turn's frames."""
     turns = []
     async with websockets.connect(url.replace("http", "ws", 1) + "/ws", max_size=None) as ws:
-        await ws.send(json.dumps({"type": "connect", "api_token": token, "character_name": character,
-                                  "text_deltas": True}))  # fmt: skip
+        await ws.send(
+            json.dumps({"type": "connect", "api_token": token, "character_name": character, "text_deltas": True})
+        )
         assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connected"
         for line in lines:
             if isinstance(line, bytes):
@@ -81,16 +82,24 @@ def assert_saved(frames, reply: str) -> None:
 @pytest.fixture
 def nova(user):
     Character.objects.create(
-        name="Nova", slug="nova", is_published=True, greeting="Hi! I'm Nova. Ask me about the stars.",
+        name="Nova",
+        slug="nova",
+        is_published=True,
+        greeting="Hi! I'm Nova. Ask me about the stars.",
         persona="You are Nova, a cheerful astronomy guide. You answer in one or two short sentences.",
-    )  # fmt: skip
+    )
     return token_create(user=user, name="e2e").key
 
 
 @pytest.fixture(scope="module")
 def scaled_stack(live_env):
-    env = {**live_env, "REDIS_URL": "redis://127.0.0.1:6379/12", "LLM_BACKEND": "transformers", "LLM_SEED": "7",
-           "LLM_MAX_NEW_TOKENS": "48"}  # fmt: skip
+    env = {
+        **live_env,
+        "REDIS_URL": "redis://127.0.0.1:6379/12",
+        "LLM_BACKEND": "transformers",
+        "LLM_SEED": "7",
+        "LLM_MAX_NEW_TOKENS": "48",
+    }
     worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="e2e-llm", timeout=300)
     voice = stack.start_worker(queues="asr,tts", env=env, log_dir=LOG_DIR, name="e2e-voice")
     memory = stack.start_worker(queues="embed", env=env, log_dir=LOG_DIR, name="e2e-memory")
@@ -128,8 +137,18 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
         "PERSONATALK_VAR_DIR": str(tmp_path),
         "LLM_CACHE_DIR": str(settings.LLM_CACHE_DIR),
         "LLM_MAX_NEW_TOKENS": "40",
-        **{k: None for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "TASKS_IN_PROCESS", "LLM_BACKEND",
-                             "DEMO_API_TOKEN", "CHROMA_URL")},  # fmt: skip
+        **{
+            k: None
+            for k in (
+                "DATABASE_URL",
+                "REDIS_URL",
+                "SECRET_KEY",
+                "TASKS_IN_PROCESS",
+                "LLM_BACKEND",
+                "DEMO_API_TOKEN",
+                "CHROMA_URL",
+            )
+        },
     }
     stack.manage("migrate", "--noinput", env=env)
     stack.manage("seed_demo", env=env)
@@ -150,10 +169,11 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
         assert_real_reply(frames)
     assert_spoken_reply(turns[2], {"hello", "world"})
     # SmolLM2 samples its replies: one may promise ("I'll remember that"), which is a memory too
-    (memory_id, text), = db.execute("select id, text from memory_memory where kind != 'promise'").fetchall()
+    ((memory_id, text),) = db.execute("select id, text from memory_memory where kind != 'promise'").fetchall()
     assert text == "The user said: I really love jazz music."
-    used = db.execute("select memories_used from conversations_message where id = ?",
-                      (turns[1][-1]["message_id"].replace("-", ""),)).fetchone()[0]  # fmt: skip
+    used = db.execute(
+        "select memories_used from conversations_message where id = ?", (turns[1][-1]["message_id"].replace("-", ""),)
+    ).fetchone()[0]
     assert str(uuid.UUID(memory_id)) in json.loads(used)
     assert (tmp_path / "chroma").is_dir()  # the embedded index: a local directory
 
@@ -165,8 +185,14 @@ def test_openai_compatible_backend_through_the_socket(live_env, nova):
 
     engine = TransformersEngine.from_settings()
     server_url, stop_server = serve(engine)
-    env = {**live_env, "REDIS_URL": "redis://127.0.0.1:6379/11", "LLM_BACKEND": "openai",
-           "OPENAI_BASE_URL": server_url, "OPENAI_MODEL": "smollm2", "LLM_MAX_NEW_TOKENS": "40"}  # fmt: skip
+    env = {
+        **live_env,
+        "REDIS_URL": "redis://127.0.0.1:6379/11",
+        "LLM_BACKEND": "openai",
+        "OPENAI_BASE_URL": server_url,
+        "OPENAI_MODEL": "smollm2",
+        "LLM_MAX_NEW_TOKENS": "40",
+    }
     worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="e2e-openai")
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
     try:

@@ -10,10 +10,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def seeded(user, other_user, character):
-    for owner, text in ((user, "The user said: I live in Lisbon."), (user, "The user said: I love chess."),
-                        (other_user, "The user said: I live in Oslo.")):  # fmt: skip
-        services.memory_remember(user_id=owner.pk, character_id=character.pk, text=text, kind="fact",
-                                 importance=0.7, source_message_ids=[])  # fmt: skip
+    for owner, text in (
+        (user, "The user said: I live in Lisbon."),
+        (user, "The user said: I love chess."),
+        (other_user, "The user said: I live in Oslo."),
+    ):
+        services.memory_remember(
+            user_id=owner.pk, character_id=character.pk, text=text, kind="fact", importance=0.7, source_message_ids=[]
+        )
     return Memory.objects.get(user=user, text__contains="Lisbon"), Memory.objects.get(user=other_user)
 
 

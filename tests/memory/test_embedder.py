@@ -20,7 +20,7 @@ def test_a_turns_query_is_embedded_exactly_as_the_memories_are():
     embedder = get_embedder(DEFAULT_MODEL)
     assert embedder.fast_queries  # the shipped model takes the short path (retrieval's latency depends on it)
     batch = embedder.encode(LINES)
-    for line, expected in zip(LINES, batch):
+    for line, expected in zip(LINES, batch, strict=True):
         assert np.abs(embedder.encode_query(line) - expected).max() < 1e-5, line
     assert embedder.encode_query(LINES[0]) @ embedder.encode_query("In which city is my home?") > 0.5
 
@@ -29,11 +29,12 @@ def test_a_model_of_another_layout_is_queried_through_sentence_transformers(tmp_
     """CLS pooling is not the layout the short path knows: queries must still match that model's batches."""
     copy = tmp_path / "minilm-cls"
     shutil.copytree(model_dir(DEFAULT_MODEL), copy)
-    (copy / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384,
-                                                                "pooling_mode_cls_token": True}))  # fmt: skip
+    (copy / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 384, "pooling_mode_cls_token": True})
+    )
     embedder = Embedder(str(copy))
     assert not embedder.fast_queries
     expected = embedder.encode(LINES[:3])
-    for line, want in zip(LINES, expected):
+    for line, want in zip(LINES, expected, strict=True):
         assert np.abs(embedder.encode_query(line) - want).max() < 1e-5
     assert np.abs(expected[0] - get_embedder(DEFAULT_MODEL).encode_query(LINES[0])).max() > 1e-3  # really CLS

@@ -26,7 +26,9 @@ def test_promises_the_character_makes():
 
 
 def test_a_name_makes_a_sentence_a_fact_even_with_a_preference_in_it():
-    assert found("My name is Ana and I really love jazz.") == [("fact", "The user said: My name is Ana and I really love jazz.")]
+    assert found("My name is Ana and I really love jazz.") == [
+        ("fact", "The user said: My name is Ana and I really love jazz.")
+    ]
 
 
 def test_names_matter_more_than_other_facts():

@@ -15,7 +15,7 @@ def test_the_nearest_memories_are_found_among_many_similar_ones():
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     items = [vector_index.Owned(id=str(i), user_id=1, character_id=1, kind="fact") for i in range(3000)]
     for start in range(0, 3000, 500):
-        vector_index.upsert("recall-v1", items[start:start + 500], vectors[start:start + 500])
+        vector_index.upsert("recall-v1", items[start : start + 500], vectors[start : start + 500])
 
     found, wanted = 0, 0
     for query in vectors[rng.choice(3000, 50)] + rng.normal(0, 0.3, (50, 384)).astype(np.float32):
@@ -27,11 +27,17 @@ def test_the_nearest_memories_are_found_among_many_similar_ones():
 
 def test_collections_made_by_an_earlier_version_search_wider():
     name = "older-v1--u1-c1"
-    vector_index.chroma_client().create_collection(name, embedding_function=None,
-                                                   configuration={"hnsw": {"space": "cosine"}})  # fmt: skip
+    vector_index.chroma_client().create_collection(
+        name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
     vector_index.forget_handles()
-    vector_index.upsert("older-v1", [vector_index.Owned(id="7", user_id=1, character_id=1, kind="fact")],
-                        np.ones((1, 384), dtype=np.float32))  # fmt: skip
+    vector_index.upsert(
+        "older-v1",
+        [vector_index.Owned(id="7", user_id=1, character_id=1, kind="fact")],
+        np.ones((1, 384), dtype=np.float32),
+    )
     stored = vector_index.chroma_client().get_collection(name, embedding_function=None)
     assert stored.configuration_json["hnsw"]["ef_search"] == vector_index.EF_SEARCH
-    assert [i for i, _ in vector_index.query("older-v1", np.ones(384, dtype=np.float32), user_id=1, character_id=1, k=3)] == ["7"]
+    assert [
+        i for i, _ in vector_index.query("older-v1", np.ones(384, dtype=np.float32), user_id=1, character_id=1, k=3)
+    ] == ["7"]

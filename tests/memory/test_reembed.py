@@ -26,12 +26,17 @@ TOPICS = ["chess", "jazz", "hiking", "baking", "astronomy", "painting", "cycling
 def seed(user, character, n: int) -> list[Memory]:
     """`n` memories written the way the app writes them (rows, then vectors into the active index)."""
     rows = Memory.objects.bulk_create(
-        Memory(user=user, character=character, kind="preference", importance=0.5,
-               text=f"The user said: I love {TOPICS[i % len(TOPICS)]}, note {i}.")
+        Memory(
+            user=user,
+            character=character,
+            kind="preference",
+            importance=0.5,
+            text=f"The user said: I love {TOPICS[i % len(TOPICS)]}, note {i}.",
+        )
         for i in range(n)
-    )  # fmt: skip
+    )
     for start in range(0, n, 256):
-        services.memories_embed(rows[start:start + 256])
+        services.memories_embed(rows[start : start + 256])
     return rows
 
 
@@ -71,9 +76,14 @@ def test_reembed_while_turns_retrieve_then_switch_atomically(user, character):
     chatter.start()
     job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
     assert job.chunks_total == 12 and job.index.state == "building"
-    written_during = services.memory_remember(user_id=user.pk, character_id=character.pk, kind="fact",
-                                              text="The user said: I moved to Kyoto last spring.",
-                                              importance=0.7, source_message_ids=[])  # fmt: skip
+    written_during = services.memory_remember(
+        user_id=user.pk,
+        character_id=character.pk,
+        kind="fact",
+        text="The user said: I moved to Kyoto last spring.",
+        importance=0.7,
+        source_message_ids=[],
+    )
     wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
     time.sleep(0.5)
     stop.set()
@@ -100,8 +110,9 @@ def test_reembed_while_turns_retrieve_then_switch_atomically(user, character):
 
 def test_killing_the_worker_mid_job_then_resuming_embeds_every_memory_exactly_once(user, character, live_env):
     seed(user, character, 3000)
-    worker = stack.start_worker(queues="batch", env={**live_env, "EMBED_THREADS": "1"}, log_dir=LOG_DIR,
-                                name="worker-batch-doomed")  # fmt: skip
+    worker = stack.start_worker(
+        queues="batch", env={**live_env, "EMBED_THREADS": "1"}, log_dir=LOG_DIR, name="worker-batch-doomed"
+    )
     job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
     try:
         wait_for(lambda: 3 <= JobChunk.objects.filter(job=job, done=True).count(), what="some chunks")
@@ -169,9 +180,11 @@ def test_dropping_retired_indexes_frees_them_and_leaves_retrieval_alone(admin_cl
     call_command("reembed_memories", "--drop-retired")  # too soon: writes begun before the switch may still land
     assert "kept" in capsys.readouterr().out and vector_index.count(old.collection) == 40
     EmbeddingIndex.objects.filter(pk=old.pk).update(retired_at=timezone.now() - timedelta(minutes=11))
-    page = admin_client.post("/admin/memory/embeddingindex/", {"action": "drop_vectors",
-                                                               "_selected_action": [old.pk, index_active().pk]},
-                             follow=True).content.decode()  # fmt: skip
+    page = admin_client.post(
+        "/admin/memory/embeddingindex/",
+        {"action": "drop_vectors", "_selected_action": [old.pk, index_active().pk]},
+        follow=True,
+    ).content.decode()
     assert "Dropped the vectors of" in page and "1 index(es) left alone" in page
     assert vector_index.count(old.collection) == 0
     call_command("reembed_memories", "--drop-retired")  # again, from the command line: harmless

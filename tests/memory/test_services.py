@@ -11,8 +11,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def remember(user, character, text, kind="fact", importance=0.7):
-    return services.memory_remember(user_id=user.pk, character_id=character.pk, text=text, kind=kind,
-                                    importance=importance, source_message_ids=["m1"])  # fmt: skip
+    return services.memory_remember(
+        user_id=user.pk,
+        character_id=character.pk,
+        text=text,
+        kind=kind,
+        importance=importance,
+        source_message_ids=["m1"],
+    )
 
 
 def test_a_memory_is_found_by_meaning_and_only_by_its_owner(user, other_user, character):
@@ -38,8 +44,9 @@ def test_restatements_are_merged_not_piled_up(user, character):
     merged = Memory.objects.get(pk=first.pk)
     assert merged.text == "The user said: I love jazz music." and merged.importance == 0.9  # newest wording
     assert vector_index.count(index_active().collection) == 2
-    live, work = remember(user, character, "The user said: I live in Lisbon."), remember(
-        user, character, "The user said: I work in Lisbon."
+    live, work = (
+        remember(user, character, "The user said: I live in Lisbon."),
+        remember(user, character, "The user said: I work in Lisbon."),
     )
     assert live.pk != work.pk  # close in meaning, different facts
 
@@ -67,7 +74,7 @@ def test_an_edit_is_reembedded(user, character):
     services.memory_save(memory=memory)
 
     def new_vector():  # the old one scores ~0.2 against the new text
-        (best, similarity), = memories_search(user_id=user.pk, character_id=character.pk, query=memory.text, k=1)
+        ((best, similarity),) = memories_search(user_id=user.pk, character_id=character.pk, query=memory.text, k=1)
         return best.pk == memory.pk and similarity > 0.99
 
     wait_for(new_vector, timeout=20, what="the edited memory's new vector")

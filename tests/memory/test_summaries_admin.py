@@ -58,8 +58,9 @@ def test_the_embedded_mode_looks_for_idle_sessions_by_itself(user, character, se
     from workers.dispatch import beat_start
 
     settings.TASKS_IN_PROCESS, settings.SESSION_IDLE_MINUTES = True, 30
-    settings.CELERY_BEAT_SCHEDULE = {"summaries": {"task": "workers.embed.tasks.sessions_summarize_idle",
-                                                   "schedule": 0.3}}  # fmt: skip
+    settings.CELERY_BEAT_SCHEDULE = {
+        "summaries": {"task": "workers.embed.tasks.sessions_summarize_idle", "schedule": 0.3}
+    }
     idle = chat(user, character, ("user", "I am learning to play the oboe."), idle_minutes=45)
     going = chat(user, character, ("user", "Still here, talking."), idle_minutes=1)
     beat = beat_start()
@@ -86,22 +87,36 @@ def test_a_session_with_nothing_to_keep_is_not_picked_again(user, character, set
 
 @pytest.mark.usefixtures("memory_worker")
 def test_admin_shows_and_edits_memories_and_starts_a_reembed_job(admin_client, user, character, monkeypatch):
-    memory = services.memory_remember(user_id=user.pk, character_id=character.pk, kind="fact", importance=0.7,
-                                      text="The user said: I play the violin.", source_message_ids=[])  # fmt: skip
+    memory = services.memory_remember(
+        user_id=user.pk,
+        character_id=character.pk,
+        kind="fact",
+        importance=0.7,
+        text="The user said: I play the violin.",
+        source_message_ids=[],
+    )
     assert "I play the violin." in admin_client.get("/admin/memory/memory/").content.decode()
     page = admin_client.get(f"/admin/memory/memory/{memory.pk}/change/")
     assert page.status_code == 200
-    response = admin_client.post(f"/admin/memory/memory/{memory.pk}/change/", {
-        "user": user.pk, "character": character.pk, "text": "The user said: I play the cello.", "kind": "fact",
-        "importance": 0.8, "session": "",
-    })  # fmt: skip
+    response = admin_client.post(
+        f"/admin/memory/memory/{memory.pk}/change/",
+        {
+            "user": user.pk,
+            "character": character.pk,
+            "text": "The user said: I play the cello.",
+            "kind": "fact",
+            "importance": 0.8,
+            "session": "",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     from apps.memory.selectors import memories_search
     from tests.memory.test_reembed import wait_for
 
     def reembedded():  # the vector follows the new text (the embed worker does it)
-        (hit, similarity), = memories_search(user_id=user.pk, character_id=character.pk,
-                                              query="The user said: I play the cello.", k=1)  # fmt: skip
+        ((hit, similarity),) = memories_search(
+            user_id=user.pk, character_id=character.pk, query="The user said: I play the cello.", k=1
+        )
         return similarity > 0.99
 
     wait_for(reembedded, timeout=20, what="the edited memory's new vector")

@@ -6,7 +6,6 @@ from channels.testing import WebsocketCommunicator
 
 from personatalk.asgi import application
 
-
 OPEN: list[WebsocketCommunicator] = []  # closed after each test by tests/realtime/conftest.py
 
 

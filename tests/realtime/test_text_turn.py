@@ -135,8 +135,9 @@ async def test_engine_failure_is_reported_and_turn_ends(api_key, character):
 async def test_switch_character_moves_the_conversation(api_key, character):
     from apps.characters.models import Character
 
-    await Character.objects.acreate(name="Sage", slug="sage", persona="You are Sage.", greeting="Greetings.",
-                                    is_published=True)  # fmt: skip
+    await Character.objects.acreate(
+        name="Sage", slug="sage", persona="You are Sage.", greeting="Greetings.", is_published=True
+    )
     comm = await connected_socket(api_key)
     frame = await send_raw(comm, dumps({"type": "switch_character", "character_name": "sage"}))
     assert frame["type"] == "character_switched"

@@ -77,7 +77,9 @@ async def test_whole_utterance_recorded_speech_to_spoken_reply(api_key, characte
     frames = await frames_until(comm, "turn_end")
     reply = assert_spoken_turn(frames, words(transcript))
     user, assistant = await sync_to_async(list)(Message.objects.exclude(content="Hi! I'm Nova.").order_by("created_at"))
-    assert user.role == "user" and words(user.content) == words(next(f["text"] for f in frames if f["type"] == "asr_end"))
+    assert user.role == "user" and words(user.content) == words(
+        next(f["text"] for f in frames if f["type"] == "asr_end")
+    )
     assert user.timings["asr_ms"] > 0
     assert assistant.content == reply and assistant.status == "complete"
     for stage in ("first_token_at_ms", "first_audio_at_ms", "last_audio_at_ms"):
@@ -92,9 +94,9 @@ async def test_push_to_talk_stream_with_binary_and_base64_chunks(api_key, charac
     assert await send_raw(comm, dumps({"type": "audio_stream_start"})) == {"type": "audio_stream_started"}
     for i in range(0, len(pcm), 3200):
         if i // 3200 % 2:
-            await comm.send_to(bytes_data=pcm[i:i + 3200])
+            await comm.send_to(bytes_data=pcm[i : i + 3200])
         else:
-            await comm.send_json_to({"type": "audio_stream_chunk", "audio_base64": b64(pcm[i:i + 3200])})
+            await comm.send_json_to({"type": "audio_stream_chunk", "audio_base64": b64(pcm[i : i + 3200])})
     await comm.send_json_to({"type": "audio_stream_end"})
     frames = await frames_until(comm, "turn_end")
     assert {"front", "center"} <= set(words(next(f["text"] for f in frames if f["type"] == "asr_end")))
@@ -114,7 +116,9 @@ async def test_compressed_audio_files_are_accepted(api_key, character, fmt):
 
 async def test_audio_starts_before_the_reply_is_written(api_key, character):
     comm = await connected_socket(api_key)
-    line = await sync_to_async(piper_says)("Please answer slow. Take your time with every single word, because I really like to listen to you.")
+    line = await sync_to_async(piper_says)(
+        "Please answer slow. Take your time with every single word, because I really like to listen to you."
+    )
     await comm.send_json_to({"type": "audio_message", "audio_base64": b64(line)})
     frames = await frames_until(comm, "turn_end")
     kinds = types(frames)
@@ -128,7 +132,7 @@ async def test_audio_starts_before_the_reply_is_written(api_key, character):
 async def stream_realtime(comm, pcm: bytes, frame_ms: int = 20):
     step = 16 * frame_ms * 2
     for i in range(0, len(pcm), step):
-        await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(pcm[i:i + step])})
+        await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(pcm[i : i + step])})
         await asyncio.sleep(frame_ms / 1000)
 
 
@@ -158,7 +162,7 @@ async def push_to_talk(comm, pcm: bytes, chunk_ms: int = 100) -> list[dict]:
 
     async def talk():
         for i in range(0, len(pcm), step):
-            await comm.send_to(bytes_data=pcm[i:i + step])
+            await comm.send_to(bytes_data=pcm[i : i + step])
             await asyncio.sleep(chunk_ms / 1000)
         released.set()
         await comm.send_json_to({"type": "audio_stream_end"})

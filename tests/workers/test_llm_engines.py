@@ -87,8 +87,10 @@ def test_unknown_backend_names_the_setting():
 def test_openai_backend_needs_a_base_url():
     engines.reset_engine()
     try:
-        with override_settings(LLM_BACKEND="openai", OPENAI_BASE_URL=""), pytest.raises(EngineConfigError,
-                                                                                        match="OPENAI_BASE_URL"):
+        with (
+            override_settings(LLM_BACKEND="openai", OPENAI_BASE_URL=""),
+            pytest.raises(EngineConfigError, match="OPENAI_BASE_URL"),
+        ):
             get_engine()
     finally:
         engines.reset_engine()

@@ -20,8 +20,14 @@ OVERHEAD = 4
 
 
 def build(history, budget, example="", engine=None):
-    return build_messages(persona=PERSONA, character_name="Nova", example_dialogue=example, history=history,
-                          engine=engine or WordEngine(), budget_tokens=budget)  # fmt: skip
+    return build_messages(
+        persona=PERSONA,
+        character_name="Nova",
+        example_dialogue=example,
+        history=history,
+        engine=engine or WordEngine(),
+        budget_tokens=budget,
+    )
 
 
 def cost(messages):
@@ -65,7 +71,7 @@ def test_budget_respected_and_oldest_dropped_first():
     messages = build(history, budget)
     assert cost(messages) <= budget
     kept = [(m["role"], m["content"]) for m in messages[1:]]
-    assert kept == history[-len(kept):]  # a suffix: only the oldest went
+    assert kept == history[-len(kept) :]  # a suffix: only the oldest went
     assert kept[-1] == ("user", "what is a comet")
     assert kept[0][0] == "user"
     assert len(kept) in (4, 5)

@@ -53,16 +53,30 @@ CASES = [
     ("A [sad] [happy] B.", "neutral", "A B.", ["A B."]),
     ("Keep [this] and [sadly] too.", "neutral", "Keep [this] and [sadly] too.", ["Keep [this] and [sadly] too."]),
     # where sentences end
-    ("Mr. Smith met Dr. Jones on Main St. today.", "neutral", "Mr. Smith met Dr. Jones on Main St. today.",
-     ["Mr. Smith met Dr. Jones on Main St. today."]),
-    ("Bring fruit, e.g. apples, i.e. red ones, etc. and go.", "neutral",
-     "Bring fruit, e.g. apples, i.e. red ones, etc. and go.",
-     ["Bring fruit, e.g. apples, i.e. red ones, etc. and go."]),
-    ("I moved to the U.S. in 2019 at 9 a.m. sharp. Then J. R. R. Tolkien. Ask John F. Kennedy. Take vitamin C. Fine.",
-     "neutral",
-     "I moved to the U.S. in 2019 at 9 a.m. sharp. Then J. R. R. Tolkien. Ask John F. Kennedy. Take vitamin C. Fine.",
-     ["I moved to the U.S. in 2019 at 9 a.m. sharp.", "Then J. R. R. Tolkien.", "Ask John F. Kennedy.",
-      "Take vitamin C.", "Fine."]),
+    (
+        "Mr. Smith met Dr. Jones on Main St. today.",
+        "neutral",
+        "Mr. Smith met Dr. Jones on Main St. today.",
+        ["Mr. Smith met Dr. Jones on Main St. today."],
+    ),
+    (
+        "Bring fruit, e.g. apples, i.e. red ones, etc. and go.",
+        "neutral",
+        "Bring fruit, e.g. apples, i.e. red ones, etc. and go.",
+        ["Bring fruit, e.g. apples, i.e. red ones, etc. and go."],
+    ),
+    (
+        "I moved to the U.S. in 2019 at 9 a.m. sharp. Then J. R. R. Tolkien. Ask John F. Kennedy. Take vitamin C. Fine.",
+        "neutral",
+        "I moved to the U.S. in 2019 at 9 a.m. sharp. Then J. R. R. Tolkien. Ask John F. Kennedy. Take vitamin C. Fine.",
+        [
+            "I moved to the U.S. in 2019 at 9 a.m. sharp.",
+            "Then J. R. R. Tolkien.",
+            "Ask John F. Kennedy.",
+            "Take vitamin C.",
+            "Fine.",
+        ],
+    ),
     ("It costs 3.5 dollars. Cheap!", "neutral", "It costs 3.5 dollars. Cheap!", ["It costs 3.5 dollars.", "Cheap!"]),
     ("Well... I think so.", "neutral", "Well... I think so.", ["Well...", "I think so."]),
     ("Wait…what? No!", "neutral", "Wait…what? No!", ["Wait…what?", "No!"]),
@@ -145,15 +159,16 @@ def test_finish_without_trailing_text_adds_no_blank_sentence():
 
 
 def test_first_clause_may_end_at_a_comma_when_asked():
-    stream, events, _ = parse(by_char("Well, you know, I was thinking, maybe later. Then more, and more."),
-                              first_clause_min_words=3)
+    stream, events, _ = parse(
+        by_char("Well, you know, I was thinking, maybe later. Then more, and more."), first_clause_min_words=3
+    )
     assert texts(events, Sentence) == ["Well, you know,", "I was thinking, maybe later.", "Then more, and more."]
 
 
 REPLIES = [
     "[happy] Hello there! I am Nova, your guide... Mr. Lee paid 3.5 credits, e.g. for tea. Anything else?",
     " (Sad)  Oh. [sad] I miss the stars [thinking]. Do you? Maybe…not.",
-    "*excited* Wow!! Look at that — a comet!? \"Amazing,\" said Dr. Vega.\nNew line here",
+    '*excited* Wow!! Look at that — a comet!? "Amazing," said Dr. Vega.\nNew line here',
     "[emotion: shy] 你好。我是诺娃！[happy] 很高兴认识你？好",
     "No tag at all, just text [1] with [brackets] and [sadness] inside. End.",
     "[unknown] Leading unknown tag. Then [Angry] a stray one!",
@@ -167,7 +182,7 @@ def test_result_does_not_depend_on_how_the_reply_was_split(reply, seed):
     pieces, i = [], 0
     while i < len(reply):
         size = rng.randint(1, 8)
-        pieces.append(reply[i:i + size])
+        pieces.append(reply[i : i + size])
         i += size
     whole, whole_events, _ = parse([reply])
     split, split_events, _ = parse(pieces)
@@ -176,7 +191,7 @@ def test_result_does_not_depend_on_how_the_reply_was_split(reply, seed):
     assert [e for e in split_events if isinstance(e, Sentence)] == [e for e in whole_events if isinstance(e, Sentence)]
     shown = "".join(texts(split_events, TextDelta))
     assert shown == split.text
-    assert not re.search(r"\[(?:%s)\]" % "|".join(EMOTIONS), shown, re.I)
+    assert not re.search(r"\[(?:{})\]".format("|".join(EMOTIONS)), shown, re.I)
     sentences = texts(split_events, Sentence)
     joiner = "" if "你" in reply else " "
     assert joiner.join(sentences) == (" ".join(split.text.split()) if joiner else split.text.replace(" ", ""))

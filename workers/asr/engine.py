@@ -34,16 +34,25 @@ class Transcript:
 
 
 class AsrEngine:
-    def __init__(self, *, model_path: str | Path | None = None, device: str = "cpu", compute_type: str = "int8",
-                 threads: int = 0, language: str | None = "en", beam_size: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        model_path: str | Path | None = None,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        threads: int = 0,
+        language: str | None = "en",
+        beam_size: int = 1,
+    ):
         from faster_whisper import WhisperModel
 
         path = Path(model_path) if model_path else default_model_dir()
         if not (path / "model.bin").exists():
             raise EngineConfigError(f"ASR model not found at {path}: fix ASR_MODEL_PATH.")
         started = time.monotonic()
-        self.model = WhisperModel(str(path), device=device, compute_type=compute_type,
-                                  cpu_threads=threads or min(4, os.cpu_count() or 1))  # fmt: skip
+        self.model = WhisperModel(
+            str(path), device=device, compute_type=compute_type, cpu_threads=threads or min(4, os.cpu_count() or 1)
+        )
         log.info("loaded ASR %s on %s in %.1f s", path, device, time.monotonic() - started)
         self.name = f"faster-whisper:{path.name}"
         self.language, self.beam_size = language or None, beam_size
@@ -53,9 +62,14 @@ class AsrEngine:
     def from_settings(cls) -> "AsrEngine":
         from django.conf import settings
 
-        return cls(model_path=settings.ASR_MODEL_PATH or None, device=settings.ASR_DEVICE,
-                   compute_type=settings.ASR_COMPUTE_TYPE, threads=settings.ASR_THREADS,
-                   language=settings.ASR_LANGUAGE, beam_size=settings.ASR_BEAM_SIZE)  # fmt: skip
+        return cls(
+            model_path=settings.ASR_MODEL_PATH or None,
+            device=settings.ASR_DEVICE,
+            compute_type=settings.ASR_COMPUTE_TYPE,
+            threads=settings.ASR_THREADS,
+            language=settings.ASR_LANGUAGE,
+            beam_size=settings.ASR_BEAM_SIZE,
+        )
 
     def transcribe(self, pcm: bytes) -> Transcript:
         """16 kHz mono s16le → text."""
@@ -63,9 +77,13 @@ class AsrEngine:
         started = time.monotonic()
         with self._lock:
             segments, _ = self.model.transcribe(
-                audio, language=self.language, beam_size=self.beam_size, vad_filter=False,
-                condition_on_previous_text=False, without_timestamps=True,
-            )  # fmt: skip
+                audio,
+                language=self.language,
+                beam_size=self.beam_size,
+                vad_filter=False,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+            )
             text = " ".join(s.text.strip() for s in segments).strip()
         return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=time.monotonic() - started)
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from apps.conversations.selectors import session_get_for_turn
 from apps.conversations.services import turn_start
 from workers.asr.engine import get_asr_engine
-from workers.audio import AudioError, PCM_RATE, decode_to_pcm, encode
+from workers.audio import PCM_RATE, AudioError, decode_to_pcm, encode
 from workers.audio_store import utterance_delete, utterance_get
 from workers.cancel import turn_is_cancelled
 from workers.dispatch import enqueue
@@ -24,13 +24,25 @@ def _frames(channel: str, turn_id: str, *frames: dict) -> None:
 
 
 def _fail(channel: str, turn_id: str, code: str, message: str) -> None:
-    _frames(channel, turn_id, {"type": "error", "code": code, "message": message},
-            {"type": "turn_end", "status": "failed", "message_id": None})  # fmt: skip
+    _frames(
+        channel,
+        turn_id,
+        {"type": "error", "code": code, "message": message},
+        {"type": "turn_end", "status": "failed", "message_id": None},
+    )
 
 
 @shared_task(name="workers.asr.tasks.asr_transcribe", acks_late=True, soft_time_limit=60, time_limit=75)
-def asr_transcribe(*, turn_id: str, session_id: str, utterance_id: str, reply_channel: str, speech_end_at: float,
-                   speak: dict, text_deltas: bool) -> None:  # fmt: skip
+def asr_transcribe(
+    *,
+    turn_id: str,
+    session_id: str,
+    utterance_id: str,
+    reply_channel: str,
+    speech_end_at: float,
+    speak: dict,
+    text_deltas: bool,
+) -> None:
     """Transcribe a voice turn's utterance, save it as the user's message, then queue the reply."""
     if turn_is_cancelled(turn_id=turn_id):
         return
@@ -46,28 +58,62 @@ def asr_transcribe(*, turn_id: str, session_id: str, utterance_id: str, reply_ch
         log.exception("turn %s: ASR failed", turn_id)
         return _fail(reply_channel, turn_id, "asr_failed", f"Speech recognition failed: {exc.__class__.__name__}")
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
-    transcript_accept(text=transcript.text, pcm=pcm, timings=timings, turn_id=turn_id, session=session,
-                      reply_channel=reply_channel, speech_end_at=speech_end_at, speak=speak,
-                      text_deltas=text_deltas)  # fmt: skip
+    transcript_accept(
+        text=transcript.text,
+        pcm=pcm,
+        timings=timings,
+        turn_id=turn_id,
+        session=session,
+        reply_channel=reply_channel,
+        speech_end_at=speech_end_at,
+        speak=speak,
+        text_deltas=text_deltas,
+    )
 
 
-def transcript_accept(*, text: str, pcm: bytes, timings: dict, turn_id: str, session, reply_channel: str,
-                      speech_end_at: float, speak: dict, text_deltas: bool) -> None:  # fmt: skip
+def transcript_accept(
+    *,
+    text: str,
+    pcm: bytes,
+    timings: dict,
+    turn_id: str,
+    session,
+    reply_channel: str,
+    speech_end_at: float,
+    speak: dict,
+    text_deltas: bool,
+) -> None:
     """A voice turn's final transcript: tell the client, save the user's message, queue the reply.
 
     Called by the ASR job, or by the socket edge when a partial transcript already covered all
     the speech of the utterance.
     """
-    _frames(reply_channel, turn_id, {"type": "transcription", "text": text, "is_partial": False},
-            {"type": "asr_end", "text": text})  # fmt: skip
+    _frames(
+        reply_channel,
+        turn_id,
+        {"type": "transcription", "text": text, "is_partial": False},
+        {"type": "asr_end", "text": text},
+    )
     if not text:
         return _fail(reply_channel, turn_id, "no_speech", "No words were heard.")
     timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
-    turn_start(session=session, content=text, timings=timings,
-               audio_wav=encode(pcm, PCM_RATE, "wav") if settings.KEEP_AUDIO else None)  # fmt: skip
+    turn_start(
+        session=session,
+        content=text,
+        timings=timings,
+        audio_wav=encode(pcm, PCM_RATE, "wav") if settings.KEEP_AUDIO else None,
+    )
     _frames(reply_channel, turn_id, {"type": "thinking"})
-    enqueue(llm_reply, turn_id=turn_id, session_id=str(session.pk), reply_channel=reply_channel,
-            text_deltas=text_deltas, submitted_at=time.time(), speak=speak, speech_end_at=speech_end_at)  # fmt: skip
+    enqueue(
+        llm_reply,
+        turn_id=turn_id,
+        session_id=str(session.pk),
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        submitted_at=time.time(),
+        speak=speak,
+        speech_end_at=speech_end_at,
+    )
 
 
 @shared_task(name="workers.asr.tasks.asr_partial", soft_time_limit=30, time_limit=40)
@@ -87,8 +133,10 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
         log.exception("partial transcript %s failed", partial_id)
     finally:
         utterance_delete(utterance_id)
-    channel_send(reply_channel, {"type": "asr.partial", "partial_id": partial_id, "text": text,
-                                 "covered": covered if pcm and text else 0})  # fmt: skip
+    channel_send(
+        reply_channel,
+        {"type": "asr.partial", "partial_id": partial_id, "text": text, "covered": covered if pcm and text else 0},
+    )
 
 
 @shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)
@@ -100,7 +148,8 @@ def asr_file(*, utterance_id: str, reply_channel: str) -> None:
             raise AudioError("audio_expired", "The upload expired before it was transcribed.")
         pcm = decode_to_pcm(data)
         transcript = get_asr_engine().transcribe(pcm)
-        channel_send(reply_channel, {"type": "asr.result", "text": transcript.text,
-                                     "duration_s": round(transcript.audio_s, 2)})  # fmt: skip
+        channel_send(
+            reply_channel, {"type": "asr.result", "text": transcript.text, "duration_s": round(transcript.audio_s, 2)}
+        )
     except AudioError as exc:
         channel_send(reply_channel, {"type": "asr.result", "error": {"code": exc.code, "message": exc.message}})

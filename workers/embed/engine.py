@@ -53,15 +53,21 @@ class Embedder:
         self._lock = threading.Lock()
         self._query = BertQueryEncoder.build(self.model)
         self.fast_queries = self._query is not None
-        log.info("loaded embedder %s (%d dims) on %s in %.1f s", model, self.dimensions, device,
-                 time.monotonic() - started)  # fmt: skip
+        log.info(
+            "loaded embedder %s (%d dims) on %s in %.1f s", model, self.dimensions, device, time.monotonic() - started
+        )
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         with self._lock:
-            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
+            vectors = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return vectors.astype(np.float32, copy=False)
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -83,6 +89,10 @@ def get_embedder(model: str | None = None) -> Embedder:
     model = model or settings.EMBED_MODEL
     with _lock:
         if model not in _embedders:
-            _embedders[model] = Embedder(model, device=settings.EMBED_DEVICE, threads=settings.EMBED_THREADS,
-                                         batch_size=settings.EMBED_BATCH_SIZE)  # fmt: skip
+            _embedders[model] = Embedder(
+                model,
+                device=settings.EMBED_DEVICE,
+                threads=settings.EMBED_THREADS,
+                batch_size=settings.EMBED_BATCH_SIZE,
+            )
     return _embedders[model]

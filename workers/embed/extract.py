@@ -21,7 +21,9 @@ _FACT = re.compile(
     re.I,
 )
 _NAME = re.compile(r"\b(my name is|call me)\b", re.I)
-_PROMISE = re.compile(r"\bi\s+(promise|will remember|'ll remember|will remind|'ll remind|won't forget|will not forget)\b", re.I)
+_PROMISE = re.compile(
+    r"\bi\s+(promise|will remember|'ll remember|will remind|'ll remind|won't forget|will not forget)\b", re.I
+)
 # Statements about the moment, not about the person.
 _TRANSIENT = re.compile(r"\b(i'm|i am)\s+(fine|ok|okay|good|great|here|back|sorry|not sure|just|so|very)\b", re.I)
 

@@ -43,8 +43,12 @@ def chroma_client():
             options = ChromaSettings(anonymized_telemetry=False)
             if settings.CHROMA_URL:
                 url = urlsplit(settings.CHROMA_URL)
-                _client = chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 80),
-                                              ssl=url.scheme == "https", settings=options)  # fmt: skip
+                _client = chromadb.HttpClient(
+                    host=url.hostname,
+                    port=url.port or (443 if url.scheme == "https" else 80),
+                    ssl=url.scheme == "https",
+                    settings=options,
+                )
             else:
                 _client = chromadb.PersistentClient(path=str(settings.CHROMA_PATH), settings=options)
     return _client
@@ -73,7 +77,8 @@ def _collection(name: str, *, create: bool = True):
         try:
             collection = (
                 client.get_or_create_collection(name, embedding_function=None, configuration={"hnsw": HNSW})
-                if create else client.get_collection(name, embedding_function=None)
+                if create
+                else client.get_collection(name, embedding_function=None)
             )
         except NotFoundError:
             return None
@@ -111,9 +116,10 @@ def _by_owner(items: list[Owned]) -> dict[tuple[int, int], list[int]]:
 def upsert(index: str, items: list[Owned], vectors: np.ndarray) -> None:
     for (user_id, character_id), positions in _by_owner(items).items():
         _collection(_name(index, user_id, character_id)).upsert(
-            ids=[items[p].id for p in positions], embeddings=vectors[positions],
+            ids=[items[p].id for p in positions],
+            embeddings=vectors[positions],
             metadatas=[{"kind": items[p].kind} for p in positions],
-        )  # fmt: skip
+        )
 
 
 @_retrying
@@ -123,7 +129,7 @@ def query(index: str, vector: np.ndarray, *, user_id: int, character_id: int, k:
     if collection is None:  # nothing remembered yet
         return []
     result = collection.query(query_embeddings=[vector], n_results=k, include=["distances"])
-    return [(i, 1.0 - d) for i, d in zip(result["ids"][0], result["distances"][0])]
+    return [(i, 1.0 - d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
 
 @_retrying

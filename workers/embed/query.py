@@ -34,9 +34,13 @@ class BertQueryEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(model.max_seq_length)
         with torch.no_grad():  # one matmul for query, key and value (+5 MB for MiniLM)
-            self.qkv = [(torch.cat([a.query.weight, a.key.weight, a.value.weight]),
-                         torch.cat([a.query.bias, a.key.bias, a.value.bias]))
-                        for a in (layer.attention.self for layer in self.layers)]  # fmt: skip
+            self.qkv = [
+                (
+                    torch.cat([a.query.weight, a.key.weight, a.value.weight]),
+                    torch.cat([a.query.bias, a.key.bias, a.value.bias]),
+                )
+                for a in (layer.attention.self for layer in self.layers)
+            ]
 
     @classmethod
     def build(cls, model) -> "BertQueryEncoder | None":
@@ -45,9 +49,10 @@ class BertQueryEncoder:
         if reason is None:
             try:
                 fast = cls(model)
-                expected = model.encode(PROBES, normalize_embeddings=True, convert_to_numpy=True,
-                                        show_progress_bar=False)  # fmt: skip
-                worst = max(float(np.abs(fast(text) - want).max()) for text, want in zip(PROBES, expected))
+                expected = model.encode(
+                    PROBES, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                )
+                worst = max(float(np.abs(fast(text) - want).max()) for text, want in zip(PROBES, expected, strict=True))
             except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer without a fast backend: the slow path works
                 worst, reason = None, f"{exc.__class__.__name__}: {exc}"
             if worst is not None and worst <= TOLERANCE:
@@ -64,12 +69,20 @@ class BertQueryEncoder:
             from sentence_transformers.models import Normalize, Pooling, Transformer
 
         modules = list(model)
-        if len(modules) != 3 or not isinstance(modules[0], Transformer) or not isinstance(modules[1], Pooling) \
-                or not isinstance(modules[2], Normalize):  # fmt: skip
+        if (
+            len(modules) != 3
+            or not isinstance(modules[0], Transformer)
+            or not isinstance(modules[1], Pooling)
+            or not isinstance(modules[2], Normalize)
+        ):
             return "not a Transformer, Pooling, Normalize model"
         config = modules[0].auto_model.config
-        if config.model_type != "bert" or getattr(config, "position_embedding_type", "absolute") != "absolute" \
-                or config.hidden_act != "gelu" or getattr(modules[1], "pooling_mode", None) != "mean":  # fmt: skip
+        if (
+            config.model_type != "bert"
+            or getattr(config, "position_embedding_type", "absolute") != "absolute"
+            or config.hidden_act != "gelu"
+            or getattr(modules[1], "pooling_mode", None) != "mean"
+        ):
             return "not BERT with absolute positions, GELU and mean pooling"
         if getattr(modules[0], "do_lower_case", False):
             return "lower-cases outside its tokenizer"
@@ -82,17 +95,30 @@ class BertQueryEncoder:
         with torch.inference_mode():
             ids = torch.tensor(self.tokenizer.encode(text).ids, device=self.device)
             n, emb = len(ids), self.embeddings
-            x = emb.word_embeddings.weight[ids] + emb.position_embeddings.weight[:n] \
-                + emb.token_type_embeddings.weight[0]  # fmt: skip
+            x = (
+                emb.word_embeddings.weight[ids]
+                + emb.position_embeddings.weight[:n]
+                + emb.token_type_embeddings.weight[0]
+            )
             x = F.layer_norm(x, x.shape[-1:], emb.LayerNorm.weight, emb.LayerNorm.bias, self.eps)
-            for layer, (qkv_weight, qkv_bias) in zip(self.layers, self.qkv):
+            for layer, (qkv_weight, qkv_bias) in zip(self.layers, self.qkv, strict=True):
                 q, k, v = F.linear(x, qkv_weight, qkv_bias).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
                 attended = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(n, -1)
                 out = layer.attention.output
-                x = F.layer_norm(F.linear(attended, out.dense.weight, out.dense.bias) + x, x.shape[-1:],
-                                 out.LayerNorm.weight, out.LayerNorm.bias, self.eps)  # fmt: skip
+                x = F.layer_norm(
+                    F.linear(attended, out.dense.weight, out.dense.bias) + x,
+                    x.shape[-1:],
+                    out.LayerNorm.weight,
+                    out.LayerNorm.bias,
+                    self.eps,
+                )
                 hidden = F.gelu(F.linear(x, layer.intermediate.dense.weight, layer.intermediate.dense.bias))
                 out = layer.output
-                x = F.layer_norm(F.linear(hidden, out.dense.weight, out.dense.bias) + x, x.shape[-1:],
-                                 out.LayerNorm.weight, out.LayerNorm.bias, self.eps)  # fmt: skip
+                x = F.layer_norm(
+                    F.linear(hidden, out.dense.weight, out.dense.bias) + x,
+                    x.shape[-1:],
+                    out.LayerNorm.weight,
+                    out.LayerNorm.bias,
+                    self.eps,
+                )
             return F.normalize(x.mean(0), dim=0).float().cpu().numpy()

@@ -24,20 +24,30 @@ def memory_extract(*, turn_id: str, session_id: str) -> None:
     reply = Message.objects.select_related("session__character").filter(pk=turn_id).first()
     if reply is None or reply.session.deleted_at is not None:
         return
-    said = (Message.objects.filter(session_id=session_id, role=Message.Role.USER, created_at__lte=reply.created_at)
-            .order_by("-created_at").first())  # fmt: skip
+    said = (
+        Message.objects.filter(session_id=session_id, role=Message.Role.USER, created_at__lte=reply.created_at)
+        .order_by("-created_at")
+        .first()
+    )
     if said is None:
         return
     session = reply.session
     for found in candidates(user_text=said.content, reply_text=reply.content, character_name=session.character.name):
         source = str(said.pk) if found.kind != Memory.Kind.PROMISE else str(reply.pk)
-        services.memory_remember(user_id=session.user_id, character_id=session.character_id, text=found.text,
-                                 kind=found.kind, importance=found.importance, source_message_ids=[source])  # fmt: skip
+        services.memory_remember(
+            user_id=session.user_id,
+            character_id=session.character_id,
+            text=found.text,
+            kind=found.kind,
+            importance=found.importance,
+            source_message_ids=[source],
+        )
 
 
 @shared_task(name="workers.embed.tasks.memory_search", soft_time_limit=20, time_limit=30)
-def memory_search(*, user_id: int, character_id: int, query: str, k: int, reply_channel: str,
-                  request_id: str = "") -> None:  # fmt: skip
+def memory_search(
+    *, user_id: int, character_id: int, query: str, k: int, reply_channel: str, request_id: str = ""
+) -> None:
     """Search a user's memories by meaning for the socket or REST (the web edge holds no model)."""
     from workers.events import channel_send
 
@@ -72,10 +82,13 @@ def sessions_summarize_idle() -> int:
     from workers.dispatch import enqueue
 
     idle_since = timezone.now() - timedelta(minutes=settings.SESSION_IDLE_MINUTES)
-    sessions = (ChatSession.objects.filter(deleted_at__isnull=True, updated_at__lte=idle_since)
-                .annotate(last=Max("messages__created_at"))
-                .filter(Q(summarized_at__isnull=True) | Q(last__gt=F("summarized_at")))
-                .filter(last__isnull=False).values_list("pk", flat=True))  # fmt: skip
+    sessions = (
+        ChatSession.objects.filter(deleted_at__isnull=True, updated_at__lte=idle_since)
+        .annotate(last=Max("messages__created_at"))
+        .filter(Q(summarized_at__isnull=True) | Q(last__gt=F("summarized_at")))
+        .filter(last__isnull=False)
+        .values_list("pk", flat=True)
+    )
     ids = [str(pk) for pk in sessions.order_by("updated_at")[:500]]
     for session_id in ids:
         if settings.TASKS_IN_PROCESS:  # the embedded beat's thread: one at a time, off the threads turns use
@@ -99,13 +112,19 @@ def session_summarize(*, session_id: str) -> None:
     # turns): marked, so the session is not picked again until someone says something.
     summed_up = session.summarized_at and (not messages or messages[-1].created_at <= session.summarized_at)
     if summed_up or not any(m.role == Message.Role.USER for m in messages):
-        ChatSession.objects.filter(Q(summarized_at__isnull=True) | Q(summarized_at__lt=read_at),
-                                   pk=session.pk).update(summarized_at=read_at)  # fmt: skip
+        ChatSession.objects.filter(Q(summarized_at__isnull=True) | Q(summarized_at__lt=read_at), pk=session.pk).update(
+            summarized_at=read_at
+        )
         return
     text = session_summary(character_name=session.character.name, messages=[(m.role, m.content) for m in messages])
     if text:
-        services.memory_remember(user_id=session.user_id, character_id=session.character_id,
-                                 text=f"Summary of an earlier conversation: {text}", kind=Memory.Kind.SUMMARY,
-                                 importance=0.5, source_message_ids=[str(m.pk) for m in messages],
-                                 session_id=session.pk)  # fmt: skip
+        services.memory_remember(
+            user_id=session.user_id,
+            character_id=session.character_id,
+            text=f"Summary of an earlier conversation: {text}",
+            kind=Memory.Kind.SUMMARY,
+            importance=0.5,
+            source_message_ids=[str(m.pk) for m in messages],
+            session_id=session.pk,
+        )
     ChatSession.objects.filter(pk=session.pk).update(summarized_at=read_at)

@@ -39,9 +39,12 @@ class ChatEngine(Protocol):
     name: str
 
     def stream(
-        self, messages: list[dict[str, str]], *, should_stop: Callable[[], bool] = _never,
+        self,
+        messages: list[dict[str, str]],
+        *,
+        should_stop: Callable[[], bool] = _never,
         max_new_tokens: int | None = None,
-    ) -> Iterator[str]: ...  # fmt: skip
+    ) -> Iterator[str]: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -183,8 +186,9 @@ class TransformersEngine:
         logits = logits.float()
         if self.repetition_penalty != 1.0 and seen.numel():
             picked = logits.gather(0, seen)
-            logits.scatter_(0, seen, torch.where(picked > 0, picked / self.repetition_penalty,
-                                                 picked * self.repetition_penalty))  # fmt: skip
+            logits.scatter_(
+                0, seen, torch.where(picked > 0, picked / self.repetition_penalty, picked * self.repetition_penalty)
+            )
         if self.temperature <= 0:
             return int(logits.argmax())
         probs = torch.softmax(logits / self.temperature, dim=-1)
@@ -232,7 +236,7 @@ class TransformersEngine:
             if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                 continue
             if len(text) > len(shown):
-                delta, shown = text[len(shown):], text
+                delta, shown = text[len(shown) :], text
                 yield delta
 
 
@@ -242,8 +246,17 @@ class TransformersEngine:
 class OpenAIEngine:
     """Any server speaking OpenAI chat completions with streaming (vLLM, Ollama, hosted APIs)."""
 
-    def __init__(self, *, base_url: str, api_key: str = "", model: str = "", temperature: float = 0.7,
-                 top_p: float = 0.9, max_new_tokens: int = 160, timeout: float = 60.0):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str = "",
+        model: str = "",
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int = 160,
+        timeout: float = 60.0,
+    ):
         import httpx
 
         if not base_url:
@@ -259,9 +272,15 @@ class OpenAIEngine:
     def from_settings(cls) -> "OpenAIEngine":
         from django.conf import settings
 
-        return cls(base_url=settings.OPENAI_BASE_URL, api_key=settings.OPENAI_API_KEY, model=settings.OPENAI_MODEL,
-                   temperature=settings.LLM_TEMPERATURE, top_p=settings.LLM_TOP_P,
-                   max_new_tokens=settings.LLM_MAX_NEW_TOKENS, timeout=settings.LLM_SOFT_TIME_LIMIT_S)  # fmt: skip
+        return cls(
+            base_url=settings.OPENAI_BASE_URL,
+            api_key=settings.OPENAI_API_KEY,
+            model=settings.OPENAI_MODEL,
+            temperature=settings.LLM_TEMPERATURE,
+            top_p=settings.LLM_TOP_P,
+            max_new_tokens=settings.LLM_MAX_NEW_TOKENS,
+            timeout=settings.LLM_SOFT_TIME_LIMIT_S,
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1  # the server's tokenizer is unknown here; close enough for budgets
@@ -269,8 +288,14 @@ class OpenAIEngine:
     def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
         import httpx
 
-        payload = {"model": self.model, "messages": messages, "stream": True, "temperature": self.temperature,
-                   "top_p": self.top_p, "max_tokens": max_new_tokens or self.max_new_tokens}  # fmt: skip
+        payload = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": max_new_tokens or self.max_new_tokens,
+        }
         try:
             with self.client.stream("POST", self.url, json=payload) as response:
                 if response.status_code >= 400:

@@ -52,8 +52,9 @@ def build_messages(
     history never starts with an assistant line unless it is the conversation's opening greeting
     and the whole history fits. Each message is counted once (`engine.count_tokens`).
     """
-    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue,
-                           memory_notes=memory_notes)  # fmt: skip
+    system = system_prompt(
+        persona=persona, character_name=character_name, example_dialogue=example_dialogue, memory_notes=memory_notes
+    )
     left = budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
     kept: list[tuple[str, str]] = []
     for role, content in reversed(history):

@@ -81,7 +81,7 @@ class ReplyStream:
         if self._head is not None:
             visible = self._parse_head(final=True) or ""
         events = self._visible(visible, final=True)
-        tail = self._text[self._sentence_start:].strip()
+        tail = self._text[self._sentence_start :].strip()
         if tail:
             events.append(Sentence(tail, self.emotion, self._index))
             self._index += 1
@@ -100,7 +100,7 @@ class ReplyStream:
         if match and _OPENERS.get(match.group(1)) == match.group(3):
             word = match.group(2).lower()
             self.emotion = word if word in EMOTIONS else "neutral"
-            rest = head[match.end():]
+            rest = head[match.end() :]
             if not rest and not final:
                 return None  # wait for the first visible character (drops the space after the tag)
             self._head = None
@@ -122,7 +122,7 @@ class ReplyStream:
         end = len(self._text.rstrip())  # trailing spaces wait: a stray tag after them may take them
         events: list = []
         if end > self._shown:
-            events.append(TextDelta(self._text[self._shown:end]))
+            events.append(TextDelta(self._text[self._shown : end]))
             self._shown = end
         return events + self._sentences()
 
@@ -130,12 +130,12 @@ class ReplyStream:
         """Append decided text, with stray emotion tags (and the space they leave) removed."""
         while text:
             match = _STRAY_TAG.search(text)
-            self._append(text[:match.start()] if match else text)
+            self._append(text[: match.start()] if match else text)
             if not match:
                 return
             if not self._text or self._text[-1].isspace():
                 self._drop_space = True
-            text = text[match.end():]
+            text = text[match.end() :]
 
     def _append(self, piece: str) -> None:
         if self._drop_space or not self._text:
@@ -156,7 +156,7 @@ class ReplyStream:
         while i < len(text):
             ch = text[i]
             if ch == "," and self._index == 0 and self.first_clause_min_words and i + 1 < len(text):
-                clause = text[self._sentence_start:i + 1].strip()
+                clause = text[self._sentence_start : i + 1].strip()
                 if text[i + 1].isspace() and len(clause.split()) >= self.first_clause_min_words:
                     events.append(Sentence(clause, self.emotion, self._index))
                     self._index += 1
@@ -170,7 +170,7 @@ class ReplyStream:
                 if end >= len(text):
                     break  # decide when the next character arrives (or at finish)
                 if (text[end].isspace() or ch in _CJK_ENDERS) and not _is_abbreviation(text, i):
-                    sentence = text[self._sentence_start:end].strip()
+                    sentence = text[self._sentence_start : end].strip()
                     if sentence:
                         events.append(Sentence(sentence, self.emotion, self._index))
                         self._index += 1
@@ -211,5 +211,5 @@ def _is_abbreviation(text: str, end: int) -> bool:
         return False
     # One capital: an initial after a name or another initial ("John F. Kennedy", "J. R. R."), else a
     # sentence may end there ("vitamin C. Then"); "Plan B. Next" stays one unit, which only costs a pause.
-    before = text[:end - 1].split()
+    before = text[: end - 1].split()
     return bool(before) and (before[-1][0].isupper() or bool(re.fullmatch(r"[^\W\d_]\.", before[-1])))

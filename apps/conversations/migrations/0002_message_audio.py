@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0001_initial'),
+        ("conversations", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='audio',
-            field=models.FileField(blank=True, upload_to='utterances/%Y/%m/'),
+            model_name="message",
+            name="audio",
+            field=models.FileField(blank=True, upload_to="utterances/%Y/%m/"),
         ),
     ]

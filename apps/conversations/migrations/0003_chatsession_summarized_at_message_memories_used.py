@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0002_message_audio'),
+        ("conversations", "0002_message_audio"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='chatsession',
-            name='summarized_at',
+            model_name="chatsession",
+            name="summarized_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='message',
-            name='memories_used',
+            model_name="message",
+            name="memories_used",
             field=models.JSONField(blank=True, default=list),
         ),
     ]

@@ -7,87 +7,163 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('characters', '0001_initial'),
-        ('conversations', '0003_chatsession_summarized_at_message_memories_used'),
+        ("characters", "0001_initial"),
+        ("conversations", "0003_chatsession_summarized_at_message_memories_used"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EmbeddingIndex',
+            name="EmbeddingIndex",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(help_text='A model name the workers know, or a local model directory.', max_length=300)),
-                ('version', models.PositiveIntegerField()),
-                ('collection', models.CharField(max_length=120, unique=True)),
-                ('state', models.CharField(choices=[('building', 'Building'), ('active', 'Active'), ('retired', 'Retired')], default='building', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('activated_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "model",
+                    models.CharField(
+                        help_text="A model name the workers know, or a local model directory.", max_length=300
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("collection", models.CharField(max_length=120, unique=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("building", "Building"), ("active", "Active"), ("retired", "Retired")],
+                        default="building",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("activated_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'embedding indexes',
-                'constraints': [models.UniqueConstraint(fields=('version',), name='index_version_unique'), models.UniqueConstraint(condition=models.Q(('state', 'active')), fields=('state',), name='index_one_active')],
+                "verbose_name_plural": "embedding indexes",
+                "constraints": [
+                    models.UniqueConstraint(fields=("version",), name="index_version_unique"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("state", "active")), fields=("state",), name="index_one_active"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(default='reembed', max_length=32)),
-                ('status', models.CharField(choices=[('running', 'Running'), ('complete', 'Complete'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='running', max_length=16)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('chunks_total', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('index', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='memory.embeddingindex')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kind", models.CharField(default="reembed", max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("complete", "Complete"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("chunks_total", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "index",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="jobs", to="memory.embeddingindex"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='JobChunk',
+            name="JobChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('memory_ids', models.JSONField(default=list)),
-                ('size', models.PositiveIntegerField()),
-                ('done', models.BooleanField(default=False)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='memory.job')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("memory_ids", models.JSONField(default=list)),
+                ("size", models.PositiveIntegerField()),
+                ("done", models.BooleanField(default=False)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="memory.job"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['job', 'done'], name='chunk_job_done')],
-                'constraints': [models.UniqueConstraint(fields=('job', 'number'), name='chunk_number_unique')],
+                "indexes": [models.Index(fields=["job", "done"], name="chunk_job_done")],
+                "constraints": [models.UniqueConstraint(fields=("job", "number"), name="chunk_number_unique")],
             },
         ),
         migrations.CreateModel(
-            name='Memory',
+            name="Memory",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('text', models.TextField()),
-                ('kind', models.CharField(choices=[('fact', 'Fact'), ('preference', 'Preference'), ('promise', 'Promise'), ('summary', 'Summary')], default='fact', max_length=16)),
-                ('source_message_ids', models.JSONField(blank=True, default=list)),
-                ('importance', models.FloatField(default=0.5)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('embedding_model', models.CharField(blank=True, max_length=300)),
-                ('embedding_version', models.PositiveIntegerField(blank=True, null=True)),
-                ('embedded_at', models.DateTimeField(blank=True, null=True)),
-                ('character', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memories', to='characters.character')),
-                ('session', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='summaries', to='conversations.chatsession')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memories', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("text", models.TextField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("fact", "Fact"),
+                            ("preference", "Preference"),
+                            ("promise", "Promise"),
+                            ("summary", "Summary"),
+                        ],
+                        default="fact",
+                        max_length=16,
+                    ),
+                ),
+                ("source_message_ids", models.JSONField(blank=True, default=list)),
+                ("importance", models.FloatField(default=0.5)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("embedding_model", models.CharField(blank=True, max_length=300)),
+                ("embedding_version", models.PositiveIntegerField(blank=True, null=True)),
+                ("embedded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "character",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="memories", to="characters.character"
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="summaries",
+                        to="conversations.chatsession",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memories",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'memories',
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['user', 'character', '-created_at'], name='memory_owner_recent')],
+                "verbose_name_plural": "memories",
+                "ordering": ["-created_at"],
+                "indexes": [models.Index(fields=["user", "character", "-created_at"], name="memory_owner_recent")],
             },
         ),
     ]

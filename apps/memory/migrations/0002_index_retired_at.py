@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('memory', '0001_initial'),
+        ("memory", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='embeddingindex',
-            name='retired_at',
+            model_name="embeddingindex",
+            name="retired_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

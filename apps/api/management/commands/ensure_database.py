@@ -10,8 +10,14 @@ class Command(BaseCommand):
         db = settings.DATABASES["default"]
         if "postgresql" not in db["ENGINE"]:
             return
-        params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None, "user": db.get("USER") or None,
-                  "password": db.get("PASSWORD") or None, "dbname": "postgres", "autocommit": True}  # fmt: skip
+        params = {
+            "host": db.get("HOST") or None,
+            "port": db.get("PORT") or None,
+            "user": db.get("USER") or None,
+            "password": db.get("PASSWORD") or None,
+            "dbname": "postgres",
+            "autocommit": True,
+        }
         try:
             with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as conn:
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()

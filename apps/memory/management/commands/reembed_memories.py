@@ -30,13 +30,26 @@ class Command(BaseCommand):
         action.add_argument("--resume", type=int, metavar="JOB", help="queue the chunks of JOB not done yet")
         action.add_argument("--cancel", type=int, metavar="JOB", help="stop JOB and drop its half-built index")
         action.add_argument("--status", action="store_true", help="list the latest jobs")
-        action.add_argument("--drop-retired", action="store_true",
-                            help="delete the vectors of indexes a finished job replaced (their rows stay)")
+        action.add_argument(
+            "--drop-retired",
+            action="store_true",
+            help="delete the vectors of indexes a finished job replaced (their rows stay)",
+        )
         parser.add_argument("--chunk-size", type=int, default=settings.REEMBED_CHUNK_SIZE)
         parser.add_argument("--no-wait", action="store_true", help="do not follow the progress")
 
-    def handle(self, *args, model=None, resume=None, cancel=None, status=False, drop_retired=False, chunk_size=500,
-               no_wait=False, **options):  # fmt: skip
+    def handle(
+        self,
+        *args,
+        model=None,
+        resume=None,
+        cancel=None,
+        status=False,
+        drop_retired=False,
+        chunk_size=500,
+        no_wait=False,
+        **options,
+    ):
         if status:
             for job in Job.objects.select_related("index")[:10]:
                 self.stdout.write(f"job {job.pk}: {job.status:9} {job.done}/{job.total} → {job.index}")
