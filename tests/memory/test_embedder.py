@@ -35,6 +35,6 @@ def test_a_model_of_another_layout_is_queried_through_sentence_transformers(tmp_
     embedder = Embedder(str(copy))
     assert not embedder.fast_queries
     expected = embedder.encode(LINES[:3])
-    for line, want in zip(LINES, expected, strict=True):
+    for line, want in zip(LINES[:3], expected, strict=True):
         assert np.abs(embedder.encode_query(line) - want).max() < 1e-5
     assert np.abs(expected[0] - get_embedder(DEFAULT_MODEL).encode_query(LINES[0])).max() > 1e-3  # really CLS
