@@ -39,10 +39,12 @@ test: setup lint
 	bash tests/services.sh
 	$(PY) -m pytest --create-db
 
-## Format and lint (ruff: pyflakes, pycodestyle, isort, bugbear, Django and async rules).
+## Format and lint (ruff: pyflakes, pycodestyle, isort, bugbear, Django and async rules), and the
+## direction of imports (import-linter contracts in pyproject.toml).
 lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 ## Scaled mode: Daphne plus one Celery worker per queue against PostgreSQL and Redis (Procfile).
 run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personatalk

@@ -115,8 +115,8 @@ def index_recall(collection: str, users, character, embedder, queries: list[str]
     import numpy as np
     from django.conf import settings
 
+    from apps.memory import index as vector_index
     from apps.memory.models import Memory
-    from workers.embed import index as vector_index
 
     k, found, wanted = settings.MEMORY_TOP_K, 0, 0
     for user in users:

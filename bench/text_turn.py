@@ -55,8 +55,8 @@ async def client_turn(ws, text: str) -> float:
 
 
 def engine_ttft(engine, character, text: str) -> float:
-    from workers.llm.prompt import build_messages
-    from workers.llm.reply import ReplyStream, TextDelta
+    from apps.conversations.prompt import build_messages
+    from apps.conversations.reply import ReplyStream, TextDelta
 
     t0 = time.perf_counter()
     messages = build_messages(

@@ -122,9 +122,9 @@ def in_process(engines, character) -> dict:
     """The same stages, one after another, in this process: the floor."""
     from django.conf import settings
 
-    from apps.realtime.services import voice_spec_of
-    from workers.llm.prompt import build_messages
-    from workers.llm.reply import ReplyStream, Sentence
+    from apps.characters.selectors import voice_spec_of
+    from apps.conversations.prompt import build_messages
+    from apps.conversations.reply import ReplyStream, Sentence
     from workers.tts.engine import VoiceSpec
 
     asr, llm, tts, pcm = engines["asr"], engines["llm"], engines["tts"], engines["pcm"]

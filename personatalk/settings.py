@@ -243,6 +243,9 @@ FIRST_CLAUSE_MIN_WORDS = env.int("FIRST_CLAUSE_MIN_WORDS", default=4)
 # local sentence-transformers directory. Changing it does not touch existing vectors: run
 # `manage.py reembed_memories --model NAME` to build and switch to a new index.
 EMBED_MODEL = env("EMBED_MODEL", default="all-MiniLM-L6-v2")
+# The memory domain reaches the embedding model through this module (not an import), so the web code
+# never depends on worker internals; only embed/batch/llm jobs call it.
+MEMORY_EMBEDDING_ENGINE = "workers.embed.engine"
 EMBED_DEVICE = env("EMBED_DEVICE", default="cpu")
 EMBED_THREADS = env.int("EMBED_THREADS", default=0)  # torch threads per embedding worker; 0 = all cores
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)

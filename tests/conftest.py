@@ -52,7 +52,7 @@ def chroma_server():
 
 def chroma_empty() -> None:
     """Drop every collection: the test database starts empty, so must the index derived from it."""
-    from workers.embed.index import chroma_client, forget_handles
+    from apps.memory.index import chroma_client, forget_handles
 
     client = chroma_client()
     for collection in client.list_collections():

@@ -1,4 +1,9 @@
-"""Queue a Celery task, or run it in-process off the event loop in the embedded mode (periodic ones too)."""
+"""Queue a Celery task by name, or run it in-process off the event loop in the embedded mode (periodic ones too).
+
+The one door from apps/ into workers/: callers name the task (`"workers.llm.tasks.llm_reply"`) and this
+module imports no task module (an import-linter contract keeps it so). The embedded mode finds the task in
+the Celery app's registry, filled by autodiscovery; the scaled mode sends the name to the broker.
+"""
 
 import logging
 import threading
@@ -29,12 +34,23 @@ def _run_in_process(task, kwargs: dict) -> None:
         close_old_connections()
 
 
-def enqueue(task, **kwargs) -> None:
-    """Run `task` with keyword arguments (ids and primitives). Call only after the commit."""
+def task_named(name: str):
+    """The registered task called `name` (the workers' task modules are imported on first use)."""
+    from celery import current_app
+
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()  # runs the autodiscovery of personatalk/celery.py
+    return current_app.tasks[name]
+
+
+def enqueue(name: str, **kwargs) -> None:
+    """Run the task registered as `name` with keyword arguments (ids and primitives). Call only after the commit."""
     if settings.TASKS_IN_PROCESS:
-        _in_process_executor().submit(_run_in_process, task, kwargs)
+        _in_process_executor().submit(_run_in_process, task_named(name), kwargs)
     else:
-        task.apply_async(kwargs=kwargs)
+        from celery import current_app
+
+        current_app.send_task(name, kwargs=kwargs)  # routed by name (CELERY_TASK_ROUTES)
 
 
 class Beat:
@@ -47,7 +63,6 @@ class Beat:
 
     def __init__(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
-        from kombu.utils.imports import symbol_by_name
 
         self.entries = []
         for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
@@ -55,7 +70,7 @@ class Beat:
             every = every.total_seconds() if isinstance(every, timedelta) else float(every)
             if every <= 0:
                 raise ImproperlyConfigured(f"The periodic job {name!r} needs an interval above 0 s, not {every}.")
-            self.entries.append([symbol_by_name(entry["task"]), every, time.monotonic() + every])
+            self.entries.append([task_named(entry["task"]), every, time.monotonic() + every])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="in-process-beat", daemon=True)
 

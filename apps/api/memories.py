@@ -17,7 +17,6 @@ from apps.api.speech import queue_and_wait
 from apps.characters.selectors import character_drafts_visible, character_get_for_chat
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
-from workers.embed.tasks import memory_search
 
 
 def error(status: int, code: str, message: str) -> JsonResponse:
@@ -69,7 +68,7 @@ async def memories(request):
         return error(400, "missing_field", "Searching (`q`) needs `character`.")
     try:  # by meaning: the embed queue has the model
         answer = await queue_and_wait(
-            memory_search, 20, user_id=user.pk, character_id=character_id, query=query, k=limit
+            "workers.embed.tasks.memory_search", 20, user_id=user.pk, character_id=character_id, query=query, k=limit
         )
     except TimeoutError:
         return error(504, "memory_timeout", "No embedding worker answered in time.")

@@ -38,7 +38,7 @@ def check_workers() -> str | None:
     """Broker reachable and, in the scaled mode, a live worker consuming every READY_QUEUES queue."""
     if settings.TASKS_IN_PROCESS:
         return None
-    from personatalk.celery import app
+    from celery import current_app as app  # personatalk.celery's (importing it would pull in the workers)
 
     try:
         with app.connection_for_write() as conn:

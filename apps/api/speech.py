@@ -17,12 +17,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Voice
-from apps.realtime.services import voice_spec_of
-from workers.asr.tasks import asr_file
-from workers.audio_store import utterance_put
+from apps.characters.selectors import voice_spec_of
+from apps.conversations.reply import EMOTIONS
+from apps.conversations.utterances import utterance_put
 from workers.dispatch import enqueue
-from workers.llm.reply import EMOTIONS
-from workers.tts.tasks import tts_render
 
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 
@@ -39,8 +37,8 @@ async def _authenticated(request) -> bool:
     return user.is_authenticated
 
 
-async def queue_and_wait(task, timeout: float, **kwargs) -> dict:
-    """Queue `task` with a reply channel and wait for its one answer."""
+async def queue_and_wait(task: str, timeout: float, **kwargs) -> dict:
+    """Queue the task named `task` with a reply channel and wait for its one answer (a protocol Event's message)."""
     layer = get_channel_layer()
     channel = await layer.new_channel("rest.")
     await sync_to_async(enqueue)(task, reply_channel=channel, **kwargs)
@@ -91,7 +89,13 @@ async def text_to_speech(request):
     spec["speed"] *= speed
     try:
         answer = await queue_and_wait(
-            tts_render, 120, text=text.strip(), voice=spec, emotion=emotion, fmt=fmt, sample_rate=rate
+            "workers.tts.tasks.tts_render",
+            120,
+            text=text.strip(),
+            voice=spec,
+            emotion=emotion,
+            fmt=fmt,
+            sample_rate=rate,
         )
     except TimeoutError:
         return error(504, "tts_timeout", "No TTS worker answered in time.")
@@ -114,7 +118,7 @@ async def speech_to_text(request):
         return error(413, "audio_too_large", f"Uploads are limited to {settings.ASR_MAX_UPLOAD_BYTES} bytes.")
     utterance_id = await sync_to_async(utterance_put)(data)
     try:
-        answer = await queue_and_wait(asr_file, 300, utterance_id=utterance_id)
+        answer = await queue_and_wait("workers.asr.tasks.asr_file", 300, utterance_id=utterance_id)
     except TimeoutError:
         return error(504, "asr_timeout", "No ASR worker answered in time.")
     if "error" in answer:

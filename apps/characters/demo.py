@@ -1,7 +1,7 @@
 """Demo voice and characters that `manage.py seed_demo` creates when missing.
 
 Personas are written for a 135M-parameter model: short, plain, second person, one idea per
-sentence. Example lines open with an emotion tag the reply parser understands (workers/llm/reply.py).
+sentence. Example lines open with an emotion tag the reply parser understands (apps/conversations/reply.py).
 """
 
 DEMO_VOICE = {"name": "joe", "engine": "piper", "model": "en_US-joe-medium", "language": "en", "speed": 1.0}

@@ -1,6 +1,6 @@
 from django.db.models import Q, QuerySet
 
-from apps.characters.models import Character
+from apps.characters.models import Character, Voice
 
 
 def character_list_published() -> QuerySet[Character]:
@@ -25,3 +25,16 @@ def character_drafts_visible(*, user) -> bool:
     """Whether `user` may talk to unpublished characters: staff who may change characters, to try
     a draft before publishing it (being staff alone is not enough: a draft may not be ready for them)."""
     return bool(user.is_active and user.is_staff and user.has_perm("characters.change_character"))
+
+
+def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:
+    """The TTS job's view of a voice (None: the shipped Piper voice)."""
+    if voice is None:
+        return {"engine": "piper", "model": "", "speaker": "", "language": language, "speed": 1.0}
+    return {
+        "engine": voice.engine,
+        "model": voice.model,
+        "speaker": voice.speaker,
+        "language": voice.language,
+        "speed": voice.speed,
+    }

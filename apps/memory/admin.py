@@ -3,9 +3,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from apps.core.errors import EngineConfigError
 from apps.memory import services
 from apps.memory.models import EmbeddingIndex, Job, Memory
-from workers.llm.engines import EngineConfigError
 
 
 @admin.register(Memory)

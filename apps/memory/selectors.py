@@ -6,9 +6,11 @@ import time
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from apps.core.errors import AppError
+from apps.memory import index as vector_index
+from apps.memory.embedding import embedder
 from apps.memory.models import EmbeddingIndex, Job, Memory
-from workers.embed import index as vector_index
-from workers.embed.engine import get_embedder
+from apps.realtime.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,11 @@ def memories_of(*, user_id, character_id=None, limit: int = 100) -> list[Memory]
     return list(rows.order_by("-updated_at")[:limit])
 
 
-class MemoryIndexUnavailable(Exception):
+class MemoryIndexUnavailable(AppError):
     """The vector index (or its model) could not answer."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorCode.MEMORY_UNAVAILABLE, message)
 
 
 def memories_search(
@@ -66,7 +71,7 @@ def memories_search(
     index = index_active()
     try:
         started = time.monotonic()
-        vector = get_embedder(index.model).encode_query(query)
+        vector = embedder(index.model).encode_query(query)
         embedded = time.monotonic()
         hits = vector_index.query(index.collection, vector, user_id=user_id, character_id=character_id, k=k)
         timings["memory_embed_ms"] = round((embedded - started) * 1000, 1)

@@ -10,20 +10,18 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.conversations.models import ChatSession, Message
+from apps.core.errors import AppError
+from apps.memory import index as vector_index
+from apps.memory.embedding import embedder, embedder_check
 from apps.memory.models import EmbeddingIndex, ForgottenMessage, Job, JobChunk, Memory
 from apps.memory.selectors import collection_name, index_active, indexes_writable, job_running
-from workers.embed import index as vector_index
-from workers.embed.engine import get_embedder
+from apps.realtime.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
 
-class MemoryRequestError(Exception):
+class MemoryRequestError(AppError):
     """A request about memories that cannot be done; `code` is stable for clients."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def _owned(memory: Memory) -> vector_index.Owned:
@@ -41,7 +39,7 @@ def memories_embed(memories: list[Memory], *, indexes: list[EmbeddingIndex] | No
     newest = None
     for idx in indexes:
         reuse = vectors is not None and idx.state == EmbeddingIndex.State.ACTIVE
-        vecs = vectors if reuse else get_embedder(idx.model).encode([m.text for m in memories])
+        vecs = vectors if reuse else embedder(idx.model).encode([m.text for m in memories])
         vector_index.upsert(idx.collection, [_owned(m) for m in memories], vecs)
         newest = idx if newest is None or idx.version > newest.version else newest
     Memory.objects.filter(pk__in=[m.pk for m in memories]).update(
@@ -62,7 +60,7 @@ def memory_remember(
     from django.conf import settings
 
     active = index_active()
-    vector = get_embedder(active.model).encode([text])
+    vector = embedder(active.model).encode([text])
     existing = None
     if session_id is not None and kind == Memory.Kind.SUMMARY:
         existing = Memory.objects.filter(session_id=session_id, kind=kind).first()
@@ -99,11 +97,10 @@ def memory_save(*, memory: Memory) -> Memory:
     """Save an edited memory (the admin); its text is re-embedded everywhere by a job on queue `embed`
     (the web process holds no model)."""
     from workers.dispatch import enqueue
-    from workers.embed.tasks import memories_embed as memories_embed_task
 
     with transaction.atomic():
         memory.save()
-        transaction.on_commit(lambda: enqueue(memories_embed_task, memory_ids=[str(memory.pk)]))
+        transaction.on_commit(lambda: enqueue("workers.embed.tasks.memories_embed", memory_ids=[str(memory.pk)]))
     return memory
 
 
@@ -112,10 +109,10 @@ def memory_delete(*, user_id, memory_id) -> None:
     try:
         memory_uuid = uuid.UUID(str(memory_id))
     except ValueError:
-        raise MemoryRequestError("invalid_memory_id", "A memory id is a UUID.") from None
+        raise MemoryRequestError(ErrorCode.INVALID_MEMORY_ID, "A memory id is a UUID.") from None
     memory = Memory.objects.filter(pk=memory_uuid, user_id=user_id).first()
     if memory is None:
-        raise MemoryRequestError("memory_not_found", "You have no memory with that id.")
+        raise MemoryRequestError(ErrorCode.MEMORY_NOT_FOUND, "You have no memory with that id.")
     memory_delete_any(memory)
 
 
@@ -201,9 +198,7 @@ def reembed_start(*, model: str, user=None, chunk_size: int = 500) -> Job:
 
     Chunks are slices of memory ids; each is one task on queue `batch`. One job at a time.
     """
-    from workers.embed.engine import model_dir
-
-    model_dir(model)  # a model nobody can load fails here, not in a hundred tasks
+    embedder_check(model)  # a model nobody can load fails here, not in a hundred tasks
     with transaction.atomic():
         if job_running() is not None:
             raise MemoryRequestError("job_running", "A re-embedding job is already running; resume or cancel it.")
@@ -230,11 +225,10 @@ def reembed_start(*, model: str, user=None, chunk_size: int = 500) -> Job:
 
 def _enqueue_chunks(job: Job) -> None:
     from workers.dispatch import enqueue
-    from workers.embed.tasks import reembed_chunk
 
     numbers = list(job.chunks.filter(done=False).order_by("number").values_list("number", flat=True))
     for number in numbers:
-        enqueue(reembed_chunk, job_id=job.pk, number=number)
+        enqueue("workers.embed.tasks.reembed_chunk", job_id=job.pk, number=number)
     if not numbers:
         reembed_finish(job_id=job.pk)
 
@@ -308,7 +302,7 @@ def reembed_chunk_run(*, job_id, number: int) -> None:
     if chunk.done:
         return
     memories = list(Memory.objects.filter(pk__in=chunk.memory_ids))  # one deleted meanwhile is just gone
-    vectors = get_embedder(job.index.model).encode([m.text for m in memories])
+    vectors = embedder(job.index.model).encode([m.text for m in memories])
     try:
         vector_index.upsert(job.index.collection, [_owned(m) for m in memories], vectors)
         with transaction.atomic():  # the job row's lock orders this against a cancel

@@ -12,11 +12,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from pydantic import ValidationError
 
+from apps.conversations.cancel import turn_cancel
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.state import ClientError, Turn
 from apps.realtime.voice import VoiceMixin
-from workers.cancel import turn_cancel
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,13 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
         items = await database_sync_to_async(services.memories_list)(**owner)
         await self.send_frame(p.Memories(items=items))
 
-    async def memory_results(self, event):
+    async def memory_results(self, message):
         """A search's answer from the embed queue."""
-        if "error" in event:
-            await self.send_frame(p.Error(**event["error"]))
+        event = p.MemoryResults.model_validate(message)
+        if event.error is not None:
+            await self.send_frame(p.Error(code=event.error.code, message=event.error.message))
         else:
-            await self.send_frame(p.Memories(items=event["items"]))
+            await self.send_frame(p.Memories(items=event.items or []))
 
     async def on_memory_delete(self, frame: p.MemoryDelete):
         await database_sync_to_async(services.memory_forget)(user_id=self.user.pk, memory_id=frame.memory_id)
@@ -262,21 +263,22 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
 
     # --- channel-layer events ----------------------------------------------------------------
 
-    async def turn_frames(self, event):
+    async def turn_frames(self, message):
         """Frames a worker produced for a turn; stale turns (interrupted) are dropped."""
+        event = p.TurnFrames.model_validate(message)
         turn = self.turn
-        if turn is None or event["turn_id"] != turn.id:
+        if turn is None or event.turn_id != turn.id:
             return
         turn.last_event = time.monotonic()
-        for frame in event["frames"]:
-            if frame["type"] == "turn_end":
-                await self.finish_turn(turn, status=frame["status"])
+        if event.units is not None:
+            turn.units_total = event.units
+        for frame in event.frames:
+            if isinstance(frame, p.TurnEnd):
+                await self.finish_turn(turn, status=frame.status)
                 return
-            if frame["type"] == "error":
+            if isinstance(frame, p.Error):
                 turn.failed = True
-            if frame["type"] == "llm_end" and "units" in frame:
-                turn.units_total = frame.pop("units")
-            await self.send_json(frame)
+            await self.send_frame(frame)
         if turn.voice:
             await self.maybe_finish_voice_turn(turn)
 

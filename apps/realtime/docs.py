@@ -70,6 +70,15 @@ def render() -> str:
     lines += ["## Server → client", ""]
     for cls in p.SERVER_FRAMES:
         lines += _frame_section(cls, "###")
+    lines += [
+        "## Channel-layer events (internal)",
+        "",
+        "How jobs reach a socket (or a REST view waiting on its own channel): the frames inside are the",
+        "server frames above. Not part of the wire protocol; listed so the two cannot drift apart.",
+        "",
+    ]
+    for cls in p.EVENTS:
+        lines += _frame_section(cls, "###")
     lines += ["## Error codes", "", "| code | meaning |", "| --- | --- |"]
     lines += [f"| `{code}` | {text} |" for code, text in p.ErrorCode.DESCRIPTIONS.items()]
     lines += ["", "## Close codes", "", "| code | meaning |", "| --- | --- |"]

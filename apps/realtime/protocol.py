@@ -2,17 +2,38 @@
 
 JSON text frames, each an object with a `type`. Wire-compatible with ChatAnon clients. The
 reference in docs/protocol.md is generated from these classes (`manage.py protocol_docs`) and a
-test fails when the two differ.
+test fails when the two differ. The channel-layer events that carry frames from the workers to a
+socket are defined here too.
+
+A leaf module (pydantic and the standard library only; an import-linter contract keeps it so):
+the domain services and the workers build frames and events from these classes, never raw dicts.
 """
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _known_code(code: str) -> str:
+    if code not in ErrorCode.DESCRIPTIONS:
+        raise ValueError(f"{code!r} is not an ErrorCode")
+    return code
+
+
+KnownCode = Annotated[str, AfterValidator(_known_code)]  # error codes come only from ErrorCode
 
 
 class Frame(BaseModel):
+    """Client frames ignore fields they do not know: ChatAnon clients send a few of their own."""
+
     model_config = ConfigDict(extra="ignore")
     type: str
+
+
+class ServerFrame(Frame):
+    """What the server sends: an unknown or misspelled field fails when the frame is built."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 # --- client → server ---------------------------------------------------------------------------
@@ -150,7 +171,7 @@ CLIENT_FRAMES: dict[str, type[Frame]] = {
 # --- server → client ---------------------------------------------------------------------------
 
 
-class Connected(Frame):
+class Connected(ServerFrame):
     """First frame the server sends, after a successful `connect`. `message` is the greeting."""
 
     type: Literal["connected"] = "connected"
@@ -160,26 +181,26 @@ class Connected(Frame):
     session_id: str
 
 
-class Thinking(Frame):
+class Thinking(ServerFrame):
     """Your message is saved and the reply is queued."""
 
     type: Literal["thinking"] = "thinking"
 
 
-class LlmStart(Frame):
+class LlmStart(ServerFrame):
     """A worker has started writing the reply."""
 
     type: Literal["llm_start"] = "llm_start"
 
 
-class TextDelta(Frame):
+class TextDelta(ServerFrame):
     """New reply text as tokens arrive (only with `text_deltas: true` on connect)."""
 
     type: Literal["text_delta"] = "text_delta"
     content: str
 
 
-class Response(Frame):
+class Response(ServerFrame):
     """One completed sentence of the reply. `content_cn` repeats `content` for ChatAnon clients."""
 
     type: Literal["response"] = "response"
@@ -188,14 +209,14 @@ class Response(Frame):
     emotion: str
 
 
-class LlmEnd(Frame):
+class LlmEnd(ServerFrame):
     """The reply is fully written; `elapsed_time` is seconds since `llm_start`."""
 
     type: Literal["llm_end"] = "llm_end"
     elapsed_time: float
 
 
-class TurnEnd(Frame):
+class TurnEnd(ServerFrame):
     """Last frame of every turn, even a failed or interrupted one."""
 
     type: Literal["turn_end"] = "turn_end"
@@ -203,7 +224,7 @@ class TurnEnd(Frame):
     message_id: str | None = None
 
 
-class CharacterSwitched(Frame):
+class CharacterSwitched(ServerFrame):
     """Answer to `switch_character`; `message` is the new character's greeting."""
 
     type: Literal["character_switched"] = "character_switched"
@@ -213,32 +234,32 @@ class CharacterSwitched(Frame):
     session_id: str
 
 
-class HistoryCleared(Frame):
+class HistoryCleared(ServerFrame):
     """Answer to `clear_history`: a new session has started."""
 
     type: Literal["history_cleared"] = "history_cleared"
     session_id: str
 
 
-class AudioStreamStarted(Frame):
+class AudioStreamStarted(ServerFrame):
     """Answer to `audio_stream_start`: send the audio."""
 
     type: Literal["audio_stream_started"] = "audio_stream_started"
 
 
-class VoiceCallListening(Frame):
+class VoiceCallListening(ServerFrame):
     """In a call, the server is waiting for you to speak (after `voice_call_start` and each turn)."""
 
     type: Literal["voice_call_listening"] = "voice_call_listening"
 
 
-class AsrStart(Frame):
+class AsrStart(ServerFrame):
     """Your utterance is complete and is being transcribed."""
 
     type: Literal["asr_start"] = "asr_start"
 
 
-class Transcription(Frame):
+class Transcription(ServerFrame):
     """What you said: partial guesses while you speak (`is_partial`), then the final text."""
 
     type: Literal["transcription"] = "transcription"
@@ -246,14 +267,14 @@ class Transcription(Frame):
     is_partial: bool = False
 
 
-class AsrEnd(Frame):
+class AsrEnd(ServerFrame):
     """The final transcript; the character's reply follows as in a text turn."""
 
     type: Literal["asr_end"] = "asr_end"
     text: str
 
 
-class TtsStart(Frame):
+class TtsStart(ServerFrame):
     """A spoken unit (a sentence, or the first clause) begins; its `response` and audio follow."""
 
     type: Literal["tts_start"] = "tts_start"
@@ -261,7 +282,7 @@ class TtsStart(Frame):
     emotion: str
 
 
-class AudioChunk(Frame):
+class AudioChunk(ServerFrame):
     """Audio of the current unit: mono s16le PCM at `audio_sample_rate`, base64. Play in order."""
 
     type: Literal["audio_chunk"] = "audio_chunk"
@@ -270,25 +291,26 @@ class AudioChunk(Frame):
     audio_sample_rate: int
 
 
-class AudioEnd(Frame):
+class AudioEnd(ServerFrame):
     """All audio of the reply has been sent (before `turn_end`)."""
 
     type: Literal["audio_end"] = "audio_end"
 
 
-class Interrupted(Frame):
+class Interrupted(ServerFrame):
     """You spoke over the character: stop playback now. The reply is saved as far as it was sent."""
 
     type: Literal["interrupted"] = "interrupted"
 
 
-class Pong(Frame):
+class Pong(ServerFrame):
     """Answer to `ping`."""
 
     type: Literal["pong"] = "pong"
 
 
 class MemoryItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     id: str
     text: str
     kind: str
@@ -298,7 +320,7 @@ class MemoryItem(BaseModel):
     similarity: float | None = None
 
 
-class Memories(Frame):
+class Memories(ServerFrame):
     """The memories of the connected character about you (answer to `memories_list`): newest first,
     or nearest the query. Each item: `id`, `text`, `kind` (fact, preference, promise, summary),
     `importance` (0-1), `character`, `created_at` (ISO 8601), `similarity` (cosine, searches only)."""
@@ -307,29 +329,29 @@ class Memories(Frame):
     items: list[MemoryItem]
 
 
-class MemoryDeleted(Frame):
+class MemoryDeleted(ServerFrame):
     """The memory is gone from the database and the index."""
 
     type: Literal["memory_deleted"] = "memory_deleted"
     memory_id: str
 
 
-class Error(Frame):
+class Error(ServerFrame):
     """Something in a frame was wrong, or a turn failed. The socket stays open (see codes)."""
 
     type: Literal["error"] = "error"
-    code: str
+    code: KnownCode
     message: str
 
 
-class Disconnected(Frame):
+class Disconnected(ServerFrame):
     """The server is closing this socket; `reason` says why (e.g. `new_connection`)."""
 
     type: Literal["disconnected"] = "disconnected"
     reason: str
 
 
-SERVER_FRAMES: tuple[type[Frame], ...] = (
+SERVER_FRAMES: tuple[type[ServerFrame], ...] = (
     Connected,
     Thinking,
     LlmStart,
@@ -354,6 +376,89 @@ SERVER_FRAMES: tuple[type[Frame], ...] = (
     Error,
     Disconnected,
 )
+SERVER_FRAME_TYPES: dict[str, type[ServerFrame]] = {cls.model_fields["type"].default: cls for cls in SERVER_FRAMES}
+AnyServerFrame = Annotated[Union[SERVER_FRAMES], Field(discriminator="type")]  # noqa: UP007 - a tuple of classes
+
+
+# --- worker → socket (channel-layer events) -----------------------------------------------------
+
+
+class Event(BaseModel):
+    """A channel-layer message to a socket's consumer (or a REST view's reply channel); `type` names
+    the consumer's handler (`turn.frames` → `turn_frames`). Unknown fields fail when it is built."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+    def message(self) -> dict:
+        """The layer's message: fields left unset (None) are left out."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ErrorBody(BaseModel):
+    """A job's failure, as REST answers and `error` frames show it."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: KnownCode
+    message: str
+
+
+class TurnFrames(Event):
+    """Frames a job produced for a turn, in order; the socket drops those of a turn it left.
+    `units` comes with the `llm_end` of a spoken reply: how many units TTS jobs will send."""
+
+    type: Literal["turn.frames"] = "turn.frames"
+    turn_id: str
+    frames: list[AnyServerFrame]
+    units: int | None = None
+
+
+class TurnUnit(Event):
+    """Frames of spoken unit `seq` from a TTS job (`last`: the unit is complete); played in order."""
+
+    type: Literal["turn.unit"] = "turn.unit"
+    turn_id: str
+    seq: int
+    frames: list[AnyServerFrame]
+    last: bool
+
+
+class AsrPartialResult(Event):
+    """A partial transcript of the utterance so far; `covered` is 0 when it must not stand for the audio."""
+
+    type: Literal["asr.partial"] = "asr.partial"
+    partial_id: str
+    text: str
+    covered: int
+
+
+class MemoryResults(Event):
+    """A memory search's answer: `items`, nearest first, or `error`."""
+
+    type: Literal["memory.results"] = "memory.results"
+    request_id: str = ""
+    items: list[MemoryItem] | None = None
+    error: ErrorBody | None = None
+
+
+class TtsResult(Event):
+    """A REST text-to-speech job's answer: the encoded `audio` file, or `error`."""
+
+    type: Literal["tts.result"] = "tts.result"
+    audio: bytes | None = None
+    error: ErrorBody | None = None
+
+
+class AsrResult(Event):
+    """A REST speech-to-text job's answer: `text` and `duration_s`, or `error`."""
+
+    type: Literal["asr.result"] = "asr.result"
+    text: str | None = None
+    duration_s: float | None = None
+    error: ErrorBody | None = None
+
+
+EVENTS: tuple[type[Event], ...] = (TurnFrames, TurnUnit, AsrPartialResult, MemoryResults, TtsResult, AsrResult)
 
 
 class ErrorCode:
@@ -391,6 +496,7 @@ class ErrorCode:
     INVALID_MEMORY_ID = "invalid_memory_id"
     MEMORY_NOT_FOUND = "memory_not_found"
     MEMORY_UNAVAILABLE = "memory_unavailable"
+    ENGINE_FAILED = "engine_failed"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: "The frame is not valid JSON.",
@@ -425,6 +531,7 @@ class ErrorCode:
         INVALID_MEMORY_ID: "`memory_id` is not a UUID.",
         MEMORY_NOT_FOUND: "You have no memory with that id (with this or any character).",
         MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",
+        ENGINE_FAILED: "A model engine failed or is not configured (REST and admin; a turn says which step failed).",
     }
 
 

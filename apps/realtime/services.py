@@ -1,25 +1,22 @@
 """What the socket does, as plain synchronous functions the consumer calls off the event loop."""
 
-import time
-import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
-
 from apps.accounts.services import token_authenticate
-from apps.characters.models import Character, Voice
-from apps.characters.selectors import character_drafts_visible, character_get_for_chat
+from apps.characters.models import Character
+from apps.characters.selectors import character_drafts_visible, character_get_for_chat, voice_spec_of
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt, turn_start
+from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt
+from apps.conversations.turns import text_turn_submit, transcript_accept
+from apps.conversations.utterances import utterance_put
+from apps.core.events import channel_send
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
 from apps.realtime.state import ClientError
-from workers.asr.tasks import asr_partial, asr_transcribe, transcript_accept
 from workers.audio import PCM_RATE
-from workers.audio_store import utterance_put
 from workers.dispatch import enqueue
-from workers.embed.tasks import memory_search
-from workers.llm.tasks import llm_reply
+
+__all__ = ["text_turn_submit"]  # the socket's turns are the domain's
 
 
 @dataclass(frozen=True)
@@ -47,24 +44,6 @@ def conversation_open(*, user, character_name: str, new_session: bool = False) -
     return Conversation(character=character, session=session)
 
 
-def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, text_deltas: bool) -> str:
-    """Save the user's message, then queue the reply job once the row is committed. Returns the turn id."""
-    turn_id = str(uuid.uuid4())
-    with transaction.atomic():
-        turn_start(session=session, content=content)
-        transaction.on_commit(
-            lambda: enqueue(
-                llm_reply,
-                turn_id=turn_id,
-                session_id=str(session.pk),
-                reply_channel=reply_channel,
-                text_deltas=text_deltas,
-                submitted_at=time.time(),
-            )
-        )
-    return turn_id
-
-
 def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
     """Record a turn the worker never finished (e.g. it went silent)."""
     return turn_finish(
@@ -75,19 +54,6 @@ def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
         status=Message.Status.FAILED,
         timings={"error": reason},
     )
-
-
-def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:
-    """The TTS job's view of a voice (None: the shipped Piper voice)."""
-    if voice is None:
-        return {"engine": "piper", "model": "", "speaker": "", "language": language, "speed": 1.0}
-    return {
-        "engine": voice.engine,
-        "model": voice.model,
-        "speaker": voice.speaker,
-        "language": voice.language,
-        "speed": voice.speed,
-    }
 
 
 def voice_turn_submit(
@@ -119,15 +85,15 @@ def voice_turn_submit(
     )
     if transcript is not None:
         timings = {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
-        transcript_accept(text=transcript, pcm=pcm, timings=timings, session=session, **job)
+        transcript_accept(send=channel_send, text=transcript, pcm=pcm, timings=timings, session=session, **job)
     else:
-        enqueue(asr_transcribe, session_id=str(session.pk), utterance_id=utterance_put(pcm), **job)
+        enqueue("workers.asr.tasks.asr_transcribe", session_id=str(session.pk), utterance_id=utterance_put(pcm), **job)
 
 
 def partial_request(*, partial_id: str, pcm: bytes, reply_channel: str) -> None:
     """Queue a partial transcript of what the user has said so far (answered as `asr.partial`)."""
     enqueue(
-        asr_partial,
+        "workers.asr.tasks.asr_partial",
         partial_id=partial_id,
         utterance_id=utterance_put(pcm),
         covered=len(pcm),
@@ -155,7 +121,7 @@ def memories_search_request(
 ) -> None:
     """Queue a search by meaning (queue `embed`); the answer comes back as `memory.results`."""
     enqueue(
-        memory_search,
+        "workers.embed.tasks.memory_search",
         user_id=user_id,
         character_id=character_id,
         query=query,

@@ -7,15 +7,16 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from apps.core.errors import AppError
 from workers.audio import PCM_RATE
 
 
-class ClientError(Exception):
+class ClientError(AppError):
     """Raised anywhere in a handler; becomes one `error` frame and the socket stays open."""
 
     def __init__(self, code: str, message: str, close_code: int | None = None):
-        super().__init__(message)
-        self.code, self.message, self.close_code = code, message, close_code
+        super().__init__(code, message)
+        self.close_code = close_code
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Turn:
     watchdog: asyncio.Task | None = None
     next_seq: int = 0
     units_total: int | None = None
-    waiting: dict[int, list[dict]] = field(default_factory=dict)  # seq → unit events not yet playable
+    waiting: dict[int, list] = field(default_factory=dict)  # seq → TurnUnit events not yet playable
     units: list[tuple[float, str]] = field(default_factory=list)  # (start in the reply's audio, s; text)
     audio_s: float = 0.0  # seconds of reply audio sent so far
     failed: bool = False

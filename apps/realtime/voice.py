@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
+from apps.conversations.cancel import turn_cancel
 from apps.conversations.services import turn_timings_merge
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.state import AudioIn, ClientError, Partials, Turn
+from apps.realtime.vad import StreamingVad
 from workers.audio import PCM_RATE, AudioError, b64decode_audio, decode_to_pcm, pcm_check, pcm_from_base64
-from workers.cancel import turn_cancel
-from workers.vad import StreamingVad
 
 _CONTAINER_MAGIC = (b"RIFF", b"OggS", b"\x1aE\xdf\xa3", b"ID3", b"\xff\xfb", b"\xff\xf3", b"fLaC")
 _PREROLL_BYTES = int(0.3 * PCM_RATE) * 2  # audio kept from before speech was detected
@@ -87,18 +87,18 @@ class VoiceMixin:
 
     async def stream_audio(self, pcm: bytes):
         if self.stream is None:
-            raise ClientError("no_stream", "Send `audio_stream_start` first.")
+            raise ClientError(p.ErrorCode.NO_STREAM, "Send `audio_stream_start` first.")
         self.stream.admit(pcm)
         self.stream.buffer += pcm
         if len(self.stream.buffer) > AudioIn.max_bytes():
             self.stream = None
-            raise ClientError("utterance_too_long", "The utterance is too long; it was dropped.")
+            raise ClientError(p.ErrorCode.UTTERANCE_TOO_LONG, "The utterance is too long; it was dropped.")
         self.stream_vad.feed(pcm)
         await self.track_partials(self.stream.buffer, self.stream_vad)
 
     async def on_audio_stream_end(self, frame):
         if self.stream is None:
-            raise ClientError("no_stream", "Send `audio_stream_start` first.")
+            raise ClientError(p.ErrorCode.NO_STREAM, "Send `audio_stream_start` first.")
         pcm, self.stream = bytes(self.stream.buffer), None
         partials, self.partials = self.partials, None
         await self.start_voice_turn(pcm, speech_end_at=time.time(), partials=partials)
@@ -112,7 +112,7 @@ class VoiceMixin:
 
     async def on_voice_call_stop(self, frame):
         if self.call is None:
-            raise ClientError("no_call", "No call is running.")
+            raise ClientError(p.ErrorCode.NO_CALL, "No call is running.")
         self.call = None
         await self.end_turn(cancel=True)
 
@@ -131,7 +131,7 @@ class VoiceMixin:
     async def call_audio(self, pcm: bytes):
         call = self.call
         if call is None:
-            raise ClientError("no_call", "Send `voice_call_start` first.")
+            raise ClientError(p.ErrorCode.NO_CALL, "Send `voice_call_start` first.")
         call.audio.admit(pcm)
         events = call.vad.feed(pcm)
         if call.vad.in_speech or events:
@@ -153,7 +153,9 @@ class VoiceMixin:
         if call.vad.in_speech and len(call.audio.buffer) > AudioIn.max_bytes():
             call.audio.buffer = bytearray()
             call.vad = StreamingVad.from_settings()
-            raise ClientError("utterance_too_long", "You spoke too long without a pause; that part was dropped.")
+            raise ClientError(
+                p.ErrorCode.UTTERANCE_TOO_LONG, "You spoke too long without a pause; that part was dropped."
+            )
 
     async def barge_in(self):
         """The user talks over the character: stop its jobs, stop playback, keep what was said.
@@ -174,7 +176,7 @@ class VoiceMixin:
     async def start_voice_turn(self, pcm: bytes, *, speech_end_at: float, partials: Partials | None = None):
         """`partials`: those of the stream or call utterance `pcm` is (None for a whole-file message)."""
         if not pcm:
-            raise ClientError("empty_audio", "The utterance has no audio.")
+            raise ClientError(p.ErrorCode.EMPTY_AUDIO, "The utterance has no audio.")
         if self.turn is not None:
             raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next utterance.")
         turn = Turn(str(uuid.uuid4()), self.conversation.session.pk, voice=True, speech_end_at=speech_end_at)
@@ -220,35 +222,37 @@ class VoiceMixin:
                 partial_id=partials.id, pcm=bytes(buffer), reply_channel=self.channel_name
             )
 
-    async def asr_partial(self, event):
+    async def asr_partial(self, message):
         """A partial transcript from the ASR queue: show it, or let the utterance waiting for it go on."""
+        event = p.AsrPartialResult.model_validate(message)
         pending = self.pending
-        if pending is not None and event["partial_id"] == pending.partials.id:
+        if pending is not None and event.partial_id == pending.partials.id:
             self.pending = None
-            pending.partials.answer(event["covered"], event["text"])
+            pending.partials.answer(event.covered, event.text)
             if self.turn is pending.turn:
                 await self.submit_voice_turn(pending.turn, pending.pcm, pending.partials)
             return
         partials = self.partials
-        if partials is None or event["partial_id"] != partials.id:
+        if partials is None or event.partial_id != partials.id:
             return
-        partials.answer(event["covered"], event["text"])
-        if event["text"]:
-            await self.send_frame(p.Transcription(text=event["text"], is_partial=True))
+        partials.answer(event.covered, event.text)
+        if event.text:
+            await self.send_frame(p.Transcription(text=event.text, is_partial=True))
 
-    async def turn_unit(self, event):
+    async def turn_unit(self, message):
         """One piece of a spoken unit from a TTS job; units are played strictly in order."""
+        event = p.TurnUnit.model_validate(message)
         turn = self.turn
-        if turn is None or not turn.voice or event["turn_id"] != turn.id:
+        if turn is None or not turn.voice or event.turn_id != turn.id:
             return
         turn.last_event = time.monotonic()
-        turn.waiting.setdefault(event["seq"], []).append(event)
+        turn.waiting.setdefault(event.seq, []).append(event)
         while turn.next_seq in turn.waiting:
             pieces = turn.waiting.pop(turn.next_seq)
             done = False
             for piece in pieces:
-                await self.play(turn, piece["frames"])
-                done = done or piece["last"]
+                await self.play(turn, piece.frames)
+                done = done or piece.last
             if not done:
                 turn.waiting[turn.next_seq] = []  # more of this unit is coming
                 break
@@ -256,15 +260,15 @@ class VoiceMixin:
             turn.next_seq += 1
         await self.maybe_finish_voice_turn(turn)
 
-    async def play(self, turn: Turn, frames: list[dict]):
+    async def play(self, turn: Turn, frames: list[p.ServerFrame]):
         for frame in frames:
-            if frame["type"] == "tts_start":
-                turn.units.append((turn.audio_s, frame["text"]))
-            elif frame["type"] == "audio_chunk":
+            if isinstance(frame, p.TtsStart):
+                turn.units.append((turn.audio_s, frame.text))
+            elif isinstance(frame, p.AudioChunk):
                 turn.last_audio_at = time.time()
                 turn.first_audio_at = turn.first_audio_at or turn.last_audio_at
-                turn.audio_s += len(frame["audio_base64"]) * 3 / 4 / 2 / frame["audio_sample_rate"]
-            await self.send_json(frame)
+                turn.audio_s += len(frame.audio_base64) * 3 / 4 / 2 / frame.audio_sample_rate
+            await self.send_frame(frame)
 
     async def maybe_finish_voice_turn(self, turn: Turn):
         if self.turn is turn and turn.all_units_sent:

@@ -18,6 +18,7 @@ from apps.conversations.models import Message
 from apps.memory.models import Memory
 from tests import stack
 from tests.conftest import LOG_DIR
+from tests.realtime.client import server_frame_check
 from tests.speech import audioeval_clip, words
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
@@ -30,7 +31,7 @@ async def talk(url: str, token: str, character: str, lines: list) -> list[list[d
         await ws.send(
             json.dumps({"type": "connect", "api_token": token, "character_name": character, "text_deltas": True})
         )
-        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connected"
+        assert server_frame_check(json.loads(await asyncio.wait_for(ws.recv(), 30)))["type"] == "connected"
         for line in lines:
             if isinstance(line, bytes):
                 await ws.send(json.dumps({"type": "audio_message", "audio_base64": base64.b64encode(line).decode()}))
@@ -38,7 +39,7 @@ async def talk(url: str, token: str, character: str, lines: list) -> list[list[d
                 await ws.send(json.dumps({"type": "message", "content": line}))
             frames = []
             while not frames or frames[-1]["type"] != "turn_end":
-                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+                frames.append(server_frame_check(json.loads(await asyncio.wait_for(ws.recv(), 120))))
             turns.append(frames)
     return turns
 

@@ -3,7 +3,7 @@ Chroma server the suite runs)."""
 
 import numpy as np
 
-from workers.embed import index as vector_index
+from apps.memory import index as vector_index
 
 
 def test_the_nearest_memories_are_found_among_many_similar_ones():

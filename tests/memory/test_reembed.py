@@ -10,12 +10,12 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from apps.memory import index as vector_index
 from apps.memory import services
 from apps.memory.models import EmbeddingIndex, Job, JobChunk, Memory
 from apps.memory.selectors import index_active, memories_recall
 from tests import stack
 from tests.conftest import LOG_DIR
-from workers.embed import index as vector_index
 from workers.embed.engine import DEFAULT_MODEL, get_embedder
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -135,7 +135,7 @@ def test_killing_the_worker_mid_job_then_resuming_embeds_every_memory_exactly_on
 def test_cancel_leaves_retrieval_on_the_old_index(user, character, monkeypatch):
     seed(user, character, 300)
     old = index_active()
-    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kwargs: None)  # chunks queued, none run
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda name, **kwargs: None)  # chunks queued, none run
     job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
     with pytest.raises(services.MemoryRequestError) as exc:
         services.reembed_start(model=DEFAULT_MODEL)
@@ -150,7 +150,7 @@ def test_cancel_leaves_retrieval_on_the_old_index(user, character, monkeypatch):
 
 def test_a_chunk_that_was_running_when_the_job_was_cancelled_leaves_nothing_behind(user, character, monkeypatch):
     seed(user, character, 30)
-    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kwargs: None)
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda name, **kwargs: None)
     job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=30)
     upsert = vector_index.upsert
 

@@ -2,10 +2,10 @@
 
 import pytest
 
+from apps.memory import index as vector_index
 from apps.memory import services
 from apps.memory.models import Memory
 from apps.memory.selectors import index_active, memories_recall, memories_search
-from workers.embed import index as vector_index
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +83,7 @@ def test_an_edit_is_reembedded(user, character):
 def test_retrieval_without_the_index_degrades_to_no_memories(user, character, settings):
     remember(user, character, "The user said: I live in Lisbon.")
     settings.CHROMA_URL = "http://127.0.0.1:9"  # the server is unreachable
-    from workers.embed import index
+    from apps.memory import index
 
     saved, index._client = index._client, None
     index.forget_handles()

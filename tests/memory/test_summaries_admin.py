@@ -40,7 +40,7 @@ def test_only_sessions_idle_long_enough_and_changed_since_are_picked(user, chara
     from workers.embed import tasks
 
     queued = []
-    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kw: queued.append(kw["session_id"]))
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda name, **kw: queued.append(kw["session_id"]))
     settings.SESSION_IDLE_MINUTES = 30
     idle = chat(user, character, ("user", "I like tea."), idle_minutes=45)
     chat(user, character, ("user", "Still talking."), idle_minutes=5)
@@ -75,11 +75,12 @@ def test_the_embedded_mode_looks_for_idle_sessions_by_itself(user, character, se
 
 
 def test_a_session_with_nothing_to_keep_is_not_picked_again(user, character, settings, monkeypatch):
+    from workers.dispatch import task_named
     from workers.embed import tasks
 
     settings.SESSION_IDLE_MINUTES = 30
     greeting = chat(user, character, ("assistant", "Hello! What shall we talk about?"), idle_minutes=45)
-    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kw: task(**kw))
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda name, **kw: task_named(name)(**kw))
     assert tasks.sessions_summarize_idle() == 1
     assert tasks.sessions_summarize_idle() == 0  # marked: no summary, and not looked at every five minutes
     assert not Memory.objects.exists() and ChatSession.objects.get(pk=greeting.pk).summarized_at is not None
@@ -121,7 +122,7 @@ def test_admin_shows_and_edits_memories_and_starts_a_reembed_job(admin_client, u
 
     wait_for(reembedded, timeout=20, what="the edited memory's new vector")
     index = index_active()
-    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, **kwargs: None)  # the job's chunks wait: cancel it
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda name, **kwargs: None)  # the job's chunks wait: cancel it
     response = admin_client.post("/admin/memory/embeddingindex/", {"action": "reembed", "_selected_action": [index.pk]})
     assert response.status_code == 302
     job = Job.objects.get()

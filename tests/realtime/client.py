@@ -1,16 +1,38 @@
-"""Drive the /ws consumer in-process, as a client would."""
+"""Drive the /ws consumer in-process, as a client would; every frame received is checked against the protocol."""
 
 import json
 
 from channels.testing import WebsocketCommunicator
 
+from apps.realtime import protocol as p
 from personatalk.asgi import application
+
+
+def server_frame_check(frame) -> dict:
+    """Fail the test unless `frame` is exactly a server frame of apps/realtime/protocol.py (known type, no unknown
+    field, fields of the right types)."""
+    assert isinstance(frame, dict), f"a server frame is a JSON object, got {frame!r}"
+    schema = p.SERVER_FRAME_TYPES.get(frame.get("type"))
+    assert schema is not None, f"the server sent an unknown frame type: {frame!r}"
+    schema.model_validate(frame)  # raises on a missing, mistyped or unknown field
+    return frame
+
+
+class CheckedCommunicator(WebsocketCommunicator):
+    """A test socket whose every received text frame is validated against SERVER_FRAMES."""
+
+    async def receive_from(self, timeout=1):
+        data = await super().receive_from(timeout)
+        if isinstance(data, str):
+            server_frame_check(json.loads(data))
+        return data
+
 
 OPEN: list[WebsocketCommunicator] = []  # closed after each test by tests/realtime/conftest.py
 
 
 async def open_socket(headers=None) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(application, "/ws", headers=headers or [])
+    comm = CheckedCommunicator(application, "/ws", headers=headers or [])
     connected, _ = await comm.connect()
     assert connected
     OPEN.append(comm)

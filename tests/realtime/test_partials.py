@@ -4,8 +4,8 @@ import pytest
 from django.test import override_settings
 
 from apps.realtime.state import Partials
+from apps.realtime.vad import StreamingVad
 from tests.speech import audioeval_clip, silence
-from workers.vad import StreamingVad
 
 MS = 32  # bytes per millisecond of 16 kHz s16le audio
 

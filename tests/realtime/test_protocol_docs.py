@@ -18,3 +18,28 @@ def test_every_frame_and_error_code_is_documented():
         assert f"`{code}`" in text
     codes = {v for k, v in vars(p.ErrorCode).items() if k.isupper() and isinstance(v, str)}
     assert codes == set(p.ErrorCode.DESCRIPTIONS)
+
+
+def test_server_frames_and_events_refuse_what_the_protocol_does_not_define():
+    """A misspelled field or an unregistered error code fails where the frame is built, not in a client."""
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="extra"):
+        p.Response(content="Hi.", content_cn="Hi.", emotion="happy", contents="Hi.")
+    with pytest.raises(ValidationError, match="ErrorCode"):
+        p.Error(code="llm_broke", message="no")
+    with pytest.raises(ValidationError):  # a worker's raw frame with a field no class has
+        p.TurnFrames.model_validate(
+            {"type": "turn.frames", "turn_id": "t", "frames": [{"type": "llm_end", "units": 3}]}
+        )
+    with pytest.raises(ValidationError):  # an unknown frame type inside an event
+        p.TurnUnit.model_validate(
+            {"type": "turn.unit", "turn_id": "t", "seq": 0, "last": True, "frames": [{"type": "x"}]}
+        )
+    p.Connect.model_validate({"type": "connect", "character_name": "nova", "client_version": "chatanon-1"})  # lenient
+
+
+def test_every_event_is_documented():
+    for cls in p.EVENTS:
+        assert (cls.__doc__ or "").strip(), f"{cls.__name__} has no docstring"

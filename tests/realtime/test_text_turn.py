@@ -164,7 +164,7 @@ async def test_disconnect_mid_turn_saves_an_interrupted_reply(api_key, character
 
 
 async def test_a_lost_job_ends_the_turn_with_turn_timeout(api_key, character, monkeypatch):
-    monkeypatch.setattr("apps.realtime.services.enqueue", lambda *a, **k: None)  # the broker lost it
+    monkeypatch.setattr("apps.conversations.turns.enqueue", lambda *a, **k: None)  # the broker lost it
     comm = await connected_socket(api_key)
     with override_settings(TURN_IDLE_TIMEOUT_S=0.3):
         frames = await say(comm, "anyone there?")

@@ -1,7 +1,7 @@
 """The prompt builder: system prompt first, then the newest turns that fit the token budget."""
 
-from workers.llm.prompt import build_messages
-from workers.llm.reply import EMOTIONS
+from apps.conversations.prompt import build_messages
+from apps.conversations.reply import EMOTIONS
 
 
 class WordEngine:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from workers.llm.reply import EMOTIONS, ReplyStream, Sentence, TextDelta
+from apps.conversations.reply import EMOTIONS, ReplyStream, Sentence, TextDelta
 
 
 def parse(deltas, **kwargs):

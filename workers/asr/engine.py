@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from apps.core.errors import EngineConfigError
 from workers.audio import PCM_RATE, pcm_to_float
-from workers.llm.engines import EngineConfigError
 from workers.packages import package_dir
 from workers.singleton import process_singleton
 

@@ -1,35 +1,23 @@
 """Celery tasks of the `asr` queue: a voice turn's transcription, and transcribing uploads."""
 
 import logging
-import time
 
 from celery import shared_task
-from django.conf import settings
 
+from apps.conversations.cancel import turn_is_cancelled
 from apps.conversations.selectors import session_get_for_turn
-from apps.conversations.services import turn_start
+from apps.conversations.turns import transcript_accept, turn_fail
+from apps.conversations.utterances import utterance_delete, utterance_get
+from apps.core.events import channel_send
+from apps.realtime import protocol as p
 from workers.asr.engine import get_asr_engine
-from workers.audio import PCM_RATE, AudioError, decode_to_pcm, encode
-from workers.audio_store import utterance_delete, utterance_get
-from workers.cancel import turn_is_cancelled
-from workers.dispatch import enqueue
-from workers.events import channel_send
-from workers.llm.tasks import llm_reply
+from workers.audio import AudioError, decode_to_pcm
 
 log = logging.getLogger(__name__)
 
 
-def _frames(channel: str, turn_id: str, *frames: dict) -> None:
-    channel_send(channel, {"type": "turn.frames", "turn_id": turn_id, "frames": list(frames)})
-
-
 def _fail(channel: str, turn_id: str, code: str, message: str) -> None:
-    _frames(
-        channel,
-        turn_id,
-        {"type": "error", "code": code, "message": message},
-        {"type": "turn_end", "status": "failed", "message_id": None},
-    )
+    turn_fail(send=channel_send, reply_channel=channel, turn_id=turn_id, code=code, message=message)
 
 
 @shared_task(name="workers.asr.tasks.asr_transcribe", acks_late=True, soft_time_limit=60, time_limit=75)
@@ -48,17 +36,22 @@ def asr_transcribe(
         return
     pcm = utterance_get(utterance_id)
     if pcm is None:
-        return _fail(reply_channel, turn_id, "audio_expired", "The recording expired before it was transcribed.")
+        return _fail(
+            reply_channel, turn_id, p.ErrorCode.AUDIO_EXPIRED, "The recording expired before it was transcribed."
+        )
     session = session_get_for_turn(session_id=session_id)
     if session is None:
-        return _fail(reply_channel, turn_id, "asr_failed", "The conversation is gone.")
+        return _fail(reply_channel, turn_id, p.ErrorCode.ASR_FAILED, "The conversation is gone.")
     try:
         transcript = get_asr_engine().transcribe(pcm)
     except Exception as exc:  # the model failing must end the turn, not the worker
         log.exception("turn %s: ASR failed", turn_id)
-        return _fail(reply_channel, turn_id, "asr_failed", f"Speech recognition failed: {exc.__class__.__name__}")
+        return _fail(
+            reply_channel, turn_id, p.ErrorCode.ASR_FAILED, f"Speech recognition failed: {exc.__class__.__name__}"
+        )
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
     transcript_accept(
+        send=channel_send,
         text=transcript.text,
         pcm=pcm,
         timings=timings,
@@ -68,51 +61,6 @@ def asr_transcribe(
         speech_end_at=speech_end_at,
         speak=speak,
         text_deltas=text_deltas,
-    )
-
-
-def transcript_accept(
-    *,
-    text: str,
-    pcm: bytes,
-    timings: dict,
-    turn_id: str,
-    session,
-    reply_channel: str,
-    speech_end_at: float,
-    speak: dict,
-    text_deltas: bool,
-) -> None:
-    """A voice turn's final transcript: tell the client, save the user's message, queue the reply.
-
-    Called by the ASR job, or by the socket edge when a partial transcript already covered all
-    the speech of the utterance.
-    """
-    _frames(
-        reply_channel,
-        turn_id,
-        {"type": "transcription", "text": text, "is_partial": False},
-        {"type": "asr_end", "text": text},
-    )
-    if not text:
-        return _fail(reply_channel, turn_id, "no_speech", "No words were heard.")
-    timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
-    turn_start(
-        session=session,
-        content=text,
-        timings=timings,
-        audio_wav=encode(pcm, PCM_RATE, "wav") if settings.KEEP_AUDIO else None,
-    )
-    _frames(reply_channel, turn_id, {"type": "thinking"})
-    enqueue(
-        llm_reply,
-        turn_id=turn_id,
-        session_id=str(session.pk),
-        reply_channel=reply_channel,
-        text_deltas=text_deltas,
-        submitted_at=time.time(),
-        speak=speak,
-        speech_end_at=speech_end_at,
     )
 
 
@@ -134,8 +82,7 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
     finally:
         utterance_delete(utterance_id)
     channel_send(
-        reply_channel,
-        {"type": "asr.partial", "partial_id": partial_id, "text": text, "covered": covered if pcm and text else 0},
+        reply_channel, p.AsrPartialResult(partial_id=partial_id, text=text, covered=covered if pcm and text else 0)
     )
 
 
@@ -148,8 +95,6 @@ def asr_file(*, utterance_id: str, reply_channel: str) -> None:
             raise AudioError("audio_expired", "The upload expired before it was transcribed.")
         pcm = decode_to_pcm(data)
         transcript = get_asr_engine().transcribe(pcm)
-        channel_send(
-            reply_channel, {"type": "asr.result", "text": transcript.text, "duration_s": round(transcript.audio_s, 2)}
-        )
+        channel_send(reply_channel, p.AsrResult(text=transcript.text, duration_s=round(transcript.audio_s, 2)))
     except AudioError as exc:
-        channel_send(reply_channel, {"type": "asr.result", "error": {"code": exc.code, "message": exc.message}})
+        channel_send(reply_channel, p.AsrResult(error=p.ErrorBody(code=exc.code, message=exc.message)))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from apps.core.errors import EngineConfigError
 from workers.embed.query import BertQueryEncoder
-from workers.llm.engines import EngineConfigError
 from workers.packages import package_dir
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,11 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from apps.conversations.models import ChatSession, Message
+from apps.core.events import channel_send
 from apps.memory import services
 from apps.memory.models import ForgottenMessage, Memory
 from apps.memory.selectors import MemoryIndexUnavailable, memories_search, memory_item
+from apps.realtime import protocol as p
 from workers.embed.extract import candidates
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,12 @@ def memory_search(
     *, user_id: int, character_id: int, query: str, k: int, reply_channel: str, request_id: str = ""
 ) -> None:
     """Search a user's memories by meaning for the socket or REST (the web edge holds no model)."""
-    from workers.events import channel_send
-
     try:
         hits = memories_search(user_id=user_id, character_id=character_id, query=query, k=k)
-        answer = {"items": [memory_item(m, s) for m, s in hits]}
+        answer = p.MemoryResults(request_id=request_id, items=[memory_item(m, s) for m, s in hits])
     except MemoryIndexUnavailable as exc:
-        answer = {"error": {"code": "memory_unavailable", "message": str(exc)}}
-    channel_send(reply_channel, {"type": "memory.results", "request_id": request_id, **answer})
+        answer = p.MemoryResults(request_id=request_id, error=p.ErrorBody(code=exc.code, message=exc.message))
+    channel_send(reply_channel, answer)
 
 
 @shared_task(name="workers.embed.tasks.memories_embed", acks_late=True, soft_time_limit=120, time_limit=150)
@@ -94,7 +94,7 @@ def sessions_summarize_idle() -> int:
         if settings.TASKS_IN_PROCESS:  # the embedded beat's thread: one at a time, off the threads turns use
             session_summarize(session_id=session_id)
         else:
-            enqueue(session_summarize, session_id=session_id)
+            enqueue("workers.embed.tasks.session_summarize", session_id=session_id)
     return len(ids)
 
 

@@ -17,18 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from apps.core.errors import EngineConfigError, EngineError
 from workers.packages import package_dir
 from workers.singleton import process_singleton
 
 log = logging.getLogger(__name__)
-
-
-class EngineError(Exception):
-    """The engine failed while writing a reply (the turn fails, the worker lives on)."""
-
-
-class EngineConfigError(EngineError):
-    """The engine cannot start: a missing model or a bad setting. The message names the setting."""
 
 
 def _never() -> bool:

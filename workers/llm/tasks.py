@@ -1,9 +1,12 @@
-"""Celery tasks of the `llm` queue: thin callers of workers.llm.turn."""
+"""Celery tasks of the `llm` queue: thin callers of apps.conversations.turns."""
 
 from celery import shared_task
 from django.conf import settings
 
-from workers.llm.turn import text_turn_run
+from apps.conversations.turns import text_turn_run
+from apps.core.events import channel_send
+from apps.memory.selectors import memories_recall
+from workers.llm.engines import get_engine
 
 
 @shared_task(
@@ -31,4 +34,7 @@ def llm_reply(
         submitted_at=submitted_at,
         speak=speak,
         speech_end_at=speech_end_at,
+        engine=get_engine(),
+        recall=memories_recall,
+        send=channel_send,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.llm.engines import EngineConfigError, EngineError
+from apps.core.errors import EngineConfigError, EngineError
 from workers.packages import package_dir
 from workers.singleton import process_singleton
 

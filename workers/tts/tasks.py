@@ -6,10 +6,11 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
 from apps.conversations.services import turn_timings_merge
+from apps.core.events import channel_send
+from apps.realtime import protocol as p
 from workers.audio import encode, resample
-from workers.cancel import turn_is_cancelled, turn_stop_ms
-from workers.events import channel_send
 from workers.tts.engine import VoiceSpec, get_tts_engines
 
 log = logging.getLogger(__name__)
@@ -23,14 +24,14 @@ def tts_speak(
     if turn_is_cancelled(turn_id=turn_id):
         return
     head = [
-        {"type": "tts_start", "text": text, "emotion": emotion},
-        {"type": "response", "content": text, "content_cn": text, "emotion": emotion},
+        p.TtsStart(text=text, emotion=emotion),
+        p.Response(content=text, content_cn=text, emotion=emotion),
     ]
     try:
         audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
     except Exception as exc:  # a failed unit must not stall the ones after it
         log.exception("turn %s unit %s: TTS failed", turn_id, seq)
-        error = {"type": "error", "code": "tts_failed", "message": f"Speech synthesis failed: {exc}"}
+        error = p.Error(code=p.ErrorCode.TTS_FAILED, message=f"Speech synthesis failed: {exc}")
         return _unit(reply_channel, turn_id, seq, head + [error], last=True)
     stop_ms = turn_stop_ms(turn_id=turn_id)
     if stop_ms is not None:  # cancelled while synthesizing: the socket no longer wants it
@@ -40,17 +41,12 @@ def tts_speak(
     step = max(2, sample_rate * settings.AUDIO_OUTPUT_CHUNK_MS // 1000 * 2)
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)] or [b""]
     for i, chunk in enumerate(chunks):
-        frame = {
-            "type": "audio_chunk",
-            "audio_base64": base64.b64encode(chunk).decode(),
-            "audio_format": "pcm",
-            "audio_sample_rate": sample_rate,
-        }
+        frame = p.AudioChunk(audio_base64=base64.b64encode(chunk).decode(), audio_sample_rate=sample_rate)
         _unit(reply_channel, turn_id, seq, (head if i == 0 else []) + [frame], last=i == len(chunks) - 1)
 
 
-def _unit(channel: str, turn_id: str, seq: int, frames: list[dict], *, last: bool) -> None:
-    channel_send(channel, {"type": "turn.unit", "turn_id": turn_id, "seq": seq, "frames": frames, "last": last})
+def _unit(channel: str, turn_id: str, seq: int, frames: list[p.ServerFrame], *, last: bool) -> None:
+    channel_send(channel, p.TurnUnit(turn_id=turn_id, seq=seq, frames=frames, last=last))
 
 
 @shared_task(name="workers.tts.tasks.tts_render", soft_time_limit=60, time_limit=75)
@@ -59,7 +55,7 @@ def tts_render(*, text: str, voice: dict, emotion: str, fmt: str, sample_rate: i
     try:
         audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
         data = encode(resample(audio, rate, sample_rate).tobytes(), sample_rate, fmt)
-        channel_send(reply_channel, {"type": "tts.result", "audio": data})
+        channel_send(reply_channel, p.TtsResult(audio=data))
     except Exception as exc:
         log.exception("TTS render failed")
-        channel_send(reply_channel, {"type": "tts.result", "error": {"code": "tts_failed", "message": str(exc)}})
+        channel_send(reply_channel, p.TtsResult(error=p.ErrorBody(code=p.ErrorCode.TTS_FAILED, message=str(exc))))

@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.errors import EngineConfigError
 from workers.asr.engine import get_asr_engine
 from workers.embed.engine import get_embedder
-from workers.llm.engines import EngineConfigError, get_engine
+from workers.llm.engines import get_engine
 from workers.tts.engine import get_tts_engines
 
 

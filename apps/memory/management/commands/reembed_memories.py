@@ -16,9 +16,9 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.errors import EngineConfigError
 from apps.memory import services
 from apps.memory.models import Job
-from workers.llm.engines import EngineConfigError
 
 
 class Command(BaseCommand):

@@ -3,11 +3,11 @@
 
 from django.core.management.base import BaseCommand
 
-from workers.embed.tasks import sessions_summarize_idle
+from workers.dispatch import task_named
 
 
 class Command(BaseCommand):
     help = "Queue a summary memory for each idle session with messages not yet summed up."
 
     def handle(self, *args, **options):
-        self.stdout.write(f"queued {sessions_summarize_idle()} session summaries")
+        self.stdout.write(f"queued {task_named('workers.embed.tasks.sessions_summarize_idle')()} session summaries")

@@ -1,6 +1,6 @@
 """Build the chat prompt: persona, example dialogue and as many recent turns as fit a token budget."""
 
-from workers.llm.reply import EMOTIONS
+from apps.conversations.reply import EMOTIONS
 
 _PER_MESSAGE_OVERHEAD = 4  # role markers and separators of the chat template
 

@@ -1,4 +1,4 @@
-"""Send events to a socket's channel from synchronous worker code.
+"""Send events to a socket's channel from synchronous code (jobs, and the edge's worker threads).
 
 One event loop per process, on a daemon thread, owns the channel-layer connections, so a
 streaming job does not pay for a new loop and Redis connection on every message.
@@ -8,6 +8,8 @@ import asyncio
 import threading
 
 from channels.layers import get_channel_layer
+
+from apps.realtime.protocol import Event
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -23,7 +25,11 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def channel_send(channel: str, event: dict, *, timeout: float = 10.0) -> None:
-    """Send `event` to `channel` and wait until the layer has taken it (keeps events in order)."""
+def channel_send(channel: str, event: Event, *, timeout: float = 10.0) -> None:
+    """Send `event` to `channel` and wait until the layer has taken it (keeps events in order).
+
+    Raises what the layer raises (ChannelFull, a Redis error, TimeoutError): callers decide what an
+    unreachable socket means for their job.
+    """
     layer = get_channel_layer()
-    asyncio.run_coroutine_threadsafe(layer.send(channel, event), _publisher_loop()).result(timeout)
+    asyncio.run_coroutine_threadsafe(layer.send(channel, event.message()), _publisher_loop()).result(timeout)

@@ -1,0 +1,310 @@
+"""A turn, in the domain: the user's message saved and the reply queued; the reply written (prompt,
+streamed engine, frames, saved message, follow-up jobs); a voice turn's transcript accepted.
+
+The callers are thin: the `llm` task passes the engine, the memory recall and the sender; the ASR
+task and the socket edge pass the sender. Frames and events are protocol classes. Jobs are queued
+by name (workers.dispatch), after the commit.
+"""
+
+import io
+import logging
+import time
+import uuid
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+
+from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
+from apps.conversations.models import ChatSession, Message
+from apps.conversations.prompt import build_messages, memory_notes
+from apps.conversations.reply import ReplyStream, Sentence, TextDelta
+from apps.conversations.selectors import session_get_for_turn, session_history
+from apps.conversations.services import turn_finish, turn_start, turn_timings_merge
+from apps.core.errors import EngineError
+from apps.realtime import protocol as p
+from workers.audio import PCM_RATE  # moves to apps.core.audio (helper "audio")
+from workers.dispatch import enqueue
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, p.Event], None]  # apps.core.events.channel_send, or a stand-in
+Recall = Callable[..., tuple[list, dict]]  # apps.memory.selectors.memories_recall(user_id, character_id, query)
+
+
+# --- queueing a turn ---------------------------------------------------------------------------
+
+
+def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, text_deltas: bool) -> str:
+    """Save the user's message, then queue the reply job once the row is committed. Returns the turn id."""
+    turn_id = str(uuid.uuid4())
+    with transaction.atomic():
+        turn_start(session=session, content=content)
+        transaction.on_commit(
+            lambda: enqueue(
+                "workers.llm.tasks.llm_reply",
+                turn_id=turn_id,
+                session_id=str(session.pk),
+                reply_channel=reply_channel,
+                text_deltas=text_deltas,
+                submitted_at=time.time(),
+            )
+        )
+    return turn_id
+
+
+def turn_fail(*, send: Send, reply_channel: str, turn_id: str, code: str, message: str) -> None:
+    """End a turn that cannot go on: an `error` frame, then `turn_end` as failed."""
+    send(
+        reply_channel,
+        p.TurnFrames(
+            turn_id=turn_id, frames=[p.Error(code=code, message=message), p.TurnEnd(status="failed", message_id=None)]
+        ),
+    )
+
+
+def _wav(pcm: bytes) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(PCM_RATE)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+def transcript_accept(
+    *,
+    send: Send,
+    text: str,
+    pcm: bytes,
+    timings: dict,
+    turn_id: str,
+    session,
+    reply_channel: str,
+    speech_end_at: float,
+    speak: dict,
+    text_deltas: bool,
+) -> None:
+    """A voice turn's final transcript: tell the client, save the user's message, queue the reply.
+
+    Called by the ASR job, or by the socket edge when a partial transcript already covered all
+    the speech of the utterance.
+    """
+    send(
+        reply_channel,
+        p.TurnFrames(turn_id=turn_id, frames=[p.Transcription(text=text, is_partial=False), p.AsrEnd(text=text)]),
+    )
+    if not text:
+        return turn_fail(
+            send=send,
+            reply_channel=reply_channel,
+            turn_id=turn_id,
+            code=p.ErrorCode.NO_SPEECH,
+            message="No words were heard.",
+        )
+    timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
+    turn_start(session=session, content=text, timings=timings, audio_wav=_wav(pcm) if settings.KEEP_AUDIO else None)
+    send(reply_channel, p.TurnFrames(turn_id=turn_id, frames=[p.Thinking()]))
+    enqueue(
+        "workers.llm.tasks.llm_reply",
+        turn_id=turn_id,
+        session_id=str(session.pk),
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        submitted_at=time.time(),
+        speak=speak,
+        speech_end_at=speech_end_at,
+    )
+
+
+# --- writing the reply -------------------------------------------------------------------------
+
+
+@dataclass
+class FrameBatcher:
+    """Collects protocol frames for one turn and sends them in batches through the channel layer.
+
+    The first text goes out at once (time to first token is what people feel); later deltas are
+    merged and flushed every `flush_ms`; sentence and control frames flush immediately. A send that
+    fails (channel full, Redis gone, a timeout) means the socket cannot hear this turn: `send_error`
+    says why, and nothing more is sent.
+    """
+
+    channel: str
+    turn_id: str
+    flush_ms: int
+    send: Send
+    frames: list[p.ServerFrame] = field(default_factory=list)
+    last_flush: float = 0.0
+    sent_text: bool = False
+    send_error: str | None = None
+
+    def delta(self, text: str) -> None:
+        if self.frames and isinstance(self.frames[-1], p.TextDelta):
+            self.frames[-1].content += text
+        else:
+            self.frames.append(p.TextDelta(content=text))
+        if not self.sent_text or (time.monotonic() - self.last_flush) * 1000 >= self.flush_ms:
+            self.sent_text = True
+            self.flush()
+
+    def frame(self, frame: p.ServerFrame, *, units: int | None = None) -> None:
+        self.frames.append(frame)
+        self.flush(units=units)
+
+    def flush(self, *, units: int | None = None) -> None:
+        frames, self.frames = self.frames, []
+        if frames and self.send_error is None:
+            try:
+                self.send(self.channel, p.TurnFrames(turn_id=self.turn_id, frames=frames, units=units))
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever the layer raised, the socket is out of reach
+                self.send_error = f"{exc.__class__.__name__}: {exc}"[:300]
+                log.warning("turn %s: cannot reach the socket, the reply stops: %s", self.turn_id, self.send_error)
+        self.last_flush = time.monotonic()
+
+
+def text_turn_run(
+    *,
+    turn_id: str,
+    session_id: str,
+    reply_channel: str,
+    text_deltas: bool,
+    submitted_at: float,
+    engine,
+    recall: Recall,
+    send: Send,
+    speak: dict | None = None,
+    speech_end_at: float | None = None,
+) -> None:
+    """Write the character's reply to the session's last user message and stream it to the socket.
+
+    With `speak` (voice, sample rate) each completed unit is queued for TTS as soon as it is
+    written, and the socket ends the turn once the last unit has played; otherwise sentences go
+    out as `response` frames and this job ends the turn. Idempotent: a turn whose reply is saved
+    is not written again. A socket that cannot be reached stops the engine; what was written is
+    still saved (as failed, with `send_error` in its timings).
+    """
+    started = time.time()
+    out = FrameBatcher(channel=reply_channel, turn_id=turn_id, flush_ms=settings.DELTA_FLUSH_MS, send=send)
+    session = session_get_for_turn(session_id=session_id)
+    if session is None:  # deleted while queued: nothing to answer
+        out.frame(p.TurnEnd(status="failed", message_id=None))
+        return
+    history = session_history(session_id=session_id)
+    if any(str(m.pk) == turn_id for m in history):  # already answered (a redelivered job)
+        return
+    timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
+    status, error, memories_used = Message.Status.COMPLETE, None, []
+    reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
+    speaker = _Speaker(turn_id, reply_channel, speak, timings, speech_end_at) if speak else None
+    out.frame(p.LlmStart())
+    t0 = time.monotonic()
+    try:
+        character = session.character
+        said = next((m.content for m in reversed(history) if m.role == Message.Role.USER), "")
+        recalled, recall_timings = (
+            recall(user_id=session.user_id, character_id=session.character_id, query=said) if said else ([], {})
+        )
+        timings.update(recall_timings)
+        notes, memories_used = memory_notes(recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS)
+        messages = build_messages(
+            persona=character.persona,
+            character_name=character.name,
+            example_dialogue=character.example_dialogue,
+            history=[(m.role, m.content) for m in history if m.status != Message.Status.FAILED and m.content],
+            engine=engine,
+            budget_tokens=settings.LLM_PROMPT_TOKENS,
+            memory_notes=notes,
+        )
+        timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
+
+        def stop() -> bool:
+            return out.send_error is not None or turn_is_cancelled(turn_id=turn_id)
+
+        for piece in engine.stream(messages, should_stop=stop):
+            if "first_token_ms" not in timings:
+                timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
+                if speech_end_at:
+                    timings["first_token_at_ms"] = round((time.time() - speech_end_at) * 1000, 1)
+            _emit(out, reply.feed(piece), text_deltas, speaker)
+        _emit(out, reply.finish(), text_deltas, speaker)
+        stop_ms = turn_stop_ms(turn_id=turn_id)
+        if stop_ms is not None:
+            status = Message.Status.INTERRUPTED
+            timings["llm_stop_ms"] = stop_ms  # from the cancellation to this job letting go
+    except SoftTimeLimitExceeded:
+        status, error = Message.Status.FAILED, "The reply took too long and was stopped."
+    except EngineError as exc:
+        log.warning("turn %s: engine failed: %s", turn_id, exc)
+        status, error = Message.Status.FAILED, f"The model failed to write a reply: {exc}"
+    elapsed = time.monotonic() - t0
+    timings["llm_ms"] = round(elapsed * 1000, 1)
+    if out.send_error is not None:  # the user never saw (all of) it: kept, but out of later prompts
+        timings["send_error"] = out.send_error
+        if status == Message.Status.COMPLETE:
+            status = Message.Status.FAILED
+    message = turn_finish(
+        turn_id=turn_id,
+        session_id=session_id,
+        content=reply.text,
+        emotion=reply.emotion,
+        status=status,
+        timings=timings,
+        memories_used=memories_used,
+    )
+    if settings.MEMORY_EXTRACTION and status != Message.Status.FAILED:
+        enqueue("workers.embed.tasks.memory_extract", turn_id=turn_id, session_id=session_id)
+    if status == Message.Status.INTERRUPTED:  # the socket may have saved the cut-off reply first
+        turn_timings_merge(turn_id=turn_id, timings={"llm_stop_ms": timings["llm_stop_ms"]})
+    reachable = out.send_error is None
+    if error:
+        out.frame(p.Error(code=p.ErrorCode.LLM_FAILED, message=error))
+    if speaker:  # the socket ends the turn after the last unit has played
+        out.frame(p.LlmEnd(elapsed_time=round(elapsed, 3)), units=speaker.units)
+    else:
+        out.frame(p.LlmEnd(elapsed_time=round(elapsed, 3)))
+        out.frame(p.TurnEnd(status=message.status, message_id=str(message.pk)))
+    if reachable and out.send_error is not None:  # the last frames did not arrive: note it on the saved reply
+        turn_timings_merge(turn_id=turn_id, timings={"send_error": out.send_error})
+
+
+class _Speaker:
+    """Queues one TTS job per completed unit of a spoken reply, numbered for in-order playback."""
+
+    def __init__(self, turn_id: str, reply_channel: str, speak: dict, timings: dict, speech_end_at: float | None):
+        self.turn_id, self.reply_channel, self.speak, self.units = turn_id, reply_channel, speak, 0
+        self.timings, self.speech_end_at = timings, speech_end_at
+
+    def say(self, sentence: Sentence) -> None:
+        if self.units == 0 and self.speech_end_at:
+            self.timings["first_unit_at_ms"] = round((time.time() - self.speech_end_at) * 1000, 1)
+        enqueue(
+            "workers.tts.tasks.tts_speak",
+            turn_id=self.turn_id,
+            seq=self.units,
+            text=sentence.text,
+            emotion=sentence.emotion,
+            voice=self.speak["voice"],
+            sample_rate=self.speak["sample_rate"],
+            reply_channel=self.reply_channel,
+        )
+        self.units += 1
+
+
+def _emit(out: FrameBatcher, events, text_deltas: bool, speaker: _Speaker | None) -> None:
+    for event in events:
+        if isinstance(event, TextDelta):
+            if text_deltas:
+                out.delta(event.text)
+        elif speaker:
+            out.flush()  # deltas so far go out before the unit's audio can
+            if out.send_error is None:  # nobody would hear it
+                speaker.say(event)
+        else:
+            out.frame(p.Response(content=event.text, content_cn=event.text, emotion=event.emotion))
