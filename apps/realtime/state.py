@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from workers.audio import PCM_RATE
+from apps.core.audio import PCM_RATE
 
 
 class ClientError(Exception):

@@ -42,21 +42,36 @@ def asr_transcribe(
     speech_end_at: float,
     speak: dict,
     text_deltas: bool,
+    container: str | None = None,
 ) -> None:
-    """Transcribe a voice turn's utterance, save it as the user's message, then queue the reply."""
+    """Transcribe a voice turn's utterance, save it as the user's message, then queue the reply.
+
+    `container`: the utterance is a file the edge only probed (wav, flac, ogg, mp3, matroska); it is
+    decoded here, capped at AUDIO_MAX_UTTERANCE_S. The utterance leaves the cache once transcribed.
+    """
     if turn_is_cancelled(turn_id=turn_id):
+        utterance_delete(utterance_id)
         return
     pcm = utterance_get(utterance_id)
     if pcm is None:
         return _fail(reply_channel, turn_id, "audio_expired", "The recording expired before it was transcribed.")
     session = session_get_for_turn(session_id=session_id)
     if session is None:
+        utterance_delete(utterance_id)
         return _fail(reply_channel, turn_id, "asr_failed", "The conversation is gone.")
     try:
+        if container is not None:
+            pcm = decode_to_pcm(pcm, max_s=settings.AUDIO_MAX_UTTERANCE_S)
+            if not pcm:
+                raise AudioError("empty_audio", "The audio file has no samples.")
         transcript = get_asr_engine().transcribe(pcm)
+    except AudioError as exc:
+        return _fail(reply_channel, turn_id, exc.code, exc.message)
     except Exception as exc:  # the model failing must end the turn, not the worker
         log.exception("turn %s: ASR failed", turn_id)
         return _fail(reply_channel, turn_id, "asr_failed", f"Speech recognition failed: {exc.__class__.__name__}")
+    finally:  # a worker killed mid-job leaves it for the redelivered job (acks_late)
+        utterance_delete(utterance_id)
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
     transcript_accept(
         text=transcript.text,
@@ -141,12 +156,18 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
 
 @shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)
 def asr_file(*, utterance_id: str, reply_channel: str) -> None:
-    """Transcribe an uploaded file (any container) for the REST API; answers on `reply_channel`."""
+    """Transcribe an uploaded file (wav, flac, ogg, mp3, webm) for the REST API; answers on `reply_channel`.
+
+    Decoded with the caps of `decode_to_pcm` (AUDIO_MAX_UPLOAD_S); the upload leaves the cache once read.
+    """
     data = utterance_get(utterance_id)
+    utterance_delete(utterance_id)
     try:
         if data is None:
             raise AudioError("audio_expired", "The upload expired before it was transcribed.")
-        pcm = decode_to_pcm(data)
+        pcm = decode_to_pcm(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
+        if not pcm:
+            raise AudioError("empty_audio", "The audio file has no samples.")
         transcript = get_asr_engine().transcribe(pcm)
         channel_send(
             reply_channel, {"type": "asr.result", "text": transcript.text, "duration_s": round(transcript.audio_s, 2)}
