@@ -96,7 +96,8 @@ def _ffmpeg(data: bytes, container: str, rate: int, max_bytes: int, max_s: float
         *("-protocol_whitelist", "pipe", "-format_whitelist", _DEMUXERS, "-codec_whitelist", _DECODERS),
         *("-f", container, "-i", "pipe:0"),
         *("-map", "0:a:0", "-vn", "-sn", "-dn", "-filter_threads", "1"),
-        *("-ac", "1", "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"),
+        # mono first, then resample: half the work of resampling every channel (7.1 at 192 kHz)
+        *("-af", f"aformat=channel_layouts=mono,aresample={rate}", "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"),
     ]
     deadline = time.monotonic() + settings.AUDIO_DECODE_TIMEOUT_S
     proc = subprocess.Popen(

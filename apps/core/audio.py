@@ -115,7 +115,7 @@ def _check(info: AudioInfo, max_s: float) -> None:
         raise AudioError("invalid_audio", f"The {name} header claims {info.sample_width * 8}-bit samples.")
     if info.duration_s is not None and info.duration_s > max_s:
         raise AudioError("utterance_too_long", f"The audio lasts {info.duration_s:.1f} s; the limit is {max_s:g} s.")
-    if info.frames == 0:
+    if info.frames == 0 or info.duration_s == 0:
         raise AudioError("empty_audio", "The audio has no samples.")
 
 
@@ -298,7 +298,7 @@ def _mp3(data: bytes) -> AudioInfo:
         frame = _mp3_frame(data, pos)
         if frame is not None:
             following = _mp3_frame(data, pos + frame.length)
-            if pos + frame.length >= len(data) or (
+            if pos + frame.length == len(data) or (
                 following is not None and (following.version, following.rate) == (frame.version, frame.rate)
             ):
                 return _mp3_info(data, pos, frame)
@@ -380,7 +380,9 @@ def _matroska(data: bytes) -> AudioInfo:
     element, body, header_end = next(_elements(data, 0, len(data)))
     if element != _EBML or header_end is None or header_end > len(data):
         raise _corrupt("The EBML header is truncated.")
-    doctype = next((data[s:e] for i, s, e in _elements(data, body, header_end) if i == _DOCTYPE), b"")
+    doctype = next((data[s:e] for i, s, e in _elements(data, body, header_end) if i == _DOCTYPE), None)
+    if doctype is None:
+        raise _corrupt("The EBML header has no DocType.")
     if doctype.rstrip(b"\0") not in (b"webm", b"matroska"):
         raise AudioError("unsupported_audio", "An EBML file that is neither WebM nor Matroska.")
     element, body, segment_end = next(_elements(data, header_end, len(data)))
