@@ -175,6 +175,8 @@ async def speech_to_text(request):
         declared = 0
     if declared > cap + _MULTIPART_OVERHEAD:
         return too_large
+    if request.content_type == "multipart/form-data" and not declared:  # Django parses such a body as empty
+        return error(411, "missing_field", "A multipart upload needs a Content-Length header.")
     try:
         data = await sync_to_async(_upload_read, thread_sensitive=False)(request, cap)
     except RequestDataTooBig:

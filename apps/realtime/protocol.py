@@ -381,6 +381,7 @@ class ErrorCode:
     UNSUPPORTED_AUDIO = "unsupported_audio"
     DECODE_TIMEOUT = "decode_timeout"
     AUDIO_TOO_LARGE = "audio_too_large"
+    REQUEST_TOO_LARGE = "request_too_large"
     EMPTY_AUDIO = "empty_audio"
     UTTERANCE_TOO_LONG = "utterance_too_long"
     CHUNK_TOO_LARGE = "chunk_too_large"
@@ -427,6 +428,7 @@ class ErrorCode:
         ),
         DECODE_TIMEOUT: "Decoding the file took longer than AUDIO_DECODE_TIMEOUT_S; the turn ends as failed.",
         AUDIO_TOO_LARGE: "POST /api/asr only: the upload is over ASR_MAX_UPLOAD_BYTES (HTTP 413).",
+        REQUEST_TOO_LARGE: "HTTP only: a request body over DATA_UPLOAD_MAX_MEMORY_SIZE, refused by the server (413).",
         EMPTY_AUDIO: "The utterance has no audio.",
         UTTERANCE_TOO_LONG: (
             "The utterance is over AUDIO_MAX_UTTERANCE_S seconds (a file's declared or decoded length;"
