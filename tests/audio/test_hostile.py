@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import websockets
+from django.conf import settings as django_settings
 
 from tests import stack
 from tests.audio.corpus import SILENCE_71, Case, encode_file, ffmpeg, hostile, wav
@@ -63,6 +65,11 @@ async def _until(ws, kinds: set[str], timeout: float = 60) -> list[dict]:
     return frames
 
 
+def _utterances() -> set[bytes]:
+    """Utterance keys in the cache the workers share (Redis)."""
+    return set(redis.Redis.from_url(django_settings.REDIS_URL).keys("*utterance:*"))
+
+
 def _record(path: str, case: Case, code: str, seconds: float, server: int, worker: int) -> None:
     where = "edge" if case.edge else "worker"
     TABLE.append(
@@ -74,6 +81,7 @@ def _record(path: str, case: Case, code: str, seconds: float, server: int, worke
 def test_hostile_audio_messages_over_a_real_socket(daphne, voice_worker, api_key, character):
     proc, url = daphne
     server, worker = Peak(proc.popen.pid), Peak(voice_worker.popen.pid)
+    before = _utterances()
 
     async def run():
         ws = await _connected(url, api_key)
@@ -98,6 +106,7 @@ def test_hostile_audio_messages_over_a_real_socket(daphne, voice_worker, api_key
         return failures
 
     assert asyncio.run(run()) == []
+    assert _utterances() - before == set()  # the files the worker refused are gone too
 
 
 @pytest.mark.parametrize(
@@ -114,6 +123,7 @@ def test_real_speech_in_every_accepted_container_is_still_heard(daphne, voice_wo
         await ws.close()
         return frames
 
+    before = _utterances()
     frames = asyncio.run(run())
     assert [f for f in frames if f["type"] == "error"] == []
     assert {"front", "center"} <= set(words(next(f["text"] for f in frames if f["type"] == "asr_end")))
@@ -122,6 +132,7 @@ def test_real_speech_in_every_accepted_container_is_still_heard(daphne, voice_wo
     )
     assert response.status_code == 200, response.text
     assert {"front", "center"} <= set(words(response.json()["text"]))
+    assert _utterances() - before == set()  # what the user said left the cache once transcribed
 
 
 def _rest_cases() -> list[Case]:
