@@ -14,6 +14,9 @@ from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from apps.realtime.consumers import ConversationConsumer  # noqa: E402
+from personatalk.body_limit import daphne_body_limit_install  # noqa: E402
+
+daphne_body_limit_install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)  # no body past the largest upload is kept
 
 if settings.TASKS_IN_PROCESS:  # the embedded mode: no beat process, this one runs the periodic jobs
     from workers.dispatch import beat_start

@@ -233,6 +233,12 @@ AUDIO_OUTPUT_CHUNK_MS = env.int("AUDIO_OUTPUT_CHUNK_MS", default=500)
 TTS_MAX_CHARS = env.int("TTS_MAX_CHARS", default=2000)  # POST /api/tts
 ASR_MAX_UPLOAD_BYTES = env.int("ASR_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)  # POST /api/asr
 DATA_UPLOAD_MAX_MEMORY_SIZE = ASR_MAX_UPLOAD_BYTES + 1024 * 1024
+# Longest audio file POST /api/asr takes: tiny.en transcribes 300 s in ~60 s, inside asr_file's 120 s limit.
+AUDIO_MAX_UPLOAD_S = env.float("AUDIO_MAX_UPLOAD_S", default=300.0)
+# Wall-clock limit of one ffmpeg decode; 300 s of 7.1 192 kHz FLAC decodes in ~1.5 s here.
+AUDIO_DECODE_TIMEOUT_S = env.float("AUDIO_DECODE_TIMEOUT_S", default=10.0)
+# Address space of the ffmpeg child (RLIMIT_AS): Debian's ffmpeg maps ~300 MB of libraries before decoding.
+AUDIO_DECODE_MEMORY_MB = env.int("AUDIO_DECODE_MEMORY_MB", default=512)
 # Keep users' utterances as WAV files on their messages.
 KEEP_AUDIO = env.bool("KEEP_AUDIO", default=False)
 # Words before a comma that may end the first spoken unit early (0 = whole sentences only).

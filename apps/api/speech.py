@@ -5,13 +5,18 @@ on a channel of its own, so the web edge needs no models.
 """
 
 import asyncio
+import io
 import json
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.core.files.uploadedfile import InMemoryUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import HttpResponse, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -20,9 +25,11 @@ from apps.characters.models import Voice
 from apps.characters.selectors import voice_spec_of
 from apps.conversations.reply import EMOTIONS
 from apps.conversations.utterances import utterance_put
+from apps.core.audio import AudioError, probe
 from workers.dispatch import enqueue
 
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
+_MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an upload at the size cap
 
 
 def error(status: int, code: str, message: str) -> JsonResponse:
@@ -104,19 +111,92 @@ async def text_to_speech(request):
     return HttpResponse(answer["audio"], content_type=CONTENT_TYPES[fmt])
 
 
+class CappedUpload(FileUploadHandler):
+    """Keeps the multipart field `audio` in memory, and stops the upload once the files pass `cap` bytes.
+
+    The only upload handler of /api/asr: nothing is written to disk, and no more than `cap` bytes of
+    files are ever held, however large the body is.
+    """
+
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap, self.received, self.too_large = cap, 0, False
+        self.buffer: io.BytesIO | None = None
+
+    def new_file(self, field_name, *args, **kwargs):
+        super().new_file(field_name, *args, **kwargs)
+        self.buffer = io.BytesIO() if field_name == "audio" else None
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > self.cap:
+            self.too_large = True
+            raise StopUpload(connection_reset=True)  # read no further
+        if self.buffer is not None:
+            self.buffer.write(raw_data)
+
+    def file_complete(self, file_size):
+        if self.buffer is None:
+            return None
+        self.buffer.seek(0)
+        return InMemoryUploadedFile(
+            self.buffer, self.field_name, self.file_name, self.content_type, file_size, self.charset
+        )
+
+
+def _upload_read(request, cap: int) -> bytes | None:
+    """The uploaded audio (multipart field `audio`, or the raw body), reading at most `cap` + 1 bytes; None past the cap.
+
+    Django's ASGI handler has already spooled the body to a temporary file (to disk past
+    FILE_UPLOAD_MAX_MEMORY_SIZE); this reads from it without loading more than the cap.
+    """
+    if request.content_type == "multipart/form-data":
+        handler = CappedUpload(cap)
+        request.upload_handlers = [handler]
+        upload = request.FILES.get("audio")
+        if handler.too_large:
+            return None
+        return upload.read() if upload else b""
+    data = request.read(cap + 1)
+    return None if len(data) > cap else data
+
+
 @csrf_exempt
 @require_POST
 async def speech_to_text(request):
-    """POST an audio file (multipart field `audio`, or the raw body) → `{text, duration_s}`."""
+    """POST an audio file (multipart field `audio`, or the raw body) → `{text, duration_s}`.
+
+    WAV, FLAC, Ogg (Opus, Vorbis), MP3 or WebM, at most ASR_MAX_UPLOAD_BYTES and AUDIO_MAX_UPLOAD_S.
+    The size is checked before the body is read, the header before the ASR worker decodes it.
+    """
     if not await _authenticated(request):
         return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
-    upload = request.FILES.get("audio")
-    data = upload.read() if upload else request.body
+    cap = settings.ASR_MAX_UPLOAD_BYTES
+    too_large = error(413, "audio_too_large", f"Uploads are limited to {cap} bytes.")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > cap + _MULTIPART_OVERHEAD:
+        return too_large
+    if request.content_type == "multipart/form-data" and not declared:  # Django parses such a body as empty
+        return error(411, "missing_field", "A multipart upload needs a Content-Length header.")
+    try:
+        data = await sync_to_async(_upload_read, thread_sensitive=False)(request, cap)
+    except RequestDataTooBig:
+        return too_large
+    except (MultiPartParserError, UnreadablePostError):
+        return error(400, "invalid_audio", "The multipart body could not be read.")
+    if data is None:
+        return too_large
     if not data:
         return error(400, "empty_audio", "Send the audio as the multipart field `audio` or as the body.")
-    if len(data) > settings.ASR_MAX_UPLOAD_BYTES:
-        return error(413, "audio_too_large", f"Uploads are limited to {settings.ASR_MAX_UPLOAD_BYTES} bytes.")
+    try:
+        probe(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
+    except AudioError as exc:
+        return error(400, exc.code, exc.message)
     utterance_id = await sync_to_async(utterance_put)(data)
+    del data
     try:
         answer = await queue_and_wait("workers.asr.tasks.asr_file", 300, utterance_id=utterance_id)
     except TimeoutError:

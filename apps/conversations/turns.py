@@ -24,9 +24,9 @@ from apps.conversations.prompt import build_messages, memory_notes
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
 from apps.conversations.selectors import session_get_for_turn, session_history
 from apps.conversations.services import turn_finish, turn_start, turn_timings_merge
+from apps.core.audio import PCM_RATE
 from apps.core.errors import EngineError
 from apps.realtime import protocol as p
-from workers.audio import PCM_RATE  # moves to apps.core.audio (helper "audio")
 from workers.dispatch import enqueue
 
 log = logging.getLogger(__name__)

@@ -483,6 +483,10 @@ class ErrorCode:
     TURN_TIMEOUT = "turn_timeout"
     INVALID_AUDIO = "invalid_audio"
     CORRUPT_AUDIO = "corrupt_audio"
+    UNSUPPORTED_AUDIO = "unsupported_audio"
+    DECODE_TIMEOUT = "decode_timeout"
+    AUDIO_TOO_LARGE = "audio_too_large"
+    REQUEST_TOO_LARGE = "request_too_large"
     EMPTY_AUDIO = "empty_audio"
     UTTERANCE_TOO_LONG = "utterance_too_long"
     CHUNK_TOO_LARGE = "chunk_too_large"
@@ -516,10 +520,26 @@ class ErrorCode:
         TURN_IN_PROGRESS: "Wait for `turn_end` before sending the next message.",
         LLM_FAILED: "The model failed to write a reply; the turn ends with status `failed`.",
         TURN_TIMEOUT: "No word from the worker for TURN_IDLE_TIMEOUT_S; the turn ends as failed.",
-        INVALID_AUDIO: "`audio_base64` is not base64 of 16-bit PCM (odd byte count or bad base64).",
-        CORRUPT_AUDIO: "The audio file could not be decoded.",
+        INVALID_AUDIO: (
+            "`audio_base64` is not base64 of 16-bit PCM (odd byte count or bad base64), or a file's header declares"
+            " what no recording has: a rate outside 8–192 kHz, over 8 channels, an impossible sample size."
+        ),
+        CORRUPT_AUDIO: (
+            "The audio file's header does not parse, its declared sizes do not match its bytes, or it could not"
+            " be decoded (then the turn ends as failed)."
+        ),
+        UNSUPPORTED_AUDIO: (
+            "A file in a container or codec not accepted: send WAV (PCM/float), FLAC, Ogg (Opus/Vorbis), MP3 or"
+            " WebM (Opus/Vorbis)."
+        ),
+        DECODE_TIMEOUT: "Decoding the file took longer than AUDIO_DECODE_TIMEOUT_S; the turn ends as failed.",
+        AUDIO_TOO_LARGE: "POST /api/asr only: the upload is over ASR_MAX_UPLOAD_BYTES (HTTP 413).",
+        REQUEST_TOO_LARGE: "HTTP only: a request body over DATA_UPLOAD_MAX_MEMORY_SIZE, refused by the server (413).",
         EMPTY_AUDIO: "The utterance has no audio.",
-        UTTERANCE_TOO_LONG: "The utterance is over AUDIO_MAX_UTTERANCE_S seconds; it was dropped.",
+        UTTERANCE_TOO_LONG: (
+            "The utterance is over AUDIO_MAX_UTTERANCE_S seconds (a file's declared or decoded length;"
+            " AUDIO_MAX_UPLOAD_S for POST /api/asr); it was dropped."
+        ),
         CHUNK_TOO_LARGE: "An audio chunk is over AUDIO_MAX_CHUNK_BYTES; it was dropped.",
         AUDIO_RATE_EXCEEDED: "Audio arrives faster than AUDIO_MAX_RATE_FACTOR × real time; the chunk was dropped.",
         NO_STREAM: "`audio_stream_chunk`/`audio_stream_end` without `audio_stream_start`.",

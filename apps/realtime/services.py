@@ -9,11 +9,11 @@ from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt
 from apps.conversations.turns import text_turn_submit, transcript_accept
 from apps.conversations.utterances import utterance_put
+from apps.core.audio import PCM_RATE
 from apps.core.events import channel_send
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
 from apps.realtime.state import ClientError
-from workers.audio import PCM_RATE
 from workers.dispatch import enqueue
 
 __all__ = ["text_turn_submit"]  # the socket's turns are the domain's
@@ -66,11 +66,12 @@ def voice_turn_submit(
     sample_rate: int,
     speech_end_at: float,
     transcript: str | None = None,
+    container: str | None = None,
 ) -> None:
     """Queue the transcription of an utterance; the ASR job saves the user's message and queues the reply.
 
     With `transcript` (a partial transcript that covered all the speech) the ASR pass is skipped
-    and the reply is queued at once.
+    and the reply is queued at once. With `container` the utterance is a file the ASR job decodes.
     """
     session = conversation.session
     job = dict(
@@ -87,7 +88,13 @@ def voice_turn_submit(
         timings = {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
         transcript_accept(send=channel_send, text=transcript, pcm=pcm, timings=timings, session=session, **job)
     else:
-        enqueue("workers.asr.tasks.asr_transcribe", session_id=str(session.pk), utterance_id=utterance_put(pcm), **job)
+        enqueue(
+            "workers.asr.tasks.asr_transcribe",
+            session_id=str(session.pk),
+            utterance_id=utterance_put(pcm),
+            container=container,
+            **job,
+        )
 
 
 def partial_request(*, partial_id: str, pcm: bytes, reply_channel: str) -> None:

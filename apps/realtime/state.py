@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from apps.core.audio import PCM_RATE
 from apps.core.errors import AppError
-from workers.audio import PCM_RATE
 
 
 class ClientError(AppError):

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from apps.conversations.cancel import turn_cancel
 from apps.conversations.services import turn_timings_merge
+from apps.core.audio import PCM_RATE, AudioError, b64decode_audio, container_of, pcm_check, pcm_from_base64, probe
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.state import AudioIn, ClientError, Partials, Turn
 from apps.realtime.vad import StreamingVad
-from workers.audio import PCM_RATE, AudioError, b64decode_audio, decode_to_pcm, pcm_check, pcm_from_base64
 
-_CONTAINER_MAGIC = (b"RIFF", b"OggS", b"\x1aE\xdf\xa3", b"ID3", b"\xff\xfb", b"\xff\xf3", b"fLaC")
 _PREROLL_BYTES = int(0.3 * PCM_RATE) * 2  # audio kept from before speech was detected
 _PARTIAL_WAIT_S = 3.0  # how long a finished utterance waits for the partial that covers it
 
@@ -69,14 +69,16 @@ class VoiceMixin:
     # --- client frames -----------------------------------------------------------------------
 
     async def on_audio_message(self, frame: p.AudioMessage):
+        """A whole utterance: raw PCM, or a file whose header is measured here and decoded by the ASR job."""
         data = _decode(b64decode_audio, frame.audio_base64)
-        if data.startswith(_CONTAINER_MAGIC):
-            data = await sync_to_async(_decode, thread_sensitive=False)(decode_to_pcm, data)
-        else:
+        container = container_of(data)
+        if container is None:
+            if len(data) > AudioIn.max_bytes():
+                raise ClientError("utterance_too_long", "The utterance is too long.")
             _decode(pcm_check, data)
-        if len(data) > AudioIn.max_bytes():
-            raise ClientError("utterance_too_long", "The utterance is too long.")
-        await self.start_voice_turn(data, speech_end_at=time.time())
+        else:  # never decoded in this process: a few header reads, then the bytes go on by id
+            _decode(lambda d: probe(d, max_s=settings.AUDIO_MAX_UTTERANCE_S), data)
+        await self.start_voice_turn(data, speech_end_at=time.time(), container=container)
 
     async def on_audio_stream_start(self, frame):
         self.stream, self.stream_vad, self.partials = AudioIn(), StreamingVad.from_settings(), Partials()
@@ -173,8 +175,13 @@ class VoiceMixin:
 
     # --- voice turns -------------------------------------------------------------------------
 
-    async def start_voice_turn(self, pcm: bytes, *, speech_end_at: float, partials: Partials | None = None):
-        """`partials`: those of the stream or call utterance `pcm` is (None for a whole-file message)."""
+    async def start_voice_turn(
+        self, pcm: bytes, *, speech_end_at: float, partials: Partials | None = None, container: str | None = None
+    ):
+        """`partials`: those of the stream or call utterance `pcm` is (None for a whole-file message).
+
+        `container`: `pcm` is a file of that container (probed, not decoded), for the ASR job to decode.
+        """
         if not pcm:
             raise ClientError(p.ErrorCode.EMPTY_AUDIO, "The utterance has no audio.")
         if self.turn is not None:
@@ -186,9 +193,9 @@ class VoiceMixin:
             self.pending = pending = Pending(turn, pcm, partials)
             asyncio.create_task(self.pending_expire(pending))
             return
-        await self.submit_voice_turn(turn, pcm, partials)
+        await self.submit_voice_turn(turn, pcm, partials, container)
 
-    async def submit_voice_turn(self, turn: Turn, pcm: bytes, partials: Partials | None):
+    async def submit_voice_turn(self, turn: Turn, pcm: bytes, partials: Partials | None, container: str | None = None):
         """Queue the final transcription, or skip it when a partial transcript covered all the speech."""
         if partials is not None and partials.asked:
             await database_sync_to_async(turn_cancel)(turn_id=partials.id)  # the partial in flight is moot
@@ -201,6 +208,7 @@ class VoiceMixin:
             sample_rate=self.output_rate,
             speech_end_at=turn.speech_end_at,
             transcript=partials.final if partials is not None else None,
+            container=container,
         )
 
     async def pending_expire(self, pending: Pending):

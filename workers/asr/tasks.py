@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from apps.conversations.cancel import turn_is_cancelled
 from apps.conversations.selectors import session_get_for_turn
@@ -30,9 +31,15 @@ def asr_transcribe(
     speech_end_at: float,
     speak: dict,
     text_deltas: bool,
+    container: str | None = None,
 ) -> None:
-    """Transcribe a voice turn's utterance, save it as the user's message, then queue the reply."""
+    """Transcribe a voice turn's utterance, save it as the user's message, then queue the reply.
+
+    `container`: the utterance is a file the edge only probed (wav, flac, ogg, mp3, matroska); it is
+    decoded here, capped at AUDIO_MAX_UTTERANCE_S. The utterance leaves the cache once transcribed.
+    """
     if turn_is_cancelled(turn_id=turn_id):
+        utterance_delete(utterance_id)
         return
     pcm = utterance_get(utterance_id)
     if pcm is None:
@@ -41,14 +48,23 @@ def asr_transcribe(
         )
     session = session_get_for_turn(session_id=session_id)
     if session is None:
+        utterance_delete(utterance_id)
         return _fail(reply_channel, turn_id, p.ErrorCode.ASR_FAILED, "The conversation is gone.")
     try:
+        if container is not None:
+            pcm = decode_to_pcm(pcm, max_s=settings.AUDIO_MAX_UTTERANCE_S)
+            if not pcm:
+                raise AudioError("empty_audio", "The audio file has no samples.")
         transcript = get_asr_engine().transcribe(pcm)
+    except AudioError as exc:
+        return _fail(reply_channel, turn_id, exc.code, exc.message)
     except Exception as exc:  # the model failing must end the turn, not the worker
         log.exception("turn %s: ASR failed", turn_id)
         return _fail(
             reply_channel, turn_id, p.ErrorCode.ASR_FAILED, f"Speech recognition failed: {exc.__class__.__name__}"
         )
+    finally:  # a worker killed mid-job leaves it for the redelivered job (acks_late)
+        utterance_delete(utterance_id)
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
     transcript_accept(
         send=channel_send,
@@ -88,12 +104,18 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
 
 @shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)
 def asr_file(*, utterance_id: str, reply_channel: str) -> None:
-    """Transcribe an uploaded file (any container) for the REST API; answers on `reply_channel`."""
+    """Transcribe an uploaded file (wav, flac, ogg, mp3, webm) for the REST API; answers on `reply_channel`.
+
+    Decoded with the caps of `decode_to_pcm` (AUDIO_MAX_UPLOAD_S); the upload leaves the cache once read.
+    """
     data = utterance_get(utterance_id)
+    utterance_delete(utterance_id)
     try:
         if data is None:
             raise AudioError("audio_expired", "The upload expired before it was transcribed.")
-        pcm = decode_to_pcm(data)
+        pcm = decode_to_pcm(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
+        if not pcm:
+            raise AudioError("empty_audio", "The audio file has no samples.")
         transcript = get_asr_engine().transcribe(pcm)
         channel_send(reply_channel, p.AsrResult(text=transcript.text, duration_s=round(transcript.audio_s, 2)))
     except AudioError as exc:
