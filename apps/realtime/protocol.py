@@ -7,7 +7,7 @@ test fails when the two differ.
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class Frame(BaseModel):
@@ -315,15 +315,27 @@ class MemoryDeleted(Frame):
 
 
 class Error(Frame):
-    """Something in a frame was wrong, or a turn failed. The socket stays open (see codes)."""
+    """Something in a frame was wrong, or a turn failed. The socket stays open (see codes).
+
+    `retry_after` (seconds) comes with `rate_limited` and `audio_rate_exceeded`: when to try again.
+    """
 
     type: Literal["error"] = "error"
     code: str
     message: str
+    retry_after: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_retry_after(self, handler):
+        data = handler(self)
+        if data.get("retry_after") is None:
+            data.pop("retry_after", None)  # only rate limits carry it
+        return data
 
 
 class Disconnected(Frame):
-    """The server is closing this socket; `reason` says why (e.g. `new_connection`)."""
+    """The server is closing this socket; `reason` says why: `new_connection` (closes with 4009),
+    `auth_timeout` (no valid `connect` within WS_AUTH_TIMEOUT_S; closes with 4008)."""
 
     type: Literal["disconnected"] = "disconnected"
     reason: str
@@ -357,7 +369,8 @@ SERVER_FRAMES: tuple[type[Frame], ...] = (
 
 
 class ErrorCode:
-    """Stable `error.code` values. Only `auth_failed` closes the socket."""
+    """Stable `error.code` values. Only `auth_failed`, `origin_not_allowed` and a refused socket's
+    `rate_limited` close the socket."""
 
     INVALID_JSON = "invalid_json"
     INVALID_FRAME = "invalid_frame"
@@ -391,6 +404,7 @@ class ErrorCode:
     INVALID_MEMORY_ID = "invalid_memory_id"
     MEMORY_NOT_FOUND = "memory_not_found"
     MEMORY_UNAVAILABLE = "memory_unavailable"
+    RATE_LIMITED = "rate_limited"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: "The frame is not valid JSON.",
@@ -415,7 +429,8 @@ class ErrorCode:
         EMPTY_AUDIO: "The utterance has no audio.",
         UTTERANCE_TOO_LONG: "The utterance is over AUDIO_MAX_UTTERANCE_S seconds; it was dropped.",
         CHUNK_TOO_LARGE: "An audio chunk is over AUDIO_MAX_CHUNK_BYTES; it was dropped.",
-        AUDIO_RATE_EXCEEDED: "Audio arrives faster than AUDIO_MAX_RATE_FACTOR × real time; the chunk was dropped.",
+        AUDIO_RATE_EXCEEDED: "Audio arrives faster than AUDIO_MAX_RATE_FACTOR × real time (per socket, "
+        "plus a 2 s burst); the chunk was dropped. `retry_after`: when it would fit.",
         NO_STREAM: "`audio_stream_chunk`/`audio_stream_end` without `audio_stream_start`.",
         NO_CALL: "`voice_call_audio_chunk`/`voice_call_stop` without `voice_call_start`.",
         NO_SPEECH: "No words were heard in the utterance; the turn ends as failed.",
@@ -425,6 +440,8 @@ class ErrorCode:
         INVALID_MEMORY_ID: "`memory_id` is not a UUID.",
         MEMORY_NOT_FOUND: "You have no memory with that id (with this or any character).",
         MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",
+        RATE_LIMITED: "Over a quota (turns or memory searches per QUOTA_WINDOW_S, open sockets per user or "
+        "address); `retry_after` says when to try again. Refused sockets then close with 4029.",
     }
 
 
@@ -433,10 +450,14 @@ class CloseCode:
 
     AUTH_FAILED = 4001
     ORIGIN_NOT_ALLOWED = 4003
+    AUTH_TIMEOUT = 4008
     REPLACED = 4009
+    RATE_LIMITED = 4029
 
     DESCRIPTIONS: ClassVar[dict[int, str]] = {
         AUTH_FAILED: "Authentication failed (after an `error` frame with code `auth_failed`).",
         ORIGIN_NOT_ALLOWED: "Cookie authentication from an Origin that is not allowed.",
+        AUTH_TIMEOUT: "No valid `connect` within WS_AUTH_TIMEOUT_S of opening (after `disconnected`).",
         REPLACED: "A newer socket connected with the same API token (after `disconnected`).",
+        RATE_LIMITED: "Too many open sockets for this user or client address (after `error` `rate_limited`).",
     }
