@@ -58,7 +58,10 @@ async def _user(request):
 async def queue_and_wait(task, timeout: float, **kwargs) -> dict:
     """Queue `task` with a reply channel and wait for its one answer."""
     layer = get_channel_layer()
-    channel = await layer.new_channel("rest.")
+    # The default prefix: channels_redis receives every process-local channel sharing a prefix with one
+    # BZPOPMIN; a "rest." channel would wait for the lock held by the sockets' receive until one of them
+    # gets a message (a REST search on a process with an open, idle socket timed out).
+    channel = await layer.new_channel()
     await sync_to_async(enqueue)(task, reply_channel=channel, **kwargs)
     return await asyncio.wait_for(layer.receive(channel), timeout)
 
