@@ -179,7 +179,7 @@ WS_AUTH_TIMEOUT_S = env.float("WS_AUTH_TIMEOUT_S", default=5.0)
 # --- Quotas (apps/accounts/quotas.py; counted in the cache, so shared by every process when scaled) ---
 # Each is far above what a person talking does; 0 disables that one. Rates count per QUOTA_WINDOW_S.
 QUOTA_WINDOW_S = env.float("QUOTA_WINDOW_S", default=60.0)
-QUOTA_TURNS = env.int("QUOTA_TURNS", default=20)  # text and voice turns a user may start per window
+QUOTA_TURNS = env.int("QUOTA_TURNS", default=30)  # turns per window: one every 2 s, above a lively call
 QUOTA_MEMORY_SEARCHES = env.int("QUOTA_MEMORY_SEARCHES", default=30)  # memory searches by meaning per window
 QUOTA_SPEECH_REQUESTS = env.int("QUOTA_SPEECH_REQUESTS", default=30)  # POST /api/tts and /api/asr per window
 QUOTA_SOCKETS_PER_USER = env.int("QUOTA_SOCKETS_PER_USER", default=5)  # open sockets, token and cookie alike

@@ -68,3 +68,30 @@ def test_two_processes_share_the_counts_and_a_killed_one_leaks_none(live_env, us
     finally:
         daphne_a.stop()
         daphne_b.stop()
+
+
+def test_bare_sockets_on_a_real_daphne_are_capped_per_address_and_closed_unauthenticated(live_env):
+    env = {**live_env, "QUOTA_SOCKETS_PER_ADDRESS": "10", "WS_AUTH_TIMEOUT_S": "1"}
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+
+    async def bare(_):
+        """Open a socket, send nothing; how the server ends it: (first frame, close code)."""
+        # from an address of its own (all of 127/8 is loopback): Daphne puts the peer's in the scope
+        async with websockets.connect(url.replace("http", "ws", 1) + "/ws", local_addr=("127.0.0.9", 0)) as ws:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            return frame, closed.value.rcvd.code
+
+    async def flood():
+        return await asyncio.gather(*map(bare, range(30)))
+
+    try:
+        endings = asyncio.run(flood())
+    finally:
+        daphne.stop()
+    timed_out = [f for f, code in endings if code == 4008]
+    refused = [f for f, code in endings if code == 4029]
+    assert len(timed_out) == 10 and len(refused) == 20, endings  # 10 per address
+    assert all(f == {"type": "disconnected", "reason": "auth_timeout"} for f in timed_out)
+    assert all(f["code"] == "rate_limited" and f["retry_after"] > 0 for f in refused)
