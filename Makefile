@@ -51,6 +51,9 @@ run-scaled: export CHROMA_URL ?= http://127.0.0.1:8001
 run-scaled: export SECRET_KEY ?= scaled-local-dev-key
 run-scaled: export DEMO_API_TOKEN ?= pt-demo-scaled-token
 run-scaled: export DEMO_PASSWORD ?= demo
+# Daphne's address for the Procfile's web line: honcho sets PORT itself (5000, +100 per process).
+run-scaled: export WEB_HOST = $(HOST)
+run-scaled: export WEB_PORT = $(PORT)
 run-scaled: setup
 	$(PY) manage.py ensure_database
 	$(PY) manage.py migrate --noinput

@@ -23,6 +23,20 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Origins allowed for cookie-authenticated sockets (token sockets need none).
 WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"])
 
+# TLS, for a deployment served over https (`manage.py check --deploy` asks for these). Off by default:
+# the embedded mode and `make run-scaled` serve plain http on 127.0.0.1.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)  # http → https (301)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # container health checks call http://127.0.0.1:8000/health
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)  # login cookie only over https
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)  # browsers refuse http for this long
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a proxy that ends TLS: trust its X-Forwarded-Proto (only if it always sets it), or the
+# SSL redirect would loop and secure cookies would never be sent.
+TRUST_X_FORWARDED_PROTO = env.bool("TRUST_X_FORWARDED_PROTO", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_X_FORWARDED_PROTO else None
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

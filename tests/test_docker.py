@@ -1,6 +1,7 @@
 """docker/: both Dockerfiles pass hadolint, the compose file is valid, the worker entrypoint maps queues."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,21 @@ def test_compose_config_is_valid():
     assert worker["command"] == ["llm"]
     assert worker["build"]["dockerfile"] == "docker/Dockerfile.worker"
     assert all("healthcheck" in services[name] for name in ("web", "worker-llm", "postgres", "redis"))
+
+
+def test_compose_sets_no_known_password_or_token():
+    """The web port is published: nothing may log in with a value written in the repository."""
+    env = {k: v for k, v in COMPOSE_ENV.items() if k not in ("DEMO_PASSWORD", "DEMO_API_TOKEN")}
+    result = _compose("config", env=env)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("migrate", "web"):
+        environment = services[name]["environment"]
+        assert (environment["DEMO_PASSWORD"], environment["DEMO_API_TOKEN"]) == ("", "")
+    assert services["migrate"]["command"][-1].endswith("seed_demo")  # which sets a password only when given one
+    text = (DOCKER / "compose.yml").read_text()
+    assert not re.search(r"DEMO_(PASSWORD|API_TOKEN)=\S", text)  # not suggested in the quickstart either
+    assert "manage.py createsuperuser" in text
 
 
 def test_compose_refuses_to_start_without_secret_key():

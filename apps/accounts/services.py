@@ -48,10 +48,17 @@ def token_authenticate(*, key: str) -> ApiToken | None:
 
 @transaction.atomic
 def demo_user_ensure(*, username: str, password: str, api_token: str) -> User:
-    """Create (or update) the demo staff user and register its API token; safe to run every start."""
-    user, _ = User.objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
-    if password and not user.check_password(password):
-        user.set_password(password)
+    """Create the demo staff user (if missing) and register its API token; safe to run every start.
+
+    The password is set only when the user is created, and only if one is given (else it has none
+    until someone sets one): a start never resets a password its owner changed.
+    """
+    user, created = User.objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
+    if created:
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
         user.save(update_fields=["password"])
     if api_token and not ApiToken.objects.filter(key_hash=token_hash(api_token)).exists():
         token_create(user=user, name="demo", key=api_token)

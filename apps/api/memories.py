@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from apps.accounts.services import token_authenticate
 from apps.api.speech import over_quota, queue_and_wait
-from apps.characters.selectors import character_get_for_chat
+from apps.characters.selectors import character_drafts_visible, character_get_for_chat
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
 from workers.embed.tasks import memory_search
@@ -37,7 +37,7 @@ def _owner_character(*, user, slug: str):
     """(character id or None, error response or None) for the `character` parameter."""
     if not slug:
         return None, None
-    character = character_get_for_chat(name=slug, include_unpublished=user.is_staff)
+    character = character_get_for_chat(name=slug, include_unpublished=character_drafts_visible(user=user))
     if character is None:
         return None, error(404, "unknown_character", f"No character named {slug!r}.")
     return character.pk, None

@@ -10,7 +10,7 @@ def character_list_published() -> QuerySet[Character]:
 def character_get_for_chat(*, name: str, include_unpublished: bool = False) -> Character | None:
     """The character a client asked for by slug (or display name), or None.
 
-    Staff may talk to unpublished characters to try them before publishing.
+    With `include_unpublished` (see `character_drafts_visible`) drafts are found too.
     """
     if not isinstance(name, str) or not name.strip():
         return None
@@ -19,3 +19,9 @@ def character_get_for_chat(*, name: str, include_unpublished: bool = False) -> C
         qs = qs.filter(is_published=True)
     name = name.strip()
     return qs.filter(slug__iexact=name).first() or qs.filter(Q(name__iexact=name)).order_by("pk").first()
+
+
+def character_drafts_visible(*, user) -> bool:
+    """Whether `user` may talk to unpublished characters: staff who may change characters, to try
+    a draft before publishing it (being staff alone is not enough: a draft may not be ready for them)."""
+    return bool(user.is_active and user.is_staff and user.has_perm("characters.change_character"))

@@ -60,7 +60,14 @@ class EmbeddingIndexAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # history; a deleted row would let its version, and its collection's name, come back
 
-    @admin.action(description="Drop the vectors of the selected retired indexes")
+    # Staff see only the actions their permissions allow (Django calls has_<name>_permission).
+    def has_reembed_permission(self, request):
+        return request.user.has_perms(["memory.add_job", "memory.change_embeddingindex"])
+
+    def has_drop_vectors_permission(self, request):
+        return request.user.has_perm("memory.change_embeddingindex")
+
+    @admin.action(description="Drop the vectors of the selected retired indexes", permissions=["drop_vectors"])
     def drop_vectors(self, request, queryset):
         dropped, recent = services.indexes_retired_drop(index_ids=list(queryset.values_list("pk", flat=True)))
         if dropped:
@@ -76,7 +83,7 @@ class EmbeddingIndexAdmin(admin.ModelAdmin):
                 request, f"{skipped} index(es) left alone: only retired indexes can be dropped.", messages.WARNING
             )
 
-    @admin.action(description="Re-embed every memory into a new version of this model")
+    @admin.action(description="Re-embed every memory into a new version of this model", permissions=["reembed"])
     def reembed(self, request, queryset):
         if queryset.count() != 1:
             return self.message_user(request, "Choose exactly one index.", messages.ERROR)
@@ -118,11 +125,11 @@ class JobAdmin(admin.ModelAdmin):
             extra_context = {**(extra_context or {}), "refresh_seconds": 3}
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Resume (queue the chunks not done)")
+    @admin.action(description="Resume (queue the chunks not done)", permissions=["change"])
     def resume(self, request, queryset):
         self._each(request, queryset, services.reembed_resume)
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=["change"])
     def cancel(self, request, queryset):
         self._each(request, queryset, services.reembed_cancel)
 

@@ -43,6 +43,22 @@ class Memory(models.Model):
         return f"{self.kind}: {self.text[:60]}"
 
 
+class ForgottenMessage(models.Model):
+    """A message a deleted memory came from, with the rest of its turn: no summary reads it again.
+
+    Deleting a memory means "forget what I said there", not "forget this wording": a later session
+    summary written from the same messages would bring the fact back, so they are left out of it.
+    """
+
+    message = models.OneToOneField(
+        "conversations.Message", on_delete=models.CASCADE, primary_key=True, related_name="forgotten"
+    )
+    forgotten_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"forgotten: {self.message_id}"
+
+
 class EmbeddingIndex(models.Model):
     """One embedding model version and its Chroma collection.
 

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.conversations.models import ChatSession
-from apps.memory.models import EmbeddingIndex, Job, JobChunk, Memory
+from apps.conversations.models import ChatSession, Message
+from apps.memory.models import EmbeddingIndex, ForgottenMessage, Job, JobChunk, Memory
 from apps.memory.selectors import collection_name, index_active, indexes_writable, job_running
 from workers.embed import index as vector_index
 from workers.embed.engine import get_embedder
@@ -120,11 +120,77 @@ def memory_delete(*, user_id, memory_id) -> None:
 
 
 def memory_delete_any(*memories: Memory) -> None:
-    """Delete memories (any owner: staff) from the database, then from every index."""
-    owned = [_owned(m) for m in memories]
-    Memory.objects.filter(pk__in=[m.pk for m in memories]).delete()
+    """Delete memories (any owner: staff) from the database, then from every index.
+
+    What they came from is forgotten with them: the turns of their source messages are left out of
+    every later session summary, and a summary already written from those turns goes too (the
+    idle-session job writes it again from what is left). The sessions' rows are locked meanwhile,
+    as `session_summary_save` locks them, so a summary being written at the same time cannot slip
+    the fact back in.
+    """
+    forgotten = _turns_of(source for m in memories for source in m.source_message_ids)
+    with transaction.atomic():
+        sessions = set(Message.objects.filter(pk__in=forgotten).values_list("session_id", flat=True))
+        list(ChatSession.objects.select_for_update().filter(pk__in=sessions).order_by("pk").values_list("pk"))
+        ForgottenMessage.objects.bulk_create(
+            [ForgottenMessage(message_id=pk) for pk in forgotten], ignore_conflicts=True
+        )
+        ids = {str(m.pk) for m in memories}
+        stale = [
+            summary
+            for summary in Memory.objects.filter(kind=Memory.Kind.SUMMARY, session_id__in=sessions)
+            if str(summary.pk) not in ids and {str(pk) for pk in forgotten} & set(summary.source_message_ids)
+        ]
+        ChatSession.objects.filter(pk__in=[s.session_id for s in stale]).update(summarized_at=None)
+        gone = [*memories, *stale]
+        Memory.objects.filter(pk__in=[m.pk for m in gone]).delete()
+    owned = [_owned(m) for m in gone]
     for idx in EmbeddingIndex.objects.exclude(state=EmbeddingIndex.State.RETIRED):
         vector_index.delete(idx.collection, owned)
+
+
+def _turns_of(message_ids) -> list:
+    """The ids of every message in the turns holding these messages: a user's message and the replies to it."""
+    valid = []
+    for message_id in message_ids:
+        try:
+            valid.append(uuid.UUID(str(message_id)))
+        except ValueError:
+            continue
+    sources = set(Message.objects.filter(pk__in=valid).values_list("pk", flat=True))
+    sessions = set(Message.objects.filter(pk__in=sources).values_list("session_id", flat=True))
+    turns = []
+    for session_id in sessions:
+        turn: list = []
+        rows = Message.objects.filter(session_id=session_id).order_by("created_at").values_list("pk", "role")
+        for pk, role in rows.iterator():
+            if role == Message.Role.USER and turn:  # a user's message opens the next turn
+                turns.append(turn)
+                turn = []
+            turn.append(pk)
+        turns.append(turn)
+    return [pk for turn in turns if sources.intersection(turn) for pk in turn]
+
+
+def session_summary_save(*, session: ChatSession, text: str, source_message_ids: list[str], read_at) -> Memory | None:
+    """Keep the summary of a session, written from these messages, unless one of them was forgotten
+    while it was being written (a memory from them was deleted): then it is written again later."""
+    with transaction.atomic():  # the lock memory_delete_any takes
+        list(ChatSession.objects.select_for_update().filter(pk=session.pk).values_list("pk"))
+        if ForgottenMessage.objects.filter(pk__in=source_message_ids).exists():
+            ChatSession.objects.filter(pk=session.pk).update(summarized_at=None)
+            return None
+        memory = memory_remember(
+            user_id=session.user_id,
+            character_id=session.character_id,
+            text=f"Summary of an earlier conversation: {text}",
+            kind=Memory.Kind.SUMMARY,
+            importance=0.5,
+            source_message_ids=source_message_ids,
+            session_id=session.pk,
+        )
+        ChatSession.objects.filter(pk=session.pk).update(summarized_at=read_at)
+    return memory
 
 
 # --- re-embedding ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Character, Voice
-from apps.characters.selectors import character_get_for_chat
+from apps.characters.selectors import character_drafts_visible, character_get_for_chat
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt, turn_start
 from apps.memory.selectors import memories_of, memory_item
@@ -38,7 +38,7 @@ def socket_token_user(*, key: str):
 
 def conversation_open(*, user, character_name: str, new_session: bool = False) -> Conversation | None:
     """Open the user's latest session with the named character (or a new one); None if unknown."""
-    character = character_get_for_chat(name=character_name, include_unpublished=user.is_staff)
+    character = character_get_for_chat(name=character_name, include_unpublished=character_drafts_visible(user=user))
     if character is None:
         return None
     session = (

@@ -74,3 +74,31 @@ def test_seed_demo_without_token_setting_creates_no_token(demo_settings):
     assert ApiToken.objects.count() == 0
     assert "no demo API token" in out
     assert User.objects.filter(username="demo").exists()
+
+
+def test_seed_demo_never_resets_a_password(demo_settings):
+    _seed()
+    user = User.objects.get(username="demo")
+    user.set_password("my-own-secret")
+    user.save()
+    demo_settings.DEMO_PASSWORD = "something-else"
+    _seed()  # every start of `make run` and of the compose migrate job runs it
+    user.refresh_from_db()
+    assert user.check_password("my-own-secret") and not user.check_password("demo-pw")
+    assert not user.check_password("something-else")
+
+
+def test_seed_demo_leaves_an_existing_account_of_that_name_alone(demo_settings, django_user_model):
+    owner = django_user_model.objects.create_user(username="demo", password="chosen-by-owner")
+    _seed()
+    owner.refresh_from_db()
+    assert owner.check_password("chosen-by-owner") and not owner.check_password("demo-pw")
+
+
+def test_seed_demo_without_a_password_setting_creates_a_user_no_one_can_log_in_as(demo_settings, client):
+    demo_settings.DEMO_PASSWORD = ""
+    out = _seed()
+    user = User.objects.get(username="demo")
+    assert not user.has_usable_password() and "changepassword demo" in out
+    for guess in ("", "demo", "password"):
+        assert not client.login(username="demo", password=guess)

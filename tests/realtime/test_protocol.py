@@ -115,7 +115,7 @@ async def test_unknown_character_on_connect_keeps_socket(api_key, character):
 async def test_unpublished_character_only_for_staff(user, api_key, draft_character, django_user_model):
     comm = await open_socket()
     assert (await connect(comm, api_key=api_key, character="draft"))["code"] == "unknown_character"
-    staff = await django_user_model.objects.acreate(username="staff", is_staff=True)
+    staff = await django_user_model.objects.acreate(username="staff", is_staff=True, is_superuser=True)
     staff_key = (await sync_to_async(token_create)(user=staff, name="s")).key
     comm2 = await open_socket()
     assert (await connect(comm2, api_key=staff_key, character="draft"))["type"] == "connected"

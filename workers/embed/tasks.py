@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from apps.conversations.models import ChatSession, Message
 from apps.memory import services
-from apps.memory.models import Memory
+from apps.memory.models import ForgottenMessage, Memory
 from apps.memory.selectors import MemoryIndexUnavailable, memories_search, memory_item
 from workers.embed.extract import candidates
 
@@ -29,7 +29,7 @@ def memory_extract(*, turn_id: str, session_id: str) -> None:
         .order_by("-created_at")
         .first()
     )
-    if said is None:
+    if said is None or ForgottenMessage.objects.filter(pk=said.pk).exists():  # redelivered after a deletion
         return
     session = reply.session
     for found in candidates(user_text=said.content, reply_text=reply.content, character_name=session.character.name):
@@ -107,7 +107,9 @@ def session_summarize(*, session_id: str) -> None:
     session = ChatSession.objects.select_related("character").filter(pk=session_id, deleted_at__isnull=True).first()
     if session is None:
         return
-    messages = list(session.messages.exclude(status=Message.Status.FAILED).exclude(content="").order_by("created_at"))
+    # Turns a deleted memory came from are forgotten: a summary must not bring them back.
+    messages = session.messages.exclude(status=Message.Status.FAILED).exclude(content="").filter(forgotten=None)
+    messages = list(messages.order_by("created_at"))
     # Queued twice (a slow queue outlived the beat's interval), or nothing to keep (a greeting, failed
     # turns): marked, so the session is not picked again until someone says something.
     summed_up = session.summarized_at and (not messages or messages[-1].created_at <= session.summarized_at)
@@ -118,13 +120,8 @@ def session_summarize(*, session_id: str) -> None:
         return
     text = session_summary(character_name=session.character.name, messages=[(m.role, m.content) for m in messages])
     if text:
-        services.memory_remember(
-            user_id=session.user_id,
-            character_id=session.character_id,
-            text=f"Summary of an earlier conversation: {text}",
-            kind=Memory.Kind.SUMMARY,
-            importance=0.5,
-            source_message_ids=[str(m.pk) for m in messages],
-            session_id=session.pk,
+        services.session_summary_save(
+            session=session, text=text, source_message_ids=[str(m.pk) for m in messages], read_at=read_at
         )
-    ChatSession.objects.filter(pk=session.pk).update(summarized_at=read_at)
+    else:
+        ChatSession.objects.filter(pk=session.pk).update(summarized_at=read_at)

@@ -5,6 +5,8 @@ PROSODY: a rate factor and a variation factor per emotion.
 """
 
 import logging
+import re
+import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -104,31 +106,66 @@ class PiperEngine:
 
 
 class EspeakEngine:
-    """espeak-ng (Debian package) as a subprocess: many languages, robotic but always there."""
+    """espeak-ng (Debian package) as a subprocess: many languages, robotic but always there.
+
+    The text goes in on stdin (`--stdin`), never as an argument: a reply starting with `-f /etc/passwd`
+    is spoken as those words, not read from that file. Only options espeak-ng 1.51 accepts: it has no
+    pitch-range flag (`-P` is rejected and made espeak voices silent), so liveliness moves the pitch.
+    """
 
     sample_rate = 22050
+    # a voice name as `espeak-ng --voices` lists them (en, en-us, pt-br, mb/mb-en1, gmw/en-GB-scotland)
+    VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+/-]{0,63}$")
 
     def __init__(self, voice: str = "en"):
-        self.voice = voice or "en"
+        voice = voice or "en"
+        if not self.VOICE_NAME.match(voice):
+            raise EngineConfigError(f"espeak-ng voice {voice!r} is not a voice name: see `espeak-ng --voices`.")
+        self.voice = voice
 
     def synthesize(self, text: str, *, speed: float, variation: float, speaker: str = "") -> Iterator[np.ndarray]:
-        wpm = str(int(175 * speed))
-        pitch_range = str(int(min(99, 50 * variation)))
+        wpm = str(min(450, max(80, int(175 * speed))))  # espeak-ng's own bounds for -s
+        pitch = str(min(99, max(0, int(50 * variation))))  # -p: 0-99, 50 is the voice's own
         try:
             out = subprocess.run(
-                ["espeak-ng", "--stdout", "-v", self.voice, "-s", wpm, "-P", pitch_range, text],
+                ["espeak-ng", "--stdout", "--stdin", "-b", "1", "-v", self.voice, "-s", wpm, "-p", pitch],
+                input=text.encode(),
                 capture_output=True,
                 timeout=30,
                 check=True,
             )
+        except subprocess.CalledProcessError as exc:
+            raise EngineError(f"espeak-ng failed: {exc.stderr.decode(errors='replace').strip()}") from exc
         except (OSError, subprocess.SubprocessError) as exc:
             raise EngineError(f"espeak-ng failed: {exc}") from exc
-        import io
-        import wave
+        audio, self.sample_rate = _espeak_wav(out.stdout)
+        yield audio
 
-        with wave.open(io.BytesIO(out.stdout)) as w:
-            self.sample_rate = w.getframerate()
-            yield np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+def _espeak_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """The samples and rate of the WAV espeak-ng wrote to stdout, checked.
+
+    Written to a pipe, its RIFF and data sizes are placeholders (0x7ffff000): the samples are
+    whatever follows the data chunk's header, not the size it declares.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise EngineError("espeak-ng returned no WAV audio.")
+    pos, fmt = 12, None
+    while pos + 8 <= len(data):
+        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if kind == b"fmt " and size >= 16:
+            fmt = struct.unpack("<HHIIHH", data[body : body + 16])
+        elif kind == b"data":
+            if fmt is None:
+                break
+            codec, channels, rate, _, _, bits = fmt
+            if (codec, channels, bits) != (1, 1, 16) or not 8000 <= rate <= 48000:
+                raise EngineError(f"espeak-ng returned unexpected audio (format {codec}, {channels} ch, {bits} bit).")
+            pcm = data[body : body + min(size, len(data) - body)]
+            return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.int16), rate
+        pos = body + size + (size & 1)
+    raise EngineError("espeak-ng returned a WAV without audio.")
 
 
 class TtsEngines:

@@ -10,7 +10,8 @@ from apps.characters.services import demo_characters_ensure
 class Command(BaseCommand):
     help = (
         "Create the demo staff user (and its API token when DEMO_API_TOKEN is set), the demo voice and "
-        "three published characters. Idempotent: rows that exist are left as they are."
+        "three published characters. Idempotent: rows that exist are left as they are (a password is set "
+        "only when the user is created, never reset)."
     )
 
     def handle(self, *args, **options):
@@ -21,6 +22,8 @@ class Command(BaseCommand):
         user = demo_user_ensure(username=username, password=settings.DEMO_PASSWORD, api_token=key)
         if not user_existed:
             self.stdout.write(f"created user {user.username} (staff)")
+            if not user.has_usable_password():
+                self.stdout.write(f"DEMO_PASSWORD is empty: set one with `manage.py changepassword {username}`")
         if not key:
             self.stdout.write("DEMO_API_TOKEN is empty: no demo API token")
         elif not token_existed:
