@@ -52,7 +52,7 @@ async def test_turns_per_user_text_and_voice_reset_after_the_window(
     # a voice turn counts against the same quota, refused before anything is queued
     refused = await send_raw(comm, dumps({"type": "audio_message", "audio_base64": b64(silence(0.5))}))
     assert_rate_limited(refused, at_most=6.0)
-    assert await comm.receive_nothing(timeout=0.3)
+    assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}  # no asr_start came first
     assert await Message.objects.filter(session__user=user, role="user").acount() == 2  # nothing saved
 
     other = await connected_socket(await key_for(django_user_model, "bob"))  # per user: bob is not limited
@@ -96,7 +96,7 @@ async def test_open_sockets_per_user_token_and_cookie_alike(settings, user, char
 
     third = await open_socket()
     assert_rate_limited(await connect(third, api_key=keys[2]), at_most=30)
-    assert await third.receive_output(timeout=2) == {"type": "websocket.close", "code": 4029}
+    assert await third.receive_output(timeout=5) == {"type": "websocket.close", "code": 4029}
 
     await connected_socket(await key_for(django_user_model, "bob"))  # another user is not affected
     await send_raw(first, dumps({"type": "ping"}))  # the first two work on
@@ -122,8 +122,8 @@ async def test_a_socket_that_does_not_authenticate_in_time_is_closed(settings, a
     assert (await send_raw(talking, dumps({"type": "ping"})))["code"] == "not_connected"  # frames are not a login
     authed = await connected_socket(api_key)
     for comm in (bare, talking):
-        assert await comm.receive_json_from(timeout=3) == {"type": "disconnected", "reason": "auth_timeout"}
-        assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4008}
+        assert await comm.receive_json_from(timeout=5) == {"type": "disconnected", "reason": "auth_timeout"}
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4008}
     await asyncio.sleep(0.3)
     assert await send_raw(authed, dumps({"type": "ping"})) == {"type": "pong"}  # authenticated in time: stays
 
@@ -131,7 +131,7 @@ async def test_a_socket_that_does_not_authenticate_in_time_is_closed(settings, a
 async def socket_from(address: str) -> WebsocketCommunicator:
     comm = WebsocketCommunicator(application, "/ws")
     comm.scope["client"] = (address, 50000)  # what Daphne puts in the scope (--proxy-headers: the real one)
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=5))[0]
     client.OPEN.append(comm)
     return comm
 
@@ -140,8 +140,8 @@ async def test_open_sockets_per_client_address_authenticated_or_not(settings, ap
     settings.QUOTA_SOCKETS_PER_ADDRESS = 3
     held = [await socket_from("203.0.113.7") for _ in range(3)]  # bare sockets count
     refused = await socket_from("203.0.113.7")
-    assert_rate_limited(await refused.receive_json_from(timeout=2), at_most=settings.QUOTA_SOCKET_TTL_S)
-    assert await refused.receive_output(timeout=2) == {"type": "websocket.close", "code": 4029}
+    assert_rate_limited(await refused.receive_json_from(timeout=5), at_most=settings.QUOTA_SOCKET_TTL_S)
+    assert await refused.receive_output(timeout=5) == {"type": "websocket.close", "code": 4029}
 
     elsewhere = await socket_from("198.51.100.20")
     assert (await connect(elsewhere, api_key=api_key))["type"] == "connected"
@@ -172,4 +172,4 @@ async def test_the_audio_allowance_survives_stream_and_call_restarts(settings, a
 
     await asyncio.sleep(over["retry_after"] + 0.2)  # earned back at the configured rate
     await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(silence(1.0))})
-    assert await comm.receive_nothing(timeout=0.5)  # accepted: silence, so nothing to say
+    assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}  # accepted: no error came first
