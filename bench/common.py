@@ -39,6 +39,7 @@ def scaled_environment(max_new_tokens: int) -> dict:
         "LLM_TEMPERATURE": "0",
         "LLM_MAX_NEW_TOKENS": str(max_new_tokens),
         "PYTHONUNBUFFERED": "1",
+        "QUOTA_TURNS": "0",  # one user talking far faster than a person would
     }
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"

@@ -148,6 +148,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ROUTES = {
     # Partial transcripts have a queue of their own, so the final pass never waits behind one.
     "workers.asr.tasks.asr_partial": {"queue": "asr_partial"},
+    # REST speech (/api/tts, /api/asr) has queues of its own: a flood of it never delays a live turn.
+    "workers.tts.tasks.tts_render": {"queue": "tts_api"},
+    "workers.asr.tasks.asr_file": {"queue": "asr_api"},
     "workers.llm.tasks.*": {"queue": "llm"},
     "workers.asr.tasks.*": {"queue": "asr"},
     "workers.tts.tasks.*": {"queue": "tts"},
@@ -167,7 +170,9 @@ CELERY_BEAT_SCHEDULE = {
 # A worker's CPU niceness (0-19, higher yields more): the Procfile gives asr_partial 10.
 WORKER_NICE = env.int("WORKER_NICE", default=0)
 # Queues that must have a live worker for /ready in the scaled mode.
-READY_QUEUES = env.list("READY_QUEUES", default=["llm", "asr", "asr_partial", "tts", "embed", "batch"])
+READY_QUEUES = env.list(
+    "READY_QUEUES", default=["llm", "asr", "asr_partial", "tts", "tts_api", "asr_api", "embed", "batch"]
+)
 
 # --- Accounts ------------------------------------------------------------------------------
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
@@ -181,6 +186,21 @@ WS_MAX_MESSAGE_CHARS = env.int("WS_MAX_MESSAGE_CHARS", default=4000)
 TURN_IDLE_TIMEOUT_S = env.float("TURN_IDLE_TIMEOUT_S", default=60.0)
 # Token deltas are batched into one channel message per this many milliseconds.
 DELTA_FLUSH_MS = env.int("DELTA_FLUSH_MS", default=40)
+# A socket that has not sent a valid `connect` this long after opening is closed (4008): bare
+# sockets would otherwise hold a connection slot for good.
+WS_AUTH_TIMEOUT_S = env.float("WS_AUTH_TIMEOUT_S", default=5.0)
+
+# --- Quotas (apps/accounts/quotas.py; counted in the cache, so shared by every process when scaled) ---
+# Each is far above what a person talking does; 0 disables that one. Rates count per QUOTA_WINDOW_S.
+QUOTA_WINDOW_S = env.float("QUOTA_WINDOW_S", default=60.0)
+QUOTA_TURNS = env.int("QUOTA_TURNS", default=30)  # turns per window: one every 2 s, above a lively call
+QUOTA_MEMORY_SEARCHES = env.int("QUOTA_MEMORY_SEARCHES", default=30)  # memory searches by meaning per window
+QUOTA_SPEECH_REQUESTS = env.int("QUOTA_SPEECH_REQUESTS", default=30)  # POST /api/tts and /api/asr per window
+QUOTA_SOCKETS_PER_USER = env.int("QUOTA_SOCKETS_PER_USER", default=5)  # open sockets, token and cookie alike
+# Open sockets per client address (the ASGI scope's client: run Daphne with --proxy-headers behind a proxy).
+QUOTA_SOCKETS_PER_ADDRESS = env.int("QUOTA_SOCKETS_PER_ADDRESS", default=20)
+# A socket's slot lives this long unless refreshed: a web process that dies frees its sockets' slots by then.
+QUOTA_SOCKET_TTL_S = env.int("QUOTA_SOCKET_TTL_S", default=60)
 
 # --- LLM -----------------------------------------------------------------------------------
 LLM_BACKEND = env("LLM_BACKEND", default="transformers")  # transformers | openai | scripted
@@ -227,7 +247,8 @@ VAD_MIN_SPEECH_MS = env.int("VAD_MIN_SPEECH_MS", default=160)
 VAD_SILENCE_MS = env.int("VAD_SILENCE_MS", default=450)
 AUDIO_MAX_UTTERANCE_S = env.float("AUDIO_MAX_UTTERANCE_S", default=30.0)
 AUDIO_MAX_CHUNK_BYTES = env.int("AUDIO_MAX_CHUNK_BYTES", default=64 * 1024)
-# Streamed audio may arrive at most this many times faster than real time (plus a 2 s burst).
+# Streamed audio may arrive at most this many times faster than real time (plus a 2 s burst), per
+# socket: restarting a stream or a call does not refill the allowance.
 AUDIO_MAX_RATE_FACTOR = env.float("AUDIO_MAX_RATE_FACTOR", default=4.0)
 AUDIO_OUTPUT_CHUNK_MS = env.int("AUDIO_OUTPUT_CHUNK_MS", default=500)
 TTS_MAX_CHARS = env.int("TTS_MAX_CHARS", default=2000)  # POST /api/tts

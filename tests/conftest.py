@@ -93,6 +93,14 @@ def voice_worker(live_env):
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def speech_api_worker(live_env):
+    """A real Celery worker on the REST speech queues `tts_api` and `asr_api` (Piper, Whisper tiny.en)."""
+    proc = stack.start_worker(queues="tts_api,asr_api", env=live_env, log_dir=LOG_DIR)
+    yield proc
+    proc.stop()
+
+
 _memory_workers: list = []  # the session's memory worker, once a test started it
 
 

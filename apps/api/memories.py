@@ -13,7 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from apps.accounts.services import token_authenticate
-from apps.api.speech import queue_and_wait
+from apps.api.speech import over_quota, queue_and_wait
 from apps.characters.selectors import character_drafts_visible, character_get_for_chat
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
@@ -66,6 +66,8 @@ async def memories(request):
         return JsonResponse({"memories": [memory_item(m) for m in rows]})
     if character_id is None:
         return error(400, "missing_field", "Searching (`q`) needs `character`.")
+    if limited := await over_quota(user, "memory_search"):
+        return limited
     try:  # by meaning: the embed queue has the model
         answer = await queue_and_wait(
             "workers.embed.tasks.memory_search", 20, user_id=user.pk, character_id=character_id, query=query, k=limit

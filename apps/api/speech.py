@@ -1,12 +1,14 @@
 """REST speech endpoints for clients without a socket: voices, text → speech, speech file → text.
 
-The work runs on the tts and asr queues like every voice turn; the view waits for the job's answer
-on a channel of its own, so the web edge needs no models.
+The work runs on queues of its own (tts_api, asr_api), so a flood of it never delays a live turn on
+the tts and asr queues; the view waits for the job's answer on a channel of its own, so the web
+edge needs no models. Each request counts against the user's QUOTA_SPEECH_REQUESTS (429 when over).
 """
 
 import asyncio
 import io
 import json
+import math
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -20,6 +22,7 @@ from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.accounts.quotas import quota_take
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Voice
 from apps.characters.selectors import voice_spec_of
@@ -36,18 +39,34 @@ def error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
 
-async def _authenticated(request) -> bool:
+async def over_quota(user, kind: str) -> JsonResponse | None:
+    """Count one `kind` request for the user: None within the quota, else a 429 with `Retry-After`."""
+    retry_after = await sync_to_async(quota_take, thread_sensitive=False)(user_id=user.pk, kind=kind)
+    if retry_after is None:
+        return None
+    body = {"code": "rate_limited", "message": "Too many requests; try again later.", "retry_after": retry_after}
+    response = JsonResponse({"error": body}, status=429)
+    response["Retry-After"] = str(math.ceil(retry_after))  # HTTP wants whole seconds
+    return response
+
+
+async def _user(request):
+    """The caller (Bearer token or the logged-in session), or None."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        return await database_sync_to_async(token_authenticate)(key=header[7:].strip()) is not None
+        token = await database_sync_to_async(token_authenticate)(key=header[7:].strip())
+        return token.user if token else None
     user = await request.auser()
-    return user.is_authenticated
+    return user if user.is_authenticated else None
 
 
 async def queue_and_wait(task: str, timeout: float, **kwargs) -> dict:
     """Queue the task named `task` with a reply channel and wait for its one answer (a protocol Event's message)."""
     layer = get_channel_layer()
-    channel = await layer.new_channel("rest.")
+    # The default prefix: channels_redis receives every process-local channel sharing a prefix with one
+    # BZPOPMIN; a "rest." channel would wait for the lock held by the sockets' receive until one of them
+    # gets a message (a REST search on a process with an open, idle socket timed out).
+    channel = await layer.new_channel()
     await sync_to_async(enqueue)(task, reply_channel=channel, **kwargs)
     return await asyncio.wait_for(layer.receive(channel), timeout)
 
@@ -63,8 +82,11 @@ def voices(request):
 @require_POST
 async def text_to_speech(request):
     """POST JSON `{text, voice?, speed?, emotion?, format?: wav|mp3|ogg, sample_rate?}` → audio file."""
-    if not await _authenticated(request):
+    user = await _user(request)
+    if user is None:
         return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
+    if limited := await over_quota(user, "speech"):
+        return limited
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:
@@ -169,8 +191,11 @@ async def speech_to_text(request):
     WAV, FLAC, Ogg (Opus, Vorbis), MP3 or WebM, at most ASR_MAX_UPLOAD_BYTES and AUDIO_MAX_UPLOAD_S.
     The size is checked before the body is read, the header before the ASR worker decodes it.
     """
-    if not await _authenticated(request):
+    user = await _user(request)
+    if user is None:
         return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
+    if limited := await over_quota(user, "speech"):
+        return limited
     cap = settings.ASR_MAX_UPLOAD_BYTES
     too_large = error(413, "audio_too_large", f"Uploads are limited to {cap} bytes.")
     try:

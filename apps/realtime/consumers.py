@@ -15,13 +15,14 @@ from pydantic import ValidationError
 from apps.conversations.cancel import turn_cancel
 from apps.realtime import protocol as p
 from apps.realtime import services
+from apps.realtime.limits import QuotaMixin
 from apps.realtime.state import ClientError, Turn
 from apps.realtime.voice import VoiceMixin
 
 log = logging.getLogger(__name__)
 
 
-class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
+class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.conversation: services.Conversation | None = None
@@ -44,8 +45,10 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         await self.accept()  # authentication happens in the first frame
+        await self.quota_open()  # the per-address cap, the deadline to authenticate
 
     async def disconnect(self, code):
+        await self.quota_close()
         await self.end_turn(cancel=True, notify=False)
         if self.token_group:
             await self.channel_layer.group_discard(self.token_group, self.channel_name)
@@ -60,7 +63,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
                 frame = self.parse(text_data)
                 await self.handlers[frame.type](frame)
         except ClientError as exc:
-            await self.send_frame(p.Error(code=exc.code, message=exc.message))
+            await self.send_frame(p.Error(code=exc.code, message=exc.message, retry_after=exc.retry_after))
             if exc.close_code:
                 await self.close(code=exc.close_code)
 
@@ -100,6 +103,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
             raise ClientError(p.ErrorCode.ALREADY_CONNECTED, "Already connected; use `switch_character`.")
         user, token = await self.authenticate(frame)
         conversation = await self.open_conversation(user, frame.character_name)
+        await self.quota_slot("user", user.pk)  # open sockets per user, token and cookie alike
         if token is not None:
             await self.claim_token(token.pk)
         self.user, self.conversation, self.text_deltas = user, conversation, frame.text_deltas
@@ -166,6 +170,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
             )
         if self.turn is not None:
             raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next message.")
+        await self.quota_take("turn")
         session = self.conversation.session
         turn_id = await database_sync_to_async(services.text_turn_submit)(
             session=session, content=content, reply_channel=self.channel_name, text_deltas=self.text_deltas
@@ -192,6 +197,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
     async def on_memories_list(self, frame: p.MemoriesList):
         owner = {"user_id": self.user.pk, "character_id": self.conversation.character.pk, "limit": frame.limit}
         if frame.query.strip():  # by meaning: the embed queue has the model
+            await self.quota_take("memory_search")
             await sync_to_async(services.memories_search_request, thread_sensitive=False)(
                 query=frame.query.strip(), reply_channel=self.channel_name, request_id="", **owner
             )

@@ -30,7 +30,12 @@ The protocol is wire-compatible with ChatAnon clients: they work unchanged.
   `clear_history` or `switch_character` during a turn interrupts it: `turn_end` with status
   `interrupted` comes at once, and the partial reply is saved as interrupted.
 - Bad input gets an `error` frame with a stable `code` and the socket stays usable. Only failed
-  authentication closes the socket.
+  authentication, the deadline to authenticate and the socket caps (below) close the socket.
+- Send `connect` within WS_AUTH_TIMEOUT_S (5 s) of opening: a socket that has not authenticated by
+  then gets `disconnected` with reason `auth_timeout` and is closed with 4008.
+- Quotas: turns and memory searches per user per QUOTA_WINDOW_S, open sockets per user and per
+  client address. Over one, the `error` has code `rate_limited` and `retry_after` (seconds); a
+  socket over a socket cap is then closed with 4029.
 - At most one live socket per API token: a new connection sends the old one `disconnected` with
   reason `new_connection` and closes it with code 4009.
 - Token sockets may come from anywhere (no Origin needed). A browser socket authenticated by its

@@ -11,7 +11,7 @@ the domain services and the workers build frames and events from these classes, 
 
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_serializer
 
 
 def _known_code(code: str) -> str:
@@ -337,15 +337,27 @@ class MemoryDeleted(ServerFrame):
 
 
 class Error(ServerFrame):
-    """Something in a frame was wrong, or a turn failed. The socket stays open (see codes)."""
+    """Something in a frame was wrong, or a turn failed. The socket stays open (see codes).
+
+    `retry_after` (seconds) comes with `rate_limited` and `audio_rate_exceeded`: when to try again.
+    """
 
     type: Literal["error"] = "error"
     code: KnownCode
     message: str
+    retry_after: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_retry_after(self, handler):
+        data = handler(self)
+        if data.get("retry_after") is None:
+            data.pop("retry_after", None)  # only rate limits carry it
+        return data
 
 
 class Disconnected(ServerFrame):
-    """The server is closing this socket; `reason` says why (e.g. `new_connection`)."""
+    """The server is closing this socket; `reason` says why: `new_connection` (closes with 4009),
+    `auth_timeout` (no valid `connect` within WS_AUTH_TIMEOUT_S; closes with 4008)."""
 
     type: Literal["disconnected"] = "disconnected"
     reason: str
@@ -462,7 +474,8 @@ EVENTS: tuple[type[Event], ...] = (TurnFrames, TurnUnit, AsrPartialResult, Memor
 
 
 class ErrorCode:
-    """Stable `error.code` values. Only `auth_failed` closes the socket."""
+    """Stable `error.code` values. Only `auth_failed`, `origin_not_allowed` and a refused socket's
+    `rate_limited` close the socket."""
 
     INVALID_JSON = "invalid_json"
     INVALID_FRAME = "invalid_frame"
@@ -501,6 +514,7 @@ class ErrorCode:
     MEMORY_NOT_FOUND = "memory_not_found"
     MEMORY_UNAVAILABLE = "memory_unavailable"
     ENGINE_FAILED = "engine_failed"
+    RATE_LIMITED = "rate_limited"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: "The frame is not valid JSON.",
@@ -541,7 +555,8 @@ class ErrorCode:
             " AUDIO_MAX_UPLOAD_S for POST /api/asr); it was dropped."
         ),
         CHUNK_TOO_LARGE: "An audio chunk is over AUDIO_MAX_CHUNK_BYTES; it was dropped.",
-        AUDIO_RATE_EXCEEDED: "Audio arrives faster than AUDIO_MAX_RATE_FACTOR × real time; the chunk was dropped.",
+        AUDIO_RATE_EXCEEDED: "Audio arrives faster than AUDIO_MAX_RATE_FACTOR × real time (per socket, "
+        "plus a 2 s burst); the chunk was dropped. `retry_after`: when it would fit.",
         NO_STREAM: "`audio_stream_chunk`/`audio_stream_end` without `audio_stream_start`.",
         NO_CALL: "`voice_call_audio_chunk`/`voice_call_stop` without `voice_call_start`.",
         NO_SPEECH: "No words were heard in the utterance; the turn ends as failed.",
@@ -552,6 +567,8 @@ class ErrorCode:
         MEMORY_NOT_FOUND: "You have no memory with that id (with this or any character).",
         MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",
         ENGINE_FAILED: "A model engine failed or is not configured (REST and admin; a turn says which step failed).",
+        RATE_LIMITED: "Over a quota (turns or memory searches per QUOTA_WINDOW_S, open sockets per user or "
+        "address); `retry_after` says when to try again. Refused sockets then close with 4029.",
     }
 
 
@@ -560,10 +577,14 @@ class CloseCode:
 
     AUTH_FAILED = 4001
     ORIGIN_NOT_ALLOWED = 4003
+    AUTH_TIMEOUT = 4008
     REPLACED = 4009
+    RATE_LIMITED = 4029
 
     DESCRIPTIONS: ClassVar[dict[int, str]] = {
         AUTH_FAILED: "Authentication failed (after an `error` frame with code `auth_failed`).",
         ORIGIN_NOT_ALLOWED: "Cookie authentication from an Origin that is not allowed.",
+        AUTH_TIMEOUT: "No valid `connect` within WS_AUTH_TIMEOUT_S of opening (after `disconnected`).",
         REPLACED: "A newer socket connected with the same API token (after `disconnected`).",
+        RATE_LIMITED: "Too many open sockets for this user or client address (after `error` `rate_limited`).",
     }

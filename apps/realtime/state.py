@@ -14,9 +14,10 @@ from apps.core.errors import AppError
 class ClientError(AppError):
     """Raised anywhere in a handler; becomes one `error` frame and the socket stays open."""
 
-    def __init__(self, code: str, message: str, close_code: int | None = None):
+    def __init__(self, code: str, message: str, close_code: int | None = None, *, retry_after: float | None = None):
         super().__init__(code, message)
         self.close_code = close_code
+        self.retry_after = retry_after  # seconds, for rate limits
 
 
 @dataclass
@@ -67,24 +68,49 @@ class Turn:
 
 @dataclass
 class AudioIn:
-    """Audio arriving in a push-to-talk stream or a call, with the per-socket limits."""
+    """Audio arriving in a push-to-talk stream or a call: the utterance being captured."""
 
-    started: float = field(default_factory=time.monotonic)
-    received: int = 0  # bytes, for the rate limit
     buffer: bytearray = field(default_factory=bytearray)
+
+    @staticmethod
+    def max_bytes() -> int:
+        return int(settings.AUDIO_MAX_UTTERANCE_S * PCM_RATE * 2)
+
+
+_BURST_S = 2.0  # audio a client may send at once, above the steady rate
+
+
+@dataclass
+class AudioBudget:
+    """The socket's allowance of streamed audio: a token bucket refilled at AUDIO_MAX_RATE_FACTOR ×
+    real time, holding at most a 2 s burst (or one whole chunk).
+
+    One per socket, kept across streams and calls: restarting either does not refill it.
+    """
+
+    tokens: float = -1.0  # bytes of audio allowed now; starts full
+    at: float = field(default_factory=time.monotonic)
+
+    @staticmethod
+    def capacity() -> float:
+        return max(_BURST_S * PCM_RATE * 2, settings.AUDIO_MAX_CHUNK_BYTES)
 
     def admit(self, pcm: bytes) -> None:
         """Raise ClientError if this chunk breaks the chunk-size or rate limits."""
         if len(pcm) > settings.AUDIO_MAX_CHUNK_BYTES:
             raise ClientError("chunk_too_large", f"Audio chunks are limited to {settings.AUDIO_MAX_CHUNK_BYTES} bytes.")
-        allowed = ((time.monotonic() - self.started) * settings.AUDIO_MAX_RATE_FACTOR + 2.0) * PCM_RATE * 2
-        if self.received + len(pcm) > allowed:
-            raise ClientError("audio_rate_exceeded", "Audio is arriving faster than real time allows; chunk dropped.")
-        self.received += len(pcm)
-
-    @staticmethod
-    def max_bytes() -> int:
-        return int(settings.AUDIO_MAX_UTTERANCE_S * PCM_RATE * 2)
+        now, rate = time.monotonic(), settings.AUDIO_MAX_RATE_FACTOR * PCM_RATE * 2
+        full = self.capacity()
+        self.tokens = full if self.tokens < 0 else min(full, self.tokens + (now - self.at) * rate)
+        self.at = now
+        if len(pcm) > self.tokens:
+            wait = (len(pcm) - self.tokens) / rate if rate > 0 else None
+            raise ClientError(
+                "audio_rate_exceeded",
+                "Audio is arriving faster than real time allows; chunk dropped.",
+                retry_after=round(wait, 2) if wait is not None else None,
+            )
+        self.tokens -= len(pcm)
 
 
 _BYTES_PER_MS = PCM_RATE * 2 // 1000

@@ -18,7 +18,7 @@ from apps.conversations.services import turn_timings_merge
 from apps.core.audio import PCM_RATE, AudioError, b64decode_audio, container_of, pcm_check, pcm_from_base64, probe
 from apps.realtime import protocol as p
 from apps.realtime import services
-from apps.realtime.state import AudioIn, ClientError, Partials, Turn
+from apps.realtime.state import AudioBudget, AudioIn, ClientError, Partials, Turn
 from apps.realtime.vad import StreamingVad
 
 _PREROLL_BYTES = int(0.3 * PCM_RATE) * 2  # audio kept from before speech was detected
@@ -46,6 +46,7 @@ class Pending:
 class VoiceMixin:
     output_rate = PCM_RATE
     stream: AudioIn | None = None
+    audio_budget: AudioBudget | None = None  # the socket's, shared by its streams and calls
     stream_vad: StreamingVad | None = None  # tracks where speech is, for partial transcripts
     call: Call | None = None
     partials: Partials | None = None  # of the utterance being captured
@@ -90,7 +91,7 @@ class VoiceMixin:
     async def stream_audio(self, pcm: bytes):
         if self.stream is None:
             raise ClientError(p.ErrorCode.NO_STREAM, "Send `audio_stream_start` first.")
-        self.stream.admit(pcm)
+        self.audio_admit(pcm)
         self.stream.buffer += pcm
         if len(self.stream.buffer) > AudioIn.max_bytes():
             self.stream = None
@@ -128,13 +129,19 @@ class VoiceMixin:
         else:
             raise ClientError(p.ErrorCode.BINARY_NOT_EXPECTED, "Binary PCM frames belong to a stream or a call.")
 
+    def audio_admit(self, pcm: bytes) -> None:
+        """Check a chunk against the socket's audio allowance (raises ClientError)."""
+        if self.audio_budget is None:
+            self.audio_budget = AudioBudget()
+        self.audio_budget.admit(pcm)
+
     # --- the call: VAD at the edge, barge-in -------------------------------------------------
 
     async def call_audio(self, pcm: bytes):
         call = self.call
         if call is None:
             raise ClientError(p.ErrorCode.NO_CALL, "Send `voice_call_start` first.")
-        call.audio.admit(pcm)
+        self.audio_admit(pcm)
         events = call.vad.feed(pcm)
         if call.vad.in_speech or events:
             call.audio.buffer += pcm
@@ -186,6 +193,7 @@ class VoiceMixin:
             raise ClientError(p.ErrorCode.EMPTY_AUDIO, "The utterance has no audio.")
         if self.turn is not None:
             raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next utterance.")
+        await self.quota_take("turn")
         turn = Turn(str(uuid.uuid4()), self.conversation.session.pk, voice=True, speech_end_at=speech_end_at)
         self.begin_turn(turn)
         await self.send_frame(p.AsrStart())

@@ -38,7 +38,7 @@ def test_avatars_are_served_in_every_mode_but_users_recordings_never(client, cha
         assert client.get(path).status_code in (400, 404), path
 
 
-def test_ready_with_a_live_worker(client, llm_worker, voice_worker, memory_worker):
+def test_ready_with_a_live_worker(client, llm_worker, voice_worker, speech_api_worker, memory_worker):
     response = client.get("/ready")
     assert response.status_code == 200, response.json()
     assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok", "workers": "ok"}

@@ -10,7 +10,7 @@ from apps.characters.models import Voice
 from tests.speech import audioeval_clip, words
 from workers.audio import decode_to_pcm, encode
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("voice_worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("speech_api_worker")]
 
 
 @pytest.fixture

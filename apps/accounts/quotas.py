@@ -1,0 +1,104 @@
+"""Abuse quotas: per-user rates, open sockets per user and per client address.
+
+Counted in the Django cache: Redis in the scaled mode, so every web process sees the same counts;
+the process's memory in the embedded mode (one process). Every limit is a setting; 0 turns it off.
+
+- Rates (`quota_take`): one window of QUOTA_WINDOW_S per user and kind, starting at the first
+  request, counted with an atomic increment (`cache.add` + `cache.incr`) on a key that expires
+  with the window. The answer to a refused request is when the window ends.
+- Open sockets (`socket_slot_claim`): a cap of N is N slot keys; a socket holds one (an atomic
+  `cache.add`) with a TTL it refreshes while it lives (`socket_slot_refresh`), and deletes on
+  disconnect. A web process that dies without closing its sockets frees their slots within
+  QUOTA_SOCKET_TTL_S, so counts never leak.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+RATE_LIMITS = {
+    "turn": "QUOTA_TURNS",
+    "memory_search": "QUOTA_MEMORY_SEARCHES",
+    "speech": "QUOTA_SPEECH_REQUESTS",
+}
+SOCKET_LIMITS = {"user": "QUOTA_SOCKETS_PER_USER", "address": "QUOTA_SOCKETS_PER_ADDRESS"}
+
+
+class QuotaExceeded(Exception):
+    """Raised by `socket_slot_claim` when every slot is held; `retry_after` in seconds."""
+
+    def __init__(self, kind: str, retry_after: float):
+        super().__init__(f"{kind} quota exceeded; retry after {retry_after} s")
+        self.kind, self.retry_after = kind, retry_after
+
+
+def quota_take(*, user_id: int, kind: str) -> float | None:
+    """Count one `kind` ("turn", "memory_search", "speech") for the user.
+
+    None when it is within the quota, else the seconds until the window ends and one is allowed.
+    A refused request counts too (the window ends at the same time either way).
+    """
+    limit = getattr(settings, RATE_LIMITS[kind])
+    if limit <= 0:
+        return None
+    window = settings.QUOTA_WINDOW_S
+    ttl = math.ceil(window) + 1
+    start_key = f"quota:{kind}:{user_id}"
+    for _ in range(3):  # the window may end between two calls: then count in the next one
+        now = time.time()
+        cache.add(start_key, now, timeout=ttl)
+        start = cache.get(start_key)
+        if start is None or now - start >= window:
+            if start is not None:
+                cache.delete(start_key)  # outlived its window by the TTL's rounding
+            continue
+        count_key = f"{start_key}:{start!r}"
+        cache.add(count_key, 0, timeout=ttl)
+        try:
+            count = cache.incr(count_key)
+        except ValueError:  # the counter expired just now
+            continue
+        if count <= limit:
+            return None
+        return round(max(start + window - now, 0.01), 2)
+    return None  # the cache keeps dropping the window: let the request through rather than fail it
+
+
+@dataclass(frozen=True)
+class SocketSlot:
+    """One open socket's place under a cap (see `socket_slot_claim`)."""
+
+    key: str
+    holder: str
+
+
+def socket_slot_claim(*, kind: str, owner: object, holder: str) -> SocketSlot | None:
+    """Take one of the open-socket slots of `owner` (kind "user": a user id; "address": a client address).
+
+    `holder` names the socket (its channel name). None when the cap is off; QuotaExceeded when
+    every slot is held. The caller refreshes the slot while the socket lives and releases it.
+    """
+    limit = getattr(settings, SOCKET_LIMITS[kind])
+    if limit <= 0:
+        return None
+    keys = [f"sockets:{kind}:{owner}:{i}" for i in range(limit)]
+    held = cache.get_many(keys)
+    for key in keys:
+        if key not in held and cache.add(key, holder, timeout=settings.QUOTA_SOCKET_TTL_S):
+            return SocketSlot(key, holder)
+    raise QuotaExceeded(kind, retry_after=float(settings.QUOTA_SOCKET_TTL_S))
+
+
+def socket_slot_refresh(*, slot: SocketSlot) -> None:
+    """Keep the slot for another QUOTA_SOCKET_TTL_S (call at least every third of it)."""
+    if not cache.touch(slot.key, timeout=settings.QUOTA_SOCKET_TTL_S):
+        cache.add(slot.key, slot.holder, timeout=settings.QUOTA_SOCKET_TTL_S)  # lapsed: take it back if free
+
+
+def socket_slot_release(*, slot: SocketSlot) -> None:
+    """Free the slot, unless it lapsed and another socket holds it now."""
+    if cache.get(slot.key) == slot.holder:
+        cache.delete(slot.key)
