@@ -29,10 +29,14 @@ The protocol is wire-compatible with ChatAnon clients: they work unchanged.
 - Every turn ends with `turn_end`, even a failed (`error` with code `llm_failed`) or interrupted one.
   `clear_history` or `switch_character` during a turn interrupts it: `turn_end` with status
   `interrupted` comes at once, and the partial reply is saved as interrupted.
-- Bad input gets an `error` frame with a stable `code` and the socket stays usable. Only failed
-  authentication closes the socket.
+- Bad input gets an `error` frame with a stable `code` and the socket stays usable; so does a
+  failure on the server's side (`internal_error`, with a reference to quote). Only failed
+  authentication closes the socket, and access taken away while it is open (below).
 - At most one live socket per API token: a new connection sends the old one `disconnected` with
   reason `new_connection` and closes it with code 4009.
+- Revoking the API token, deactivating the user or logging out the browser session that
+  authenticated a socket ends it at once: `disconnected` with reason `token_revoked`,
+  `user_deactivated` or `logged_out`, then a close with 4010, 4011 or 4012.
 - Token sockets may come from anywhere (no Origin needed). A browser socket authenticated by its
   session cookie must come from the same site (Origin equals Host, or is in WS_ALLOWED_ORIGINS).
 """

@@ -15,6 +15,10 @@ class Frame(BaseModel):
     type: str
 
 
+# A client frame is a flat object: deeper nesting is refused before parsing (json.loads recurses).
+MAX_JSON_DEPTH = 32
+
+
 # --- client → server ---------------------------------------------------------------------------
 
 
@@ -323,7 +327,9 @@ class Error(Frame):
 
 
 class Disconnected(Frame):
-    """The server is closing this socket; `reason` says why (e.g. `new_connection`)."""
+    """The server is closing this socket; `reason` says why: `new_connection` (another socket took
+    this API token), `token_revoked`, `user_deactivated` or `logged_out` (the browser session that
+    authenticated this socket logged out). The close code follows (see close codes)."""
 
     type: Literal["disconnected"] = "disconnected"
     reason: str
@@ -391,13 +397,16 @@ class ErrorCode:
     INVALID_MEMORY_ID = "invalid_memory_id"
     MEMORY_NOT_FOUND = "memory_not_found"
     MEMORY_UNAVAILABLE = "memory_unavailable"
+    INTERNAL_ERROR = "internal_error"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
-        INVALID_JSON: "The frame is not valid JSON.",
+        INVALID_JSON: (
+            f"The frame is not valid JSON text: bad syntax, `NaN`/`Infinity`, or nested deeper than {MAX_JSON_DEPTH} levels."
+        ),
         INVALID_FRAME: "The frame is JSON but not an object with a string `type`.",
         UNKNOWN_TYPE: "No client frame has this `type`.",
         MISSING_FIELD: "A required field of the frame is missing.",
-        INVALID_FIELD: "A field has the wrong type.",
+        INVALID_FIELD: "A field has the wrong type or value (text may not hold NUL characters or unpaired surrogates).",
         FRAME_TOO_LARGE: "The frame is over WS_MAX_FRAME_BYTES.",
         BINARY_NOT_EXPECTED: "A binary (raw PCM) frame arrived outside a push-to-talk stream or a call.",
         NOT_CONNECTED: "Send `connect` first.",
@@ -425,6 +434,10 @@ class ErrorCode:
         INVALID_MEMORY_ID: "`memory_id` is not a UUID.",
         MEMORY_NOT_FOUND: "You have no memory with that id (with this or any character).",
         MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",
+        INTERNAL_ERROR: (
+            "The server failed on this frame or event; the message carries a reference for its log."
+            " The socket stays open; a turn it broke ends with `turn_end` status `failed`."
+        ),
     }
 
 
@@ -434,9 +447,21 @@ class CloseCode:
     AUTH_FAILED = 4001
     ORIGIN_NOT_ALLOWED = 4003
     REPLACED = 4009
+    TOKEN_REVOKED = 4010
+    USER_DEACTIVATED = 4011
+    LOGGED_OUT = 4012
 
     DESCRIPTIONS: ClassVar[dict[int, str]] = {
         AUTH_FAILED: "Authentication failed (after an `error` frame with code `auth_failed`).",
         ORIGIN_NOT_ALLOWED: "Cookie authentication from an Origin that is not allowed.",
         REPLACED: "A newer socket connected with the same API token (after `disconnected`).",
+        TOKEN_REVOKED: "The socket's API token was revoked (after `disconnected` with reason `token_revoked`).",
+        USER_DEACTIVATED: "The user was deactivated (after `disconnected` with reason `user_deactivated`).",
+        LOGGED_OUT: "The browser session of a cookie socket logged out (after `disconnected` with reason `logged_out`).",
+    }
+    # `disconnected.reason` → close code, when access ends while the socket is open.
+    FOR_REASON: ClassVar[dict[str, int]] = {
+        "token_revoked": TOKEN_REVOKED,
+        "user_deactivated": USER_DEACTIVATED,
+        "logged_out": LOGGED_OUT,
     }
