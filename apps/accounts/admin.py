@@ -17,7 +17,7 @@ class PersonaTalkUserAdmin(UserAdmin):
     def save_model(self, request, obj, form, change):
         deactivating = change and "is_active" in form.changed_data and not obj.is_active
         if deactivating:
-            obj.is_active = True  # saved as the service leaves it
+            obj.is_active = True  # the service deactivates (and ends the user's sockets) after the save
         super().save_model(request, obj, form, change)
         if deactivating:
             user_deactivate(user=obj)

@@ -27,9 +27,13 @@ from workers.cancel import turn_cancel
 
 log = logging.getLogger(__name__)
 
-# Audio arrives many times a second: its frames re-check the socket's access at most this often.
+# How often a frame re-checks the socket's access in the database (revocation through the services
+# also arrives at once as an event): before every turn, at most once a second for other frames
+# (a flood of pings is not a flood of queries), every 5 s for audio, which arrives many times a second.
+_ACCESS_CHECK_EVERY_S = 1.0
 _AUDIO_ACCESS_CHECK_S = 5.0
 _AUDIO_FRAMES = frozenset({"audio_stream_chunk", "voice_call_audio_chunk", "agent_audio_chunk"})
+_TURN_FRAMES = frozenset({"message", "audio_message", "audio_stream_end"})
 
 
 class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
@@ -102,8 +106,7 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
                 kind = "text"
                 frame = self.parse(text_data)
                 kind = frame.type
-                every_s = _AUDIO_ACCESS_CHECK_S if kind in _AUDIO_FRAMES else 0.0
-                if await self.access_still_live(every_s=every_s):
+                if await self.access_still_live(every_s=_access_check_every(kind)):
                     await self.handlers[kind](frame)
         except ClientError as exc:
             await self.send_frame(p.Error(code=exc.code, message=exc.message))
@@ -428,6 +431,12 @@ class ConversationConsumer(VoiceMixin, AsyncJsonWebsocketConsumer):
             await self.end_turn(cancel=True, notify=False)
             await self.send_frame(p.Disconnected(reason="new_connection"))
             await self.close(code=p.CloseCode.REPLACED)
+
+
+def _access_check_every(frame_type: str) -> float:
+    if frame_type in _TURN_FRAMES:
+        return 0.0
+    return _AUDIO_ACCESS_CHECK_S if frame_type in _AUDIO_FRAMES else _ACCESS_CHECK_EVERY_S
 
 
 # --- parsing untrusted text --------------------------------------------------------------------

@@ -128,7 +128,7 @@ def _no_stray_speech_jobs():
 
 
 @settings(
-    max_examples=100,
+    max_examples=200,
     deadline=None,
     derandomize=True,  # the same examples on every run: CI is stable, a failure reproduces
     database=None,

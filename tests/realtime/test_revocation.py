@@ -4,6 +4,7 @@ In-process app with the test settings' Redis channel layer, and the embedded mod
 layer; the same through real Daphne processes is in tests/realtime/test_revocation_live.py.
 """
 
+import asyncio
 import time
 
 import pytest
@@ -162,6 +163,9 @@ async def test_access_taken_away_behind_the_services_back_fails_the_next_frame(
 async def test_a_deleted_login_session_fails_the_next_frame(user, character):
     comm, browser = await cookie_socket(user)
     await sync_to_async(browser.session.delete)()  # e.g. `clearsessions`, or a password change elsewhere
+    await comm.send_json_to({"type": "clear_history"})
+    assert (await comm.receive_json_from())["type"] == "history_cleared"  # re-checked at most once a second
+    await asyncio.sleep(1.0)
     await comm.send_json_to({"type": "ping"})
     await assert_ended(comm, "logged_out", 4012, time.monotonic())
 
