@@ -5,9 +5,33 @@ from django.contrib.auth.admin import UserAdmin
 from django.utils.translation import ngettext
 
 from apps.accounts.models import ApiToken, User
-from apps.accounts.services import token_create, token_revoke
+from apps.accounts.services import token_create, token_revoke, user_deactivate
 
-admin.site.register(User, UserAdmin)
+
+@admin.register(User)
+class PersonaTalkUserAdmin(UserAdmin):
+    """Django's user admin, with deactivation going through `user_deactivate` (it ends live sockets)."""
+
+    actions = ["deactivate"]
+
+    def save_model(self, request, obj, form, change):
+        deactivating = change and "is_active" in form.changed_data and not obj.is_active
+        if deactivating:
+            obj.is_active = True  # the service deactivates (and ends the user's sockets) after the save
+        super().save_model(request, obj, form, change)
+        if deactivating:
+            user_deactivate(user=obj)
+
+    @admin.action(description="Deactivate selected users", permissions=["change"])
+    def deactivate(self, request, queryset):
+        active = list(queryset.filter(is_active=True))
+        for user in active:
+            user_deactivate(user=user)
+        self.message_user(
+            request,
+            ngettext("Deactivated %d user.", "Deactivated %d users.", len(active)) % len(active),
+            messages.SUCCESS,
+        )
 
 
 @admin.register(ApiToken)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from apps.accounts import sockets
 from apps.accounts.models import ApiToken, User
 
 
@@ -25,11 +26,31 @@ def token_create(*, user: User, name: str, key: str | None = None) -> IssuedToke
     return IssuedToken(token=token, key=key)
 
 
+def _sockets_end_on_commit(*, group: str, reason: str) -> None:
+    # robust: the change is committed whatever the channel layer does; a socket that missed the
+    # event still fails its next frame (apps.accounts.selectors.access_ended_reason).
+    transaction.on_commit(lambda: sockets.sockets_end(group=group, reason=reason), robust=True)
+
+
 def token_revoke(*, token: ApiToken) -> None:
-    """Revoke a token; sockets authenticated with it keep their session until they reconnect."""
+    """Revoke a token; the sockets authenticated with it end as soon as the revocation is committed."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        _sockets_end_on_commit(group=sockets.token_group(token.pk), reason=sockets.TOKEN_REVOKED)
+
+
+def user_deactivate(*, user: User) -> None:
+    """Deactivate a user: no more logins or API tokens, and their open sockets end once it is committed."""
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    user.is_active = False
+    _sockets_end_on_commit(group=sockets.user_group(user.pk), reason=sockets.USER_DEACTIVATED)
+
+
+def login_session_end(*, session_key: str | None) -> None:
+    """A browser session logged out: the sockets it authenticated (by cookie) end."""
+    if session_key:
+        _sockets_end_on_commit(group=sockets.login_group(session_key), reason=sockets.LOGGED_OUT)
 
 
 def token_authenticate(*, key: str) -> ApiToken | None:

@@ -3,15 +3,22 @@
 import asyncio
 import json
 import logging
+import math
+import re
 import time
+import uuid
 from urllib.parse import urlsplit
 
+import numpy as np
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from pydantic import ValidationError
 
+from apps.accounts import sockets as access
+from apps.accounts.selectors import access_ended_reason
 from apps.conversations.cancel import turn_cancel
 from apps.realtime import protocol as p
 from apps.realtime import services
@@ -21,6 +28,14 @@ from apps.realtime.voice import VoiceMixin
 
 log = logging.getLogger(__name__)
 
+# How often a frame re-checks the socket's access in the database (revocation through the services
+# also arrives at once as an event): before every turn, at most once a second for other frames
+# (a flood of pings is not a flood of queries), every 5 s for audio, which arrives many times a second.
+_ACCESS_CHECK_EVERY_S = 1.0
+_AUDIO_ACCESS_CHECK_S = 5.0
+_AUDIO_FRAMES = frozenset({"audio_stream_chunk", "voice_call_audio_chunk", "agent_audio_chunk"})
+_TURN_FRAMES = frozenset({"message", "audio_message", "audio_stream_end"})
+
 
 class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
     def __init__(self, *args, **kwargs):
@@ -29,6 +44,11 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
         self.user = None
         self.text_deltas = False
         self.token_group: str | None = None
+        self.access_groups: list[str] = []  # the user's, and the login session's for a cookie socket
+        self.token_id: int | None = None
+        self.session_key: str | None = None
+        self.access_checked_at = 0.0
+        self.ended = False  # access ended or replaced: closing, later frames are dropped
         self.turn: Turn | None = None
         self.handlers = {
             "connect": self.on_connect,
@@ -50,34 +70,98 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         await self.quota_close()
         await self.end_turn(cancel=True, notify=False)
-        if self.token_group:
-            await self.channel_layer.group_discard(self.token_group, self.channel_name)
+        for group in filter(None, [self.token_group, *self.access_groups]):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def dispatch(self, message):
+        """Channels' dispatch, guarded: a failing channel-layer event handler must not end the socket.
+
+        (Unguarded, the exception ends the consumer and the server closes the socket with 1011.)
+        """
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            kind = message.get("type", "")
+            if kind == "websocket.disconnect":
+                log.exception("socket %s: failed while disconnecting", self.channel_name)
+                raise StopConsumer() from None
+            if kind == "websocket.connect":
+                log.exception("socket %s: failed while opening", self.channel_name)
+                await self.close()
+                return
+            turn_id = message.get("turn_id")
+            await self.internal_error(f"event {kind}", turn_id=turn_id)
+            await self.fail_turn(turn_id)
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self.ended:
+            return
+        kind = "binary"
         try:
             if bytes_data is not None:
                 if self.conversation is None:
                     raise ClientError(p.ErrorCode.NOT_CONNECTED, "Send a `connect` frame first.")
-                await self.on_binary(bytes_data)
+                if await self.access_still_live(every_s=_AUDIO_ACCESS_CHECK_S):
+                    await self.on_binary(bytes_data)
             else:
+                kind = "text"
                 frame = self.parse(text_data)
-                await self.handlers[frame.type](frame)
+                kind = frame.type
+                if await self.access_still_live(every_s=_access_check_every(kind)):
+                    await self.handlers[kind](frame)
         except ClientError as exc:
             await self.send_frame(p.Error(code=exc.code, message=exc.message, retry_after=exc.retry_after))
             if exc.close_code:
                 await self.close(code=exc.close_code)
+        except Exception:
+            await self.internal_error(f"frame {kind}")
+
+    async def internal_error(self, where: str, *, turn_id: str | None = None) -> None:
+        """Log the exception being handled with a reference, and send the client `internal_error` with it."""
+        ref = uuid.uuid4().hex[:12]
+        turn_id = turn_id or (self.turn.id if self.turn is not None else None)
+        log.exception("internal error %s on %s (turn %s, socket %s)", ref, where, turn_id, self.channel_name)
+        try:
+            await self.send_frame(
+                p.Error(
+                    code=p.ErrorCode.INTERNAL_ERROR,
+                    message=f"Something went wrong on our side (reference {ref}); the socket is still open.",
+                )
+            )
+        except Exception as exc:  # the socket is gone: nothing left to tell
+            log.warning("internal error %s: could not tell the client (%r)", ref, exc)
+
+    async def fail_turn(self, turn_id: str | None) -> None:
+        """End the turn an internal error broke (if it is the one in flight) as failed."""
+        turn = self.turn
+        if turn is None or turn_id is None or turn.id != turn_id:
+            return
+        try:
+            await self.end_turn(cancel=True, notify=False)
+            await self.finish_turn(turn, status="failed")
+        except Exception:
+            log.exception("turn %s: could not end the turn after an internal error", turn_id)
 
     def parse(self, text: str) -> p.Frame:
-        if len(text.encode()) > settings.WS_MAX_FRAME_BYTES:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:  # lone surrogates: not text a WebSocket can carry
+            raise ClientError(p.ErrorCode.INVALID_JSON, "The frame is not UTF-8 text.") from None
+        if size > settings.WS_MAX_FRAME_BYTES:
             raise ClientError(
                 p.ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes."
             )
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ClientError(p.ErrorCode.INVALID_JSON, "The frame is not valid JSON.") from None
+        data = _json_loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise ClientError(p.ErrorCode.INVALID_FRAME, "A frame is a JSON object with a string `type`.")
+        bad = _bad_text_at(data)
+        if bad is not None:
+            where = bad.encode("ascii", "backslashreplace").decode()
+            raise ClientError(
+                p.ErrorCode.INVALID_FIELD, f"Field `{where}`: text may not hold NUL characters or unpaired surrogates."
+            )
         schema = p.CLIENT_FRAMES.get(data["type"])
         if schema is None:
             raise ClientError(p.ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {data['type']!r}.")
@@ -106,6 +190,8 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
         await self.quota_slot("user", user.pk)  # open sockets per user, token and cookie alike
         if token is not None:
             await self.claim_token(token.pk)
+        if not await self.join_access_groups(user, token):
+            return
         self.user, self.conversation, self.text_deltas = user, conversation, frame.text_deltas
         self.output_rate = frame.output_sample_rate
         await self.send_frame(p.Connected(**self.character_fields("Connected to")))
@@ -159,6 +245,57 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
         self.token_group = f"token.{token_id}"
         await self.channel_layer.group_send(self.token_group, {"type": "token.replaced", "by": self.channel_name})
         await self.channel_layer.group_add(self.token_group, self.channel_name)
+
+    # --- access: revocation, deactivation, logout ----------------------------------------------
+
+    async def join_access_groups(self, user, token) -> bool:
+        """Join the groups through which revocation, deactivation and logout reach this socket.
+
+        False (the socket is ending) if access was taken away while it authenticated.
+        """
+        self.token_id = token.pk if token is not None else None
+        session = self.scope.get("session") if token is None else None
+        self.session_key = session.session_key if session is not None else None
+        self.access_groups = [access.user_group(user.pk)]
+        if self.session_key:
+            self.access_groups.append(access.login_group(self.session_key))
+        for group in self.access_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        # Access taken away between authenticating and joining would have missed the groups.
+        reason = await database_sync_to_async(access_ended_reason)(
+            user_id=user.pk, token_id=self.token_id, session_key=self.session_key
+        )
+        self.access_checked_at = time.monotonic()
+        if reason is not None:
+            await self.end_access(reason)
+            return False
+        return True
+
+    async def access_still_live(self, *, every_s: float) -> bool:
+        """Re-check the socket's access (a deactivation or revocation done outside the services
+        sends no event); False, after ending the socket, when it is gone."""
+        if self.user is None or time.monotonic() - self.access_checked_at < every_s:
+            return True
+        reason = await database_sync_to_async(access_ended_reason)(
+            user_id=self.user.pk, token_id=self.token_id, session_key=self.session_key
+        )
+        self.access_checked_at = time.monotonic()
+        if reason is None:
+            return True
+        await self.end_access(reason)
+        return False
+
+    async def access_ended(self, event):
+        """The token was revoked, the user deactivated or the login session logged out."""
+        await self.end_access(event["reason"])
+
+    async def end_access(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        await self.end_turn(cancel=True, notify=False)
+        await self.send_frame(p.Disconnected(reason=reason))
+        await self.close(code=p.CloseCode.FOR_REASON[reason])
 
     async def on_message(self, frame: p.Message):
         content = frame.content.strip()
@@ -221,7 +358,15 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
 
     def begin_turn(self, turn: Turn) -> None:
         self.turn = turn
-        turn.watchdog = asyncio.create_task(self.watch_turn(turn))
+        turn.watchdog = asyncio.create_task(self.guarded(self.watch_turn(turn), "turn watchdog", turn_id=turn.id))
+
+    async def guarded(self, coro, where: str, *, turn_id: str | None = None) -> None:
+        """Run a background task of this socket: an exception becomes `internal_error`, as in a handler."""
+        try:
+            await coro
+        except Exception:
+            await self.internal_error(where, turn_id=turn_id)
+            await self.fail_turn(turn_id)
 
     async def finish_turn(self, turn: Turn, *, status: str) -> None:
         """Send `turn_end` and go back to waiting (in a call, tell the client we listen again)."""
@@ -289,7 +434,66 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
             await self.maybe_finish_voice_turn(turn)
 
     async def token_replaced(self, event):
-        if event["by"] != self.channel_name:
+        if event["by"] != self.channel_name and not self.ended:
+            self.ended = True
             await self.end_turn(cancel=True, notify=False)
             await self.send_frame(p.Disconnected(reason="new_connection"))
             await self.close(code=p.CloseCode.REPLACED)
+
+
+def _access_check_every(frame_type: str) -> float:
+    if frame_type in _TURN_FRAMES:
+        return 0.0
+    return _AUDIO_ACCESS_CHECK_S if frame_type in _AUDIO_FRAMES else _ACCESS_CHECK_EVERY_S
+
+
+# --- parsing untrusted text --------------------------------------------------------------------
+
+# A string (closed or not) or a run of anything else but brackets: deleting these leaves the
+# brackets outside strings, in one linear regex pass (no backtracking on unterminated strings).
+_STRINGS_AND_NON_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[^"\[\]{}]+', re.S)
+_DEPTH_STEP = str.maketrans({"[": "\x01", "{": "\x01", "]": "\xff", "}": "\xff"})  # +1 / -1 as int8
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text holds neither NUL nor lone surrogates
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the JSON nests deeper than MAX_JSON_DEPTH, measured without recursion."""
+    if text.count("[") + text.count("{") <= p.MAX_JSON_DEPTH:
+        return False
+    steps = np.frombuffer(_STRINGS_AND_NON_BRACKETS.sub("", text).translate(_DEPTH_STEP).encode("latin-1"), np.int8)
+    return bool(steps.size) and int(np.cumsum(steps, dtype=np.int32).max()) > p.MAX_JSON_DEPTH
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal} is out of range")
+    return value
+
+
+def _json_loads(text: str):
+    if _too_deep(text):
+        raise ClientError(p.ErrorCode.INVALID_JSON, f"The frame nests deeper than {p.MAX_JSON_DEPTH} levels.")
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        raise ClientError(p.ErrorCode.INVALID_JSON, "The frame is not valid JSON.") from None
+
+
+def _bad_text_at(value, path: str = "") -> str | None:
+    """The path of the first string (or key) holding text the database cannot store, or None."""
+    if isinstance(value, str):
+        return (path or "type") if _BAD_TEXT.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+        if isinstance(key, str) and _BAD_TEXT.search(key):
+            return where
+        found = _bad_text_at(item, where)
+        if found is not None:
+            return found
+    return None

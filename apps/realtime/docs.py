@@ -29,8 +29,10 @@ The protocol is wire-compatible with ChatAnon clients: they work unchanged.
 - Every turn ends with `turn_end`, even a failed (`error` with code `llm_failed`) or interrupted one.
   `clear_history` or `switch_character` during a turn interrupts it: `turn_end` with status
   `interrupted` comes at once, and the partial reply is saved as interrupted.
-- Bad input gets an `error` frame with a stable `code` and the socket stays usable. Only failed
-  authentication, the deadline to authenticate and the socket caps (below) close the socket.
+- Bad input gets an `error` frame with a stable `code` and the socket stays usable; so does a
+  failure on the server's side (`internal_error`, with a reference to quote). Only failed
+  authentication, the deadline to authenticate, the socket caps and access taken away while it is
+  open (below) close the socket.
 - Send `connect` within WS_AUTH_TIMEOUT_S (5 s) of opening: a socket that has not authenticated by
   then gets `disconnected` with reason `auth_timeout` and is closed with 4008.
 - Quotas: turns and memory searches per user per QUOTA_WINDOW_S, open sockets per user and per
@@ -38,6 +40,9 @@ The protocol is wire-compatible with ChatAnon clients: they work unchanged.
   socket over a socket cap is then closed with 4029.
 - At most one live socket per API token: a new connection sends the old one `disconnected` with
   reason `new_connection` and closes it with code 4009.
+- Revoking the API token, deactivating the user or logging out the browser session that
+  authenticated a socket ends it at once: `disconnected` with reason `token_revoked`,
+  `user_deactivated` or `logged_out`, then a close with 4010, 4011 or 4012.
 - Token sockets may come from anywhere (no Origin needed). A browser socket authenticated by its
   session cookie must come from the same site (Origin equals Host, or is in WS_ALLOWED_ORIGINS).
 """

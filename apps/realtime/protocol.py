@@ -36,6 +36,10 @@ class ServerFrame(Frame):
     model_config = ConfigDict(extra="forbid")
 
 
+# A client frame is a flat object: deeper nesting is refused before parsing (json.loads recurses).
+MAX_JSON_DEPTH = 32
+
+
 # --- client → server ---------------------------------------------------------------------------
 
 
@@ -356,8 +360,10 @@ class Error(ServerFrame):
 
 
 class Disconnected(ServerFrame):
-    """The server is closing this socket; `reason` says why: `new_connection` (closes with 4009),
-    `auth_timeout` (no valid `connect` within WS_AUTH_TIMEOUT_S; closes with 4008)."""
+    """The server is closing this socket; `reason` says why: `new_connection` (another socket took
+    this API token), `auth_timeout` (no valid `connect` within WS_AUTH_TIMEOUT_S), `token_revoked`,
+    `user_deactivated` or `logged_out` (the browser session that authenticated this socket logged
+    out). The close code follows (see close codes)."""
 
     type: Literal["disconnected"] = "disconnected"
     reason: str
@@ -515,13 +521,16 @@ class ErrorCode:
     MEMORY_UNAVAILABLE = "memory_unavailable"
     ENGINE_FAILED = "engine_failed"
     RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
-        INVALID_JSON: "The frame is not valid JSON.",
+        INVALID_JSON: (
+            f"The frame is not valid JSON text: bad syntax, `NaN`/`Infinity`, or nested deeper than {MAX_JSON_DEPTH} levels."
+        ),
         INVALID_FRAME: "The frame is JSON but not an object with a string `type`.",
         UNKNOWN_TYPE: "No client frame has this `type`.",
         MISSING_FIELD: "A required field of the frame is missing.",
-        INVALID_FIELD: "A field has the wrong type.",
+        INVALID_FIELD: "A field has the wrong type or value (text may not hold NUL characters or unpaired surrogates).",
         FRAME_TOO_LARGE: "The frame is over WS_MAX_FRAME_BYTES.",
         BINARY_NOT_EXPECTED: "A binary (raw PCM) frame arrived outside a push-to-talk stream or a call.",
         NOT_CONNECTED: "Send `connect` first.",
@@ -569,6 +578,10 @@ class ErrorCode:
         ENGINE_FAILED: "A model engine failed or is not configured (REST and admin; a turn says which step failed).",
         RATE_LIMITED: "Over a quota (turns or memory searches per QUOTA_WINDOW_S, open sockets per user or "
         "address); `retry_after` says when to try again. Refused sockets then close with 4029.",
+        INTERNAL_ERROR: (
+            "The server failed on this frame or event; the message carries a reference for its log."
+            " The socket stays open; a turn it broke ends with `turn_end` status `failed`."
+        ),
     }
 
 
@@ -580,6 +593,9 @@ class CloseCode:
     AUTH_TIMEOUT = 4008
     REPLACED = 4009
     RATE_LIMITED = 4029
+    TOKEN_REVOKED = 4010
+    USER_DEACTIVATED = 4011
+    LOGGED_OUT = 4012
 
     DESCRIPTIONS: ClassVar[dict[int, str]] = {
         AUTH_FAILED: "Authentication failed (after an `error` frame with code `auth_failed`).",
@@ -587,4 +603,13 @@ class CloseCode:
         AUTH_TIMEOUT: "No valid `connect` within WS_AUTH_TIMEOUT_S of opening (after `disconnected`).",
         REPLACED: "A newer socket connected with the same API token (after `disconnected`).",
         RATE_LIMITED: "Too many open sockets for this user or client address (after `error` `rate_limited`).",
+        TOKEN_REVOKED: "The socket's API token was revoked (after `disconnected` with reason `token_revoked`).",
+        USER_DEACTIVATED: "The user was deactivated (after `disconnected` with reason `user_deactivated`).",
+        LOGGED_OUT: "The browser session of a cookie socket logged out (after `disconnected` with reason `logged_out`).",
+    }
+    # `disconnected.reason` → close code, when access ends while the socket is open.
+    FOR_REASON: ClassVar[dict[str, int]] = {
+        "token_revoked": TOKEN_REVOKED,
+        "user_deactivated": USER_DEACTIVATED,
+        "logged_out": LOGGED_OUT,
     }

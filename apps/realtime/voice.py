@@ -199,7 +199,7 @@ class VoiceMixin:
         await self.send_frame(p.AsrStart())
         if partials is not None and partials.final is None and partials.awaited:
             self.pending = pending = Pending(turn, pcm, partials)
-            asyncio.create_task(self.pending_expire(pending))
+            asyncio.create_task(self.guarded(self.pending_expire(pending), "partial wait", turn_id=turn.id))
             return
         await self.submit_voice_turn(turn, pcm, partials, container)
 

@@ -1,0 +1,21 @@
+from importlib import import_module
+
+from django.conf import settings
+
+from apps.accounts import sockets
+from apps.accounts.models import ApiToken, User
+
+
+def access_ended_reason(*, user_id, token_id=None, session_key: str | None = None) -> str | None:
+    """Why a socket authenticated as `user_id` (by token, or by login session) may no longer talk; None if it may.
+
+    The live check behind the groups in apps.accounts.sockets: it also catches a user deactivated
+    or a token revoked by a path that did not go through the services (a shell, a bulk update).
+    """
+    if not User.objects.filter(pk=user_id, is_active=True).exists():
+        return sockets.USER_DEACTIVATED
+    if token_id is not None and not ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).exists():
+        return sockets.TOKEN_REVOKED
+    if session_key is not None and not import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key):
+        return sockets.LOGGED_OUT
+    return None
