@@ -36,7 +36,7 @@ async def summary_after_idle(session_id, timeout: float = 30) -> Memory:
     await ChatSession.objects.filter(pk=session_id).aupdate(
         updated_at=(await ChatSession.objects.aget(pk=session_id)).updated_at - timedelta(hours=2)
     )
-    await sync_to_async(enqueue)(sessions_summarize_idle)
+    await sync_to_async(enqueue)(sessions_summarize_idle.name)
     for _ in range(int(timeout * 10)):
         session = await ChatSession.objects.aget(pk=session_id)
         summary = await Memory.objects.filter(kind="summary", session_id=session_id).afirst()

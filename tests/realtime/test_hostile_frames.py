@@ -123,7 +123,7 @@ async def test_a_malformed_worker_event_does_not_close_the_socket(user, api_key,
     comm = await connected_socket(api_key)
     layer = get_channel_layer()
     with caplog.at_level(logging.ERROR, logger="apps.realtime.consumers"):
-        await layer.group_send(user_group(user.pk), {"type": "memory.results", "request_id": ""})
+        await layer.group_send(user_group(user.pk), {"type": "memory.results", "items": "not a list"})
         frame = await comm.receive_json_from(timeout=5)
     assert frame["code"] == "internal_error"
     assert "event memory.results" in caplog.records[-1].getMessage()

@@ -46,9 +46,12 @@ def test_two_processes_share_the_counts_and_a_killed_one_leaks_none(live_env, us
 
         search = json.dumps({"type": "memories_list", "query": "where do I live?"})
         await ws_a.send(search)  # counted on A (queued for the embed queue)
+        await ws_a.send(search)  # refused on A: the first one has been counted
+        frame = json.loads(await asyncio.wait_for(ws_a.recv(), 5))
+        assert frame.get("code") == "rate_limited", frame
         await ws_b.send(search)
         frame = json.loads(await asyncio.wait_for(ws_b.recv(), 5))  # refused on B: one count in Redis
-        assert frame["code"] == "rate_limited" and frame["retry_after"] > 0
+        assert frame.get("code") == "rate_limited" and frame["retry_after"] > 0, frame
 
         daphne_a.popen.kill()  # dies without closing its socket
         daphne_a.popen.wait()
