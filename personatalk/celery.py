@@ -48,9 +48,10 @@ def import_engine_libraries(sender, **kwargs):
 def load_models(**kwargs):
     """Load each engine the worker's queues need in the process that runs the jobs, before it takes one.
 
-    With the prefork pool that is the pool process, after the fork: torch, CTranslate2 and
-    onnxruntime start thread pools that a forked child cannot use, so nothing is loaded in the
-    parent (which only supervises, enforces the time limits and replaces a killed process).
+    With the prefork pool that is the pool process, after the fork: torch and CTranslate2 start
+    thread pools that a forked child cannot use (its first job hung when the parent had loaded the
+    embedder or Whisper, or run the LLM), so nothing is loaded in the parent, which only
+    supervises: it enforces the time limits and replaces a killed pool process.
     A missing model is then a start-up error naming the setting, not a failed first turn.
     """
     from billiard.process import current_process
