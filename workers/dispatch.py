@@ -34,7 +34,8 @@ def enqueue(task, **kwargs) -> None:
     if settings.TASKS_IN_PROCESS:
         _in_process_executor().submit(_run_in_process, task, kwargs)
     else:
-        task.apply_async(kwargs=kwargs)
+        # No limits in the message: the worker's own (its settings, its hardware) apply, not the sender's.
+        task.apply_async(kwargs=kwargs, soft_time_limit=None, time_limit=None)
 
 
 class Beat:

@@ -14,6 +14,7 @@ from workers.audio_store import utterance_delete, utterance_get
 from workers.cancel import turn_is_cancelled
 from workers.dispatch import enqueue
 from workers.events import channel_send
+from workers.job_failure import AnsweringTask, failure_message
 from workers.llm.tasks import llm_reply
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,13 @@ def _fail(channel: str, turn_id: str, code: str, message: str) -> None:
     )
 
 
-@shared_task(name="workers.asr.tasks.asr_transcribe", acks_late=True, soft_time_limit=60, time_limit=75)
+@shared_task(
+    name="workers.asr.tasks.asr_transcribe",
+    base=AnsweringTask,  # killed at the hard limit, the turn still ends
+    acks_late=True,
+    soft_time_limit=settings.ASR_SOFT_TIME_LIMIT_S,
+    time_limit=settings.ASR_HARD_TIME_LIMIT_S,
+)
 def asr_transcribe(
     *,
     turn_id: str,
@@ -56,7 +63,7 @@ def asr_transcribe(
         transcript = get_asr_engine().transcribe(pcm)
     except Exception as exc:  # the model failing must end the turn, not the worker
         log.exception("turn %s: ASR failed", turn_id)
-        return _fail(reply_channel, turn_id, "asr_failed", f"Speech recognition failed: {exc.__class__.__name__}")
+        return _fail(reply_channel, turn_id, "asr_failed", failure_message(asr_transcribe.name, exc))
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
     transcript_accept(
         text=transcript.text,
@@ -116,7 +123,7 @@ def transcript_accept(
     )
 
 
-@shared_task(name="workers.asr.tasks.asr_partial", soft_time_limit=30, time_limit=40)
+@shared_task(name="workers.asr.tasks.asr_partial", base=AnsweringTask, soft_time_limit=30, time_limit=40)
 def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_channel: str) -> None:
     """Transcribe what the user has said so far; the edge shows it and may take it as final.
 
@@ -139,7 +146,7 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
     )
 
 
-@shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)
+@shared_task(name="workers.asr.tasks.asr_file", base=AnsweringTask, soft_time_limit=120, time_limit=150)
 def asr_file(*, utterance_id: str, reply_channel: str) -> None:
     """Transcribe an uploaded file (any container) for the REST API; answers on `reply_channel`."""
     data = utterance_get(utterance_id)

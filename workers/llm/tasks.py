@@ -3,11 +3,13 @@
 from celery import shared_task
 from django.conf import settings
 
+from workers.job_failure import AnsweringTask
 from workers.llm.turn import text_turn_run
 
 
 @shared_task(
     name="workers.llm.tasks.llm_reply",
+    base=AnsweringTask,  # a reply killed at the hard limit still ends its turn
     acks_late=True,  # idempotent: a turn whose reply is saved is skipped
     soft_time_limit=settings.LLM_SOFT_TIME_LIMIT_S,
     time_limit=settings.LLM_HARD_TIME_LIMIT_S,

@@ -111,8 +111,8 @@ def text_turn_run(
             memory_notes=notes,
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
-        cancelled = lambda: turn_is_cancelled(turn_id=turn_id)  # noqa: E731
-        for piece in engine.stream(messages, should_stop=cancelled):
+        deadline = started + settings.LLM_SOFT_TIME_LIMIT_S
+        for piece in engine.stream(messages, should_stop=lambda: _should_stop(turn_id, deadline)):
             if "first_token_ms" not in timings:
                 timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
                 if speech_end_at:
@@ -150,6 +150,14 @@ def text_turn_run(
     else:
         out.frame({"type": "llm_end", "elapsed_time": round(elapsed, 3)})
         out.frame({"type": "turn_end", "status": message.status, "message_id": str(message.pk)})
+
+
+def _should_stop(turn_id: str, deadline: float) -> bool:
+    """Checked between tokens. Past the deadline it raises as the soft time limit does: a worker's
+    pool process gets that limit as a signal, but the embedded mode's threads only get this check."""
+    if time.time() > deadline:
+        raise SoftTimeLimitExceeded()
+    return turn_is_cancelled(turn_id=turn_id)
 
 
 class _Speaker:
