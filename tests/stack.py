@@ -98,7 +98,7 @@ def start_worker(
         "--without-gossip",
         "--without-mingle",
         "-l",
-        os.environ.get("STACK_WORKER_LOG_LEVEL", "INFO"),
+        "INFO",
     ]
     proc = _spawn(name, args, env, log_dir)
     proc.node = f"{name}@{socket.gethostname()}"
