@@ -21,6 +21,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def worker_rss_mb(pid: int) -> float:
+    """A Celery worker's resident memory: its own plus its pool processes' (prefork; the libraries
+    imported before the fork are shared, and counted twice: bench/worker_start.py also gives PSS)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return rss_mb(pid) + sum(rss_mb(int(child)) for child in children)
+
+
 def scaled_environment(max_new_tokens: int) -> dict:
     """Start PostgreSQL/Redis if needed, then a migrated, seeded bench database and a clean Redis db.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, pct, rss_mb, scaled_environment  # noqa: E402
+from bench.common import LOG_DIR, TOKEN, pct, scaled_environment, worker_rss_mb  # noqa: E402
 
 PROMPTS = [
     "Hi! What is your name?",
@@ -109,7 +109,7 @@ async def run(args) -> None:
                 if i >= args.warmup:
                     e2e.append(client * 1000)
                     alone.append(engine_only * 1000)
-        worker_rss = rss_mb(worker.popen.pid)
+        worker_rss = worker_rss_mb(worker.popen.pid)
     finally:
         daphne.stop()
         worker.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, pct, rss_mb, scaled_environment  # noqa: E402
+from bench.common import LOG_DIR, TOKEN, pct, scaled_environment, worker_rss_mb  # noqa: E402
 
 QUESTIONS = [
     "What is the brightest star in the night sky?",
@@ -222,7 +222,7 @@ async def run(args) -> None:
                         f"units={client['units']}  first unit={client['first_unit']!r:.40}"
                     )
             barge_ins = [await barge_in(ws, clips[i % len(clips)][1], clips[0][1]) for i in range(args.barge_ins)]
-        rss = {q: rss_mb(w.popen.pid) for q, w in workers.items()}
+        rss = {q: worker_rss_mb(w.popen.pid) for q, w in workers.items()}
     finally:
         daphne.stop()
         for w in workers.values():

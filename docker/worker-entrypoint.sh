@@ -2,7 +2,8 @@
 # Start a Celery worker for the queues named as arguments; anything after them goes to Celery.
 #   personatalk-worker llm               -> celery -A personatalk worker -Q llm ...
 #   personatalk-worker llm tts -l DEBUG  -> ... -Q llm,tts ... -l DEBUG
-# Solo pool and prefetch 1: one model copy per process, one long job at a time.
+# One prefork pool process and prefetch 1: one model copy per container, one long job at a time,
+# and time limits that fire (the parent kills a pool process stuck past its hard limit).
 set -eu
 
 queues=""
@@ -22,5 +23,5 @@ node="$(printf '%s' "$queues" | tr ',' '-')@$(uname -n)"
 # The health check pings this node name.
 printf '%s\n' "$node" > "${WORKER_NODE_FILE:-/tmp/personatalk-worker-node}"
 
-exec celery -A personatalk worker -Q "$queues" --pool solo --concurrency 1 --prefetch-multiplier 1 \
+exec celery -A personatalk worker -Q "$queues" --pool prefork --concurrency 1 --prefetch-multiplier 1 \
     --hostname "$node" --without-gossip --loglevel "${LOG_LEVEL:-INFO}" "$@"

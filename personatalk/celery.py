@@ -1,9 +1,11 @@
 """The Celery app; configured from Django settings (CELERY_* names), tasks found in workers/."""
 
+import logging
 import os
+import time
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
 
@@ -11,25 +13,55 @@ app = Celery("personatalk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers.llm", "workers.asr", "workers.tts", "workers.embed"])
 
+log = logging.getLogger(__name__)
+
 
 @worker_init.connect
 def lower_priority(**kwargs):
     """WORKER_NICE: run this worker below the others (e.g. partial transcripts, whose results only
     show progress, must not slow the final pass on the same cores). Set before any model starts
-    its threads, which inherit it."""
+    its threads, which inherit it (and before the pool forks, so its processes do too)."""
     from django.conf import settings
 
     if settings.WORKER_NICE:
         os.nice(settings.WORKER_NICE)
 
 
-@worker_ready.connect
-def load_models(sender, **kwargs):
-    """Load each engine the worker's queues need before it reports ready (once per process).
+@worker_init.connect
+def import_engine_libraries(sender, **kwargs):
+    """Import (not load) the model libraries before the pool forks, so a pool process replaced
+    after a hard time limit starts in seconds: imports start no threads, loading models does."""
+    from django.conf import settings
 
+    queues = set(sender.app.amqp.queues.consume_from)
+    if "llm" in queues and settings.LLM_BACKEND == "transformers":
+        import transformers  # noqa: F401
+    if queues & {"asr", "asr_partial"}:
+        import faster_whisper  # noqa: F401
+    if queues & {"llm", "embed", "batch"}:
+        import sentence_transformers  # noqa: F401
+    if "tts" in queues:
+        import piper  # noqa: F401
+
+
+@worker_process_init.connect
+def load_models(**kwargs):
+    """Load each engine the worker's queues need in the process that runs the jobs, before it takes one.
+
+    With the prefork pool that is the pool process, after the fork: torch and CTranslate2 start
+    thread pools that a forked child cannot use (its first job hung when the parent had loaded the
+    embedder or Whisper, or run the LLM), so nothing is loaded in the parent, which only
+    supervises: it enforces the time limits and replaces a killed pool process.
     A missing model is then a start-up error naming the setting, not a failed first turn.
     """
-    queues = set(sender.app.amqp.queues.consume_from)
+    from billiard.process import current_process
+
+    if current_process().name != "MainProcess":
+        # A pool process leads its own process group: the hard time limit then kills the programs it
+        # started too (ffmpeg, espeak-ng), not only the process (billiard kills the group of a leader).
+        os.setpgid(0, 0)
+    started = time.monotonic()
+    queues = set(app.amqp.queues.consume_from)
     if "llm" in queues:
         from workers.llm.engines import get_engine
 
@@ -46,3 +78,10 @@ def load_models(sender, **kwargs):
         from workers.tts.engine import get_tts_engines
 
         get_tts_engines()
+    # tests/stack.py waits for this line: the worker can take a job once its pool process logged it.
+    log.info(
+        "pool process ready: pid %s loaded %s in %.1f s",
+        os.getpid(),
+        ",".join(sorted(queues)),
+        time.monotonic() - started,
+    )

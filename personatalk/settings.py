@@ -143,6 +143,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = False
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=150)
+# Workers run one prefork pool process (`-P prefork -c 1`), the only pool that enforces the limits:
+# soft raises in the job, hard kills the process and starts a new one. The new process loads its
+# models before it reports for work, which Celery allows only 4 s by default.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("WORKER_LOAD_TIMEOUT_S", default=300.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ROUTES = {
@@ -219,6 +223,8 @@ LLM_SEED = env.int("LLM_SEED", default=0)  # 0 = random
 LLM_PROMPT_TOKENS = env.int("LLM_PROMPT_TOKENS", default=1536)
 LLM_SOFT_TIME_LIMIT_S = env.int("LLM_SOFT_TIME_LIMIT_S", default=60)
 LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
+# Past the soft limit a job ends its turn with an error; past the hard one its process is killed
+# (a hung engine) and the turn still ends. The embedded mode can only stop an LLM reply between tokens.
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
 OPENAI_MODEL = env("OPENAI_MODEL", default="")
@@ -231,6 +237,9 @@ ASR_COMPUTE_TYPE = env("ASR_COMPUTE_TYPE", default="int8")
 ASR_THREADS = env.int("ASR_THREADS", default=0)  # 0 = up to 4
 ASR_LANGUAGE = env("ASR_LANGUAGE", default="en")  # empty = detect
 ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
+# Limits of a voice turn's transcription job (s); a 30 s utterance takes ~2 s on a CPU.
+ASR_SOFT_TIME_LIMIT_S = env.int("ASR_SOFT_TIME_LIMIT_S", default=60)
+ASR_HARD_TIME_LIMIT_S = env.int("ASR_HARD_TIME_LIMIT_S", default=75)
 # Partial transcripts while the user speaks (push-to-talk and calls): one whenever speech pauses
 # for ASR_PARTIAL_PAUSE_MS and, with ASR_PARTIAL_INTERVAL_MS, one every that much new audio
 # (0 = at pauses only: on CPUs a partial still decoding when the user lets go slows the final
@@ -241,6 +250,9 @@ ASR_PARTIAL_PAUSE_MS = env.int("ASR_PARTIAL_PAUSE_MS", default=200)
 # Directory of extra Piper voices (<name>.onnx + .onnx.json); the shipped voice is en_US-joe-medium.
 TTS_VOICES_DIR = env("TTS_VOICES_DIR", default="")
 TTS_THREADS = env.int("TTS_THREADS", default=1)  # ONNX threads per Piper voice; 0 = all cores
+# Limits of the job that speaks one unit of a reply (s); a sentence takes ~40 ms with Piper.
+TTS_SOFT_TIME_LIMIT_S = env.int("TTS_SOFT_TIME_LIMIT_S", default=30)
+TTS_HARD_TIME_LIMIT_S = env.int("TTS_HARD_TIME_LIMIT_S", default=40)
 VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
 VAD_MIN_SPEECH_MS = env.int("VAD_MIN_SPEECH_MS", default=160)
 # Silence that ends a turn in a hands-free call.

@@ -26,6 +26,7 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    node: str = ""  # a Celery worker's node name, for remote control
 
     def tail(self, n: int = 40) -> str:
         try:
@@ -69,8 +70,17 @@ def _wait(proc: Proc, ready, timeout: float) -> Proc:
     raise RuntimeError(f"{proc.name} not ready after {timeout:.0f} s:\n{proc.tail()}")
 
 
-def start_worker(*, queues: str, env: dict, log_dir: Path, name: str | None = None, timeout: float = 120) -> Proc:
-    """A Celery worker (solo pool: one model copy per process) serving `queues`."""
+def start_worker(
+    *,
+    queues: str,
+    env: dict,
+    log_dir: Path,
+    name: str | None = None,
+    pool: str = "prefork",
+    timeout: float = 120,
+) -> Proc:
+    """A Celery worker serving `queues` as the Procfile runs one: one pool process (one model copy),
+    prefork so time limits fire. Ready once the pool process has loaded its models."""
     name = name or f"worker-{queues.replace(',', '-')}"
     args = [
         str(BIN / "celery"),
@@ -80,7 +90,7 @@ def start_worker(*, queues: str, env: dict, log_dir: Path, name: str | None = No
         "-Q",
         queues,
         "-P",
-        "solo",
+        pool,
         "-c",
         "1",
         "-n",
@@ -91,7 +101,16 @@ def start_worker(*, queues: str, env: dict, log_dir: Path, name: str | None = No
         "INFO",
     ]
     proc = _spawn(name, args, env, log_dir)
-    return _wait(proc, lambda: " ready." in proc.tail(200), timeout)
+    proc.node = f"{name}@{socket.gethostname()}"
+    return _wait(proc, lambda: pool_processes_ready(proc) >= 1 and " ready." in proc.tail(200), timeout)
+
+
+def pool_processes_ready(proc: Proc) -> int:
+    """How many pool processes of a worker have loaded their models so far (a killed one is replaced)."""
+    try:
+        return proc.log.read_text(errors="replace").count("pool process ready")
+    except OSError:
+        return 0
 
 
 def chroma_up(url: str) -> bool:

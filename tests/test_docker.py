@@ -95,7 +95,8 @@ def test_worker_entrypoint_turns_arguments_into_queues(fake_celery):
     assert node.startswith("llm@") and argv[argv.index("--hostname") + 1] == node  # what the health check pings
     assert argv[:3] == ["-A", "personatalk", "worker"]
     assert argv[argv.index("-Q") + 1] == "llm"
-    assert argv[argv.index("--pool") + 1] == "solo"
+    assert argv[argv.index("--pool") + 1] == "prefork"  # the solo pool ignores time limits
+    assert argv[argv.index("--concurrency") + 1] == "1"  # one model copy
     assert argv[argv.index("--prefetch-multiplier") + 1] == "1"
 
     argv = _entrypoint(fake_celery, "llm", "tts", "--loglevel", "DEBUG").stdout.split("\n")

@@ -50,7 +50,9 @@ def enqueue(name: str, **kwargs) -> None:
     else:
         from celery import current_app
 
-        current_app.send_task(name, kwargs=kwargs)  # routed by name (CELERY_TASK_ROUTES)
+        # Routed by name (CELERY_TASK_ROUTES). No limits in the message: the worker's own (its
+        # settings, its hardware) apply, not the sender's.
+        current_app.send_task(name, kwargs=kwargs, soft_time_limit=None, time_limit=None)
 
 
 class Beat:

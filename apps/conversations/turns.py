@@ -224,7 +224,13 @@ def text_turn_run(
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
+        deadline = started + settings.LLM_SOFT_TIME_LIMIT_S
+
         def stop() -> bool:
+            # Past the deadline, raise as the soft time limit does: a worker's pool process gets that
+            # limit as a signal, but the embedded mode's threads only get this check between tokens.
+            if time.time() > deadline:
+                raise SoftTimeLimitExceeded()
             return out.send_error is not None or turn_is_cancelled(turn_id=turn_id)
 
         for piece in engine.stream(messages, should_stop=stop):

@@ -5,6 +5,7 @@ streaming job does not pay for a new loop and Redis connection on every message.
 """
 
 import asyncio
+import os
 import threading
 
 from channels.layers import get_channel_layer
@@ -13,6 +14,16 @@ from apps.realtime.protocol import Event
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+
+
+def _forget_loop() -> None:
+    """A forked child has the loop but not the thread that runs it (a Celery worker's parent may
+    have published before it starts a pool process): the child starts its own."""
+    global _loop, _lock
+    _loop, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_loop)
 
 
 def _publisher_loop() -> asyncio.AbstractEventLoop:

@@ -541,7 +541,10 @@ class ErrorCode:
         EMPTY_MESSAGE: "The message has no text.",
         MESSAGE_TOO_LONG: "The message is over WS_MAX_MESSAGE_CHARS characters.",
         TURN_IN_PROGRESS: "Wait for `turn_end` before sending the next message.",
-        LLM_FAILED: "The model failed to write a reply; the turn ends with status `failed`.",
+        LLM_FAILED: (
+            'The model failed to write a reply, or ran past LLM_SOFT_TIME_LIMIT_S ("took too long"); '
+            "the turn ends with status `failed`."
+        ),
         TURN_TIMEOUT: "No word from the worker for TURN_IDLE_TIMEOUT_S; the turn ends as failed.",
         INVALID_AUDIO: (
             "`audio_base64` is not base64 of 16-bit PCM (odd byte count or bad base64), or a file's header declares"
@@ -570,8 +573,11 @@ class ErrorCode:
         NO_CALL: "`voice_call_audio_chunk`/`voice_call_stop` without `voice_call_start`.",
         NO_SPEECH: "No words were heard in the utterance; the turn ends as failed.",
         AUDIO_EXPIRED: "The utterance expired before a worker took it; the turn ends as failed.",
-        ASR_FAILED: "Speech recognition failed; the turn ends as failed.",
-        TTS_FAILED: "Speech synthesis failed for a unit; its text still arrives as `response`.",
+        ASR_FAILED: "Speech recognition failed or ran past ASR_SOFT_TIME_LIMIT_S; the turn ends as failed.",
+        TTS_FAILED: (
+            "Speech synthesis failed for a unit, or ran past TTS_SOFT_TIME_LIMIT_S; "
+            "its text still arrives as `response`."
+        ),
         INVALID_MEMORY_ID: "`memory_id` is not a UUID.",
         MEMORY_NOT_FOUND: "You have no memory with that id (with this or any character).",
         MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",

@@ -13,6 +13,7 @@ from apps.core.events import channel_send
 from apps.realtime import protocol as p
 from workers.asr.engine import get_asr_engine
 from workers.audio import AudioError, decode_to_pcm
+from workers.job_failure import AnsweringTask, failure_message
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,13 @@ def _fail(channel: str, turn_id: str, code: str, message: str) -> None:
     turn_fail(send=channel_send, reply_channel=channel, turn_id=turn_id, code=code, message=message)
 
 
-@shared_task(name="workers.asr.tasks.asr_transcribe", acks_late=True, soft_time_limit=60, time_limit=75)
+@shared_task(
+    name="workers.asr.tasks.asr_transcribe",
+    base=AnsweringTask,  # killed at the hard limit, the turn still ends
+    acks_late=True,
+    soft_time_limit=settings.ASR_SOFT_TIME_LIMIT_S,
+    time_limit=settings.ASR_HARD_TIME_LIMIT_S,
+)
 def asr_transcribe(
     *,
     turn_id: str,
@@ -60,9 +67,7 @@ def asr_transcribe(
         return _fail(reply_channel, turn_id, exc.code, exc.message)
     except Exception as exc:  # the model failing must end the turn, not the worker
         log.exception("turn %s: ASR failed", turn_id)
-        return _fail(
-            reply_channel, turn_id, p.ErrorCode.ASR_FAILED, f"Speech recognition failed: {exc.__class__.__name__}"
-        )
+        return _fail(reply_channel, turn_id, p.ErrorCode.ASR_FAILED, failure_message(asr_transcribe.name, exc))
     finally:  # a worker killed mid-job leaves it for the redelivered job (acks_late)
         utterance_delete(utterance_id)
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
@@ -80,7 +85,7 @@ def asr_transcribe(
     )
 
 
-@shared_task(name="workers.asr.tasks.asr_partial", soft_time_limit=30, time_limit=40)
+@shared_task(name="workers.asr.tasks.asr_partial", base=AnsweringTask, soft_time_limit=30, time_limit=40)
 def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_channel: str) -> None:
     """Transcribe what the user has said so far; the edge shows it and may take it as final.
 
@@ -102,7 +107,7 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
     )
 
 
-@shared_task(name="workers.asr.tasks.asr_file", soft_time_limit=120, time_limit=150)
+@shared_task(name="workers.asr.tasks.asr_file", base=AnsweringTask, soft_time_limit=120, time_limit=150)
 def asr_file(*, utterance_id: str, reply_channel: str) -> None:
     """Transcribe an uploaded file (wav, flac, ogg, mp3, webm) for the REST API; answers on `reply_channel`.
 

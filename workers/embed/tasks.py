@@ -16,6 +16,7 @@ from apps.memory.models import ForgottenMessage, Memory
 from apps.memory.selectors import MemoryIndexUnavailable, memories_search, memory_item
 from apps.realtime import protocol as p
 from workers.embed.extract import candidates
+from workers.job_failure import AnsweringTask
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def memory_extract(*, turn_id: str, session_id: str) -> None:
         )
 
 
-@shared_task(name="workers.embed.tasks.memory_search", soft_time_limit=20, time_limit=30)
+@shared_task(name="workers.embed.tasks.memory_search", base=AnsweringTask, soft_time_limit=20, time_limit=30)
 def memory_search(
     *, user_id: int, character_id: int, query: str, k: int, reply_channel: str, request_id: str = ""
 ) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -326,6 +327,13 @@ class ScriptedEngine:
     contains "slow" each word takes 50 ms (so tests can interrupt a turn); if it contains "explode"
     the engine raises EngineError after the first word. If X asks "what do you remember", the reply
     lists the memories the prompt holds: "[happy] I remember: A | B." (or "nothing").
+
+    Engines that hang, for the time limits: with "dawdle" each word takes 500 ms (a reply that
+    runs past a short soft limit, and is stopped there); with "deadlock" the engine starts a
+    helper program (`sleep 3599`, as an engine may start ffmpeg) and then blocks for good after
+    the first word in native code, as a model stuck in a C library does: a C mutex locked twice,
+    which no Python exception (the soft limit's included) can interrupt, so only the hard limit,
+    killing the process and its helper, ends it.
     """
 
     name = "scripted"
@@ -346,9 +354,28 @@ class ScriptedEngine:
                 return
             if i == 1 and "explode" in said:
                 raise EngineError("scripted failure")
+            if i == 1 and "deadlock" in said:
+                subprocess.Popen(["sleep", "3599"])  # left running: the kill must reach it too
+                _native_deadlock()
             if "slow" in said:
                 time.sleep(0.05)
+            if "dawdle" in said:
+                time.sleep(0.5)
             yield piece
+
+
+def _native_deadlock() -> None:
+    """Block this thread for good inside libc (a normal pthread mutex locked twice by its owner).
+
+    The wait is a futex that signals do not end, so Python never gets to run the soft time limit's
+    handler; ctypes lets go of the GIL, so the process's other threads keep running.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    mutex = ctypes.create_string_buffer(64)  # zeroed = PTHREAD_MUTEX_INITIALIZER (glibc: 40 bytes)
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)
 
 
 # --- one engine per process --------------------------------------------------------------------

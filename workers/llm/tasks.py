@@ -6,11 +6,13 @@ from django.conf import settings
 from apps.conversations.turns import text_turn_run
 from apps.core.events import channel_send
 from apps.memory.selectors import memories_recall
+from workers.job_failure import AnsweringTask
 from workers.llm.engines import get_engine
 
 
 @shared_task(
     name="workers.llm.tasks.llm_reply",
+    base=AnsweringTask,  # a reply killed at the hard limit still ends its turn
     acks_late=True,  # idempotent: a turn whose reply is saved is skipped
     soft_time_limit=settings.LLM_SOFT_TIME_LIMIT_S,
     time_limit=settings.LLM_HARD_TIME_LIMIT_S,

@@ -11,12 +11,19 @@ from apps.conversations.services import turn_timings_merge
 from apps.core.events import channel_send
 from apps.realtime import protocol as p
 from workers.audio import encode, resample
+from workers.job_failure import AnsweringTask, failure_message, is_time_limit
 from workers.tts.engine import VoiceSpec, get_tts_engines
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="workers.tts.tasks.tts_speak", acks_late=True, soft_time_limit=30, time_limit=40)
+@shared_task(
+    name="workers.tts.tasks.tts_speak",
+    base=AnsweringTask,  # killed at the hard limit, the unit still ends (with an error)
+    acks_late=True,
+    soft_time_limit=settings.TTS_SOFT_TIME_LIMIT_S,
+    time_limit=settings.TTS_HARD_TIME_LIMIT_S,
+)
 def tts_speak(
     *, turn_id: str, seq: int, text: str, emotion: str, voice: dict, sample_rate: int, reply_channel: str
 ) -> None:
@@ -31,7 +38,8 @@ def tts_speak(
         audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
     except Exception as exc:  # a failed unit must not stall the ones after it
         log.exception("turn %s unit %s: TTS failed", turn_id, seq)
-        error = p.Error(code=p.ErrorCode.TTS_FAILED, message=f"Speech synthesis failed: {exc}")
+        message = failure_message(tts_speak.name, exc) if is_time_limit(exc) else f"Speech synthesis failed: {exc}"
+        error = p.Error(code=p.ErrorCode.TTS_FAILED, message=message)
         return _unit(reply_channel, turn_id, seq, head + [error], last=True)
     stop_ms = turn_stop_ms(turn_id=turn_id)
     if stop_ms is not None:  # cancelled while synthesizing: the socket no longer wants it
@@ -49,7 +57,7 @@ def _unit(channel: str, turn_id: str, seq: int, frames: list[p.ServerFrame], *, 
     channel_send(channel, p.TurnUnit(turn_id=turn_id, seq=seq, frames=frames, last=last))
 
 
-@shared_task(name="workers.tts.tasks.tts_render", soft_time_limit=60, time_limit=75)
+@shared_task(name="workers.tts.tasks.tts_render", base=AnsweringTask, soft_time_limit=60, time_limit=75)
 def tts_render(*, text: str, voice: dict, emotion: str, fmt: str, sample_rate: int, reply_channel: str) -> None:
     """Render text to an audio file for the REST API; answers on `reply_channel`."""
     try:
@@ -58,4 +66,5 @@ def tts_render(*, text: str, voice: dict, emotion: str, fmt: str, sample_rate: i
         channel_send(reply_channel, p.TtsResult(audio=data))
     except Exception as exc:
         log.exception("TTS render failed")
-        channel_send(reply_channel, p.TtsResult(error=p.ErrorBody(code=p.ErrorCode.TTS_FAILED, message=str(exc))))
+        message = failure_message(tts_render.name, exc) if is_time_limit(exc) else str(exc)
+        channel_send(reply_channel, p.TtsResult(error=p.ErrorBody(code=p.ErrorCode.TTS_FAILED, message=message)))
