@@ -14,12 +14,11 @@ import selectors
 import subprocess
 import threading
 import time
-import wave
 
 import numpy as np
 from django.conf import settings
 
-from apps.core.audio import PCM_RATE, AudioError, AudioInfo, probe
+from apps.core.audio import PCM_RATE, AudioError, AudioInfo, probe, wav_bytes
 
 __all__ = ["PCM_RATE", "AudioError", "decode_to_pcm", "encode", "pcm_to_float", "resample"]
 
@@ -172,13 +171,7 @@ def _feed(pipe, data: bytes) -> None:
 def encode(pcm: bytes, rate: int, fmt: str) -> bytes:
     """s16le mono → wav, mp3 or ogg (opus) bytes."""
     if fmt == "wav":
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(pcm)
-        return buf.getvalue()
+        return wav_bytes(pcm, rate)
     from pydub import AudioSegment
 
     segment = AudioSegment(data=pcm, sample_width=2, frame_rate=rate, channels=1)

@@ -6,11 +6,9 @@ task and the socket edge pass the sender. Frames and events are protocol classes
 by name (workers.dispatch), after the commit.
 """
 
-import io
 import logging
 import time
 import uuid
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +22,7 @@ from apps.conversations.prompt import build_messages, memory_notes
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
 from apps.conversations.selectors import session_get_for_turn, session_history
 from apps.conversations.services import turn_finish, turn_start, turn_timings_merge
-from apps.core.audio import PCM_RATE
+from apps.core.audio import PCM_RATE, wav_bytes
 from apps.core.errors import EngineError
 from apps.realtime import protocol as p
 from workers.dispatch import enqueue
@@ -66,16 +64,6 @@ def turn_fail(*, send: Send, reply_channel: str, turn_id: str, code: str, messag
     )
 
 
-def _wav(pcm: bytes) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(PCM_RATE)
-        w.writeframes(pcm)
-    return buf.getvalue()
-
-
 def transcript_accept(
     *,
     send: Send,
@@ -107,7 +95,12 @@ def transcript_accept(
             message="No words were heard.",
         )
     timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
-    turn_start(session=session, content=text, timings=timings, audio_wav=_wav(pcm) if settings.KEEP_AUDIO else None)
+    turn_start(
+        session=session,
+        content=text,
+        timings=timings,
+        audio_wav=wav_bytes(pcm, PCM_RATE) if settings.KEEP_AUDIO else None,
+    )
     send(reply_channel, p.TurnFrames(turn_id=turn_id, frames=[p.Thinking()]))
     enqueue(
         "workers.llm.tasks.llm_reply",

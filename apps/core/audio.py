@@ -8,7 +8,9 @@ client's bytes before they are measured. Decoding itself, with caps, is `workers
 
 import base64
 import binascii
+import io
 import struct
+import wave
 from dataclasses import dataclass
 
 from apps.core.errors import AppError
@@ -434,3 +436,14 @@ def _matroska_audio_track(data: bytes, start: int, end: int) -> tuple[str, int, 
                 rate = 0.0
             return codec_id, int(rate), channels
     return None
+
+
+def wav_bytes(pcm: bytes, rate: int) -> bytes:
+    """s16le mono PCM as a WAV file."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()

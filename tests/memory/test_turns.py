@@ -93,8 +93,9 @@ async def test_list_search_and_forget_over_the_socket(api_key, user, character):
     assert bad["code"] == "invalid_field"
 
 
-async def test_turns_keep_their_memories_while_every_memory_is_reembedded(api_key, user, character):
+async def test_turns_keep_their_memories_while_every_memory_is_reembedded(api_key, user, character, settings):
     """Re-embed while people chat: every turn before, during and after the switch gets its memories."""
+    settings.QUOTA_TURNS = 0  # one user talks as fast as the worker answers, for as long as the job runs
     from apps.memory import services
     from apps.memory.models import EmbeddingIndex, Job
     from tests.memory.test_reembed import seed
