@@ -1,43 +1,30 @@
 """The conversation socket at /ws (protocol: apps/realtime/protocol.py, docs/protocol.md)."""
 
 import asyncio
-import json
 import logging
-import math
-import re
 import time
 import uuid
 from urllib.parse import urlsplit
 
-import numpy as np
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from pydantic import ValidationError
 
-from apps.accounts import sockets as access
-from apps.accounts.selectors import access_ended_reason
 from apps.conversations.cancel import turn_cancel
 from apps.realtime import protocol as p
 from apps.realtime import services
+from apps.realtime.access import AccessMixin, access_check_every
+from apps.realtime.frames import frame_parse
 from apps.realtime.limits import QuotaMixin
 from apps.realtime.state import ClientError, Turn
 from apps.realtime.voice import VoiceMixin
 
 log = logging.getLogger(__name__)
 
-# How often a frame re-checks the socket's access in the database (revocation through the services
-# also arrives at once as an event): before every turn, at most once a second for other frames
-# (a flood of pings is not a flood of queries), every 5 s for audio, which arrives many times a second.
-_ACCESS_CHECK_EVERY_S = 1.0
-_AUDIO_ACCESS_CHECK_S = 5.0
-_AUDIO_FRAMES = frozenset({"audio_stream_chunk", "voice_call_audio_chunk", "agent_audio_chunk"})
-_TURN_FRAMES = frozenset({"message", "audio_message", "audio_stream_end"})
 
-
-class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
+class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.conversation: services.Conversation | None = None
@@ -103,13 +90,13 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
             if bytes_data is not None:
                 if self.conversation is None:
                     raise ClientError(p.ErrorCode.NOT_CONNECTED, "Send a `connect` frame first.")
-                if await self.access_still_live(every_s=_AUDIO_ACCESS_CHECK_S):
+                if await self.access_still_live(every_s=access_check_every("binary")):
                     await self.on_binary(bytes_data)
             else:
                 kind = "text"
-                frame = self.parse(text_data)
+                frame = frame_parse(text_data, connected=self.conversation is not None)
                 kind = frame.type
-                if await self.access_still_live(every_s=_access_check_every(kind)):
+                if await self.access_still_live(every_s=access_check_every(kind)):
                     await self.handlers[kind](frame)
         except ClientError as exc:
             await self.send_frame(p.Error(code=exc.code, message=exc.message, retry_after=exc.retry_after))
@@ -143,39 +130,6 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
             await self.finish_turn(turn, status="failed")
         except Exception:
             log.exception("turn %s: could not end the turn after an internal error", turn_id)
-
-    def parse(self, text: str) -> p.Frame:
-        try:
-            size = len(text.encode())
-        except UnicodeEncodeError:  # lone surrogates: not text a WebSocket can carry
-            raise ClientError(p.ErrorCode.INVALID_JSON, "The frame is not UTF-8 text.") from None
-        if size > settings.WS_MAX_FRAME_BYTES:
-            raise ClientError(
-                p.ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes."
-            )
-        data = _json_loads(text)
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise ClientError(p.ErrorCode.INVALID_FRAME, "A frame is a JSON object with a string `type`.")
-        bad = _bad_text_at(data)
-        if bad is not None:
-            where = bad.encode("ascii", "backslashreplace").decode()
-            raise ClientError(
-                p.ErrorCode.INVALID_FIELD, f"Field `{where}`: text may not hold NUL characters or unpaired surrogates."
-            )
-        schema = p.CLIENT_FRAMES.get(data["type"])
-        if schema is None:
-            raise ClientError(p.ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {data['type']!r}.")
-        try:
-            frame = schema.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            if first["type"] == "missing":
-                raise ClientError(p.ErrorCode.MISSING_FIELD, f"`{data['type']}` needs the field `{where}`.") from None
-            raise ClientError(p.ErrorCode.INVALID_FIELD, f"Field `{where}`: {first['msg']}.") from None
-        if frame.type != "connect" and self.conversation is None:
-            raise ClientError(p.ErrorCode.NOT_CONNECTED, "Send a `connect` frame first.")
-        return frame
 
     async def send_frame(self, frame: p.Frame) -> None:
         await self.send_json(frame.model_dump())
@@ -239,63 +193,6 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
             return False  # a cookie socket without Origin is not a browser we can vouch for
         host = headers.get(b"host", b"").decode("latin-1")
         return origin in settings.WS_ALLOWED_ORIGINS or urlsplit(origin).netloc == host
-
-    async def claim_token(self, token_id: int) -> None:
-        """At most one live socket per token: tell older ones to go, then join the token's group."""
-        self.token_group = f"token.{token_id}"
-        await self.channel_layer.group_send(self.token_group, {"type": "token.replaced", "by": self.channel_name})
-        await self.channel_layer.group_add(self.token_group, self.channel_name)
-
-    # --- access: revocation, deactivation, logout ----------------------------------------------
-
-    async def join_access_groups(self, user, token) -> bool:
-        """Join the groups through which revocation, deactivation and logout reach this socket.
-
-        False (the socket is ending) if access was taken away while it authenticated.
-        """
-        self.token_id = token.pk if token is not None else None
-        session = self.scope.get("session") if token is None else None
-        self.session_key = session.session_key if session is not None else None
-        self.access_groups = [access.user_group(user.pk)]
-        if self.session_key:
-            self.access_groups.append(access.login_group(self.session_key))
-        for group in self.access_groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        # Access taken away between authenticating and joining would have missed the groups.
-        reason = await database_sync_to_async(access_ended_reason)(
-            user_id=user.pk, token_id=self.token_id, session_key=self.session_key
-        )
-        self.access_checked_at = time.monotonic()
-        if reason is not None:
-            await self.end_access(reason)
-            return False
-        return True
-
-    async def access_still_live(self, *, every_s: float) -> bool:
-        """Re-check the socket's access (a deactivation or revocation done outside the services
-        sends no event); False, after ending the socket, when it is gone."""
-        if self.user is None or time.monotonic() - self.access_checked_at < every_s:
-            return True
-        reason = await database_sync_to_async(access_ended_reason)(
-            user_id=self.user.pk, token_id=self.token_id, session_key=self.session_key
-        )
-        self.access_checked_at = time.monotonic()
-        if reason is None:
-            return True
-        await self.end_access(reason)
-        return False
-
-    async def access_ended(self, event):
-        """The token was revoked, the user deactivated or the login session logged out."""
-        await self.end_access(event["reason"])
-
-    async def end_access(self, reason: str) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        await self.end_turn(cancel=True, notify=False)
-        await self.send_frame(p.Disconnected(reason=reason))
-        await self.close(code=p.CloseCode.FOR_REASON[reason])
 
     async def on_message(self, frame: p.Message):
         content = frame.content.strip()
@@ -432,68 +329,3 @@ class ConversationConsumer(QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
             await self.send_frame(frame)
         if turn.voice:
             await self.maybe_finish_voice_turn(turn)
-
-    async def token_replaced(self, event):
-        if event["by"] != self.channel_name and not self.ended:
-            self.ended = True
-            await self.end_turn(cancel=True, notify=False)
-            await self.send_frame(p.Disconnected(reason="new_connection"))
-            await self.close(code=p.CloseCode.REPLACED)
-
-
-def _access_check_every(frame_type: str) -> float:
-    if frame_type in _TURN_FRAMES:
-        return 0.0
-    return _AUDIO_ACCESS_CHECK_S if frame_type in _AUDIO_FRAMES else _ACCESS_CHECK_EVERY_S
-
-
-# --- parsing untrusted text --------------------------------------------------------------------
-
-# A string (closed or not) or a run of anything else but brackets: deleting these leaves the
-# brackets outside strings, in one linear regex pass (no backtracking on unterminated strings).
-_STRINGS_AND_NON_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[^"\[\]{}]+', re.S)
-_DEPTH_STEP = str.maketrans({"[": "\x01", "{": "\x01", "]": "\xff", "}": "\xff"})  # +1 / -1 as int8
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text holds neither NUL nor lone surrogates
-
-
-def _too_deep(text: str) -> bool:
-    """Whether the JSON nests deeper than MAX_JSON_DEPTH, measured without recursion."""
-    if text.count("[") + text.count("{") <= p.MAX_JSON_DEPTH:
-        return False
-    steps = np.frombuffer(_STRINGS_AND_NON_BRACKETS.sub("", text).translate(_DEPTH_STEP).encode("latin-1"), np.int8)
-    return bool(steps.size) and int(np.cumsum(steps, dtype=np.int32).max()) > p.MAX_JSON_DEPTH
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):
-        raise ValueError(f"{literal} is out of range")
-    return value
-
-
-def _json_loads(text: str):
-    if _too_deep(text):
-        raise ClientError(p.ErrorCode.INVALID_JSON, f"The frame nests deeper than {p.MAX_JSON_DEPTH} levels.")
-    try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError):
-        raise ClientError(p.ErrorCode.INVALID_JSON, "The frame is not valid JSON.") from None
-
-
-def _bad_text_at(value, path: str = "") -> str | None:
-    """The path of the first string (or key) holding text the database cannot store, or None."""
-    if isinstance(value, str):
-        return (path or "type") if _BAD_TEXT.search(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
-        if isinstance(key, str) and _BAD_TEXT.search(key):
-            return where
-        found = _bad_text_at(item, where)
-        if found is not None:
-            return found
-    return None
