@@ -19,6 +19,7 @@ import numpy as np
 from django.conf import settings
 
 from apps.core.audio import PCM_RATE, AudioError, AudioInfo, probe, wav_bytes
+from apps.realtime.protocol import ErrorCode
 
 __all__ = ["PCM_RATE", "AudioError", "decode_to_pcm", "encode", "pcm_to_float", "resample"]
 
@@ -56,7 +57,7 @@ def decode_to_pcm(data: bytes, rate: int = PCM_RATE, *, max_s: float | None = No
 
 
 def _too_long(max_s: float) -> AudioError:
-    return AudioError("utterance_too_long", f"The audio runs past the {max_s:g} s limit.")
+    return AudioError(ErrorCode.UTTERANCE_TOO_LONG, f"The audio runs past the {max_s:g} s limit.")
 
 
 def _wav_pcm16(data: bytes, info: AudioInfo, rate: int, max_bytes: int) -> bytes:
@@ -121,7 +122,7 @@ def _ffmpeg(data: bytes, container: str, rate: int, max_bytes: int, max_s: float
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AudioError(
-                        "decode_timeout", f"Decoding took longer than {settings.AUDIO_DECODE_TIMEOUT_S:g} s."
+                        ErrorCode.DECODE_TIMEOUT, f"Decoding took longer than {settings.AUDIO_DECODE_TIMEOUT_S:g} s."
                     )
                 for key, _ in selector.select(left):
                     chunk = os.read(key.fd, 65536)
@@ -136,7 +137,7 @@ def _ffmpeg(data: bytes, container: str, rate: int, max_bytes: int, max_s: float
         code = proc.wait(max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         raise AudioError(
-            "decode_timeout", f"Decoding took longer than {settings.AUDIO_DECODE_TIMEOUT_S:g} s."
+            ErrorCode.DECODE_TIMEOUT, f"Decoding took longer than {settings.AUDIO_DECODE_TIMEOUT_S:g} s."
         ) from None
     finally:
         if proc.poll() is None:
@@ -146,10 +147,12 @@ def _ffmpeg(data: bytes, container: str, rate: int, max_bytes: int, max_s: float
         proc.stderr.close()
         writer.join(1)
     if code < 0:  # killed by a limit: RLIMIT_CPU
-        raise AudioError("decode_timeout", "Decoding was stopped at its time limit.")
+        raise AudioError(ErrorCode.DECODE_TIMEOUT, "Decoding was stopped at its time limit.")
     if code:
         reason = err.decode(errors="replace").strip().splitlines()
-        raise AudioError("corrupt_audio", f"The audio could not be decoded: {(reason or ['ffmpeg failed'])[-1][:200]}")
+        raise AudioError(
+            ErrorCode.CORRUPT_AUDIO, f"The audio could not be decoded: {(reason or ['ffmpeg failed'])[-1][:200]}"
+        )
     if len(out) % 2:
         out = out[:-1]
     return bytes(out)
@@ -181,5 +184,5 @@ def encode(pcm: bytes, rate: int, fmt: str) -> bytes:
     elif fmt == "ogg":
         segment.export(buf, format="ogg", codec="libopus", bitrate="32k")
     else:
-        raise AudioError("unsupported_format", f"Unknown audio format {fmt!r}; use wav, mp3 or ogg.")
+        raise AudioError(ErrorCode.UNSUPPORTED_FORMAT, f"Unknown audio format {fmt!r}; use wav, mp3 or ogg.")
     return buf.getvalue()

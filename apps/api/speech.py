@@ -8,7 +8,6 @@ edge needs no models. Each request counts against the user's QUOTA_SPEECH_REQUES
 import asyncio
 import io
 import json
-import math
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -24,19 +23,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.quotas import quota_take
 from apps.accounts.services import token_authenticate
+from apps.api.errors import error
 from apps.characters.models import Voice
 from apps.characters.selectors import voice_spec_of
 from apps.conversations.reply import EMOTIONS
 from apps.conversations.utterances import utterance_put
 from apps.core.audio import AudioError, probe
+from apps.realtime import protocol as p
 from workers.dispatch import enqueue
 
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an upload at the size cap
-
-
-def error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
 
 async def over_quota(user, kind: str) -> JsonResponse | None:
@@ -44,10 +41,7 @@ async def over_quota(user, kind: str) -> JsonResponse | None:
     retry_after = await sync_to_async(quota_take, thread_sensitive=False)(user_id=user.pk, kind=kind)
     if retry_after is None:
         return None
-    body = {"code": "rate_limited", "message": "Too many requests; try again later.", "retry_after": retry_after}
-    response = JsonResponse({"error": body}, status=429)
-    response["Retry-After"] = str(math.ceil(retry_after))  # HTTP wants whole seconds
-    return response
+    return error(429, p.ErrorCode.RATE_LIMITED, "Too many requests; try again later.", retry_after=retry_after)
 
 
 async def _user(request):
@@ -84,36 +78,36 @@ async def text_to_speech(request):
     """POST JSON `{text, voice?, speed?, emotion?, format?: wav|mp3|ogg, sample_rate?}` → audio file."""
     user = await _user(request)
     if user is None:
-        return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
+        return error(401, p.ErrorCode.AUTH_FAILED, "Send `Authorization: Bearer <api token>`.")
     if limited := await over_quota(user, "speech"):
         return limited
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:
-        return error(400, "invalid_json", "The body is not valid JSON.")
+        return error(400, p.ErrorCode.INVALID_JSON, "The body is not valid JSON.")
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
-        return error(400, "missing_field", "`text` is required.")
+        return error(400, p.ErrorCode.MISSING_FIELD, "`text` is required.")
     if len(text) > settings.TTS_MAX_CHARS:
-        return error(400, "text_too_long", f"`text` is limited to {settings.TTS_MAX_CHARS} characters.")
+        return error(400, p.ErrorCode.TEXT_TOO_LONG, f"`text` is limited to {settings.TTS_MAX_CHARS} characters.")
     fmt = body.get("format", "wav")
     if fmt not in CONTENT_TYPES:
-        return error(400, "unsupported_format", "`format` is one of wav, mp3, ogg.")
+        return error(400, p.ErrorCode.UNSUPPORTED_FORMAT, "`format` is one of wav, mp3, ogg.")
     emotion = body.get("emotion", "neutral")
     if emotion not in EMOTIONS:
-        return error(400, "invalid_field", f"`emotion` is one of {', '.join(EMOTIONS)}.")
+        return error(400, p.ErrorCode.INVALID_FIELD, f"`emotion` is one of {', '.join(EMOTIONS)}.")
     try:
         speed = float(body.get("speed", 1.0))
         rate = int(body.get("sample_rate", 22050))
     except (TypeError, ValueError):
-        return error(400, "invalid_field", "`speed` is a number and `sample_rate` an integer.")
+        return error(400, p.ErrorCode.INVALID_FIELD, "`speed` is a number and `sample_rate` an integer.")
     if not 0.25 <= speed <= 4 or not 8000 <= rate <= 48000:
-        return error(400, "invalid_field", "`speed` is within 0.25–4 and `sample_rate` within 8000–48000.")
+        return error(400, p.ErrorCode.INVALID_FIELD, "`speed` is within 0.25–4 and `sample_rate` within 8000–48000.")
     voice = None
     if body.get("voice"):
         voice = await Voice.objects.filter(name=body["voice"]).afirst()
         if voice is None:
-            return error(404, "unknown_voice", f"No voice named {body['voice']!r}; see GET /api/voices.")
+            return error(404, p.ErrorCode.UNKNOWN_VOICE, f"No voice named {body['voice']!r}; see GET /api/voices.")
     spec = voice_spec_of(voice)
     spec["speed"] *= speed
     try:
@@ -127,7 +121,7 @@ async def text_to_speech(request):
             sample_rate=rate,
         )
     except TimeoutError:
-        return error(504, "tts_timeout", "No TTS worker answered in time.")
+        return error(504, p.ErrorCode.TTS_TIMEOUT, "No TTS worker answered in time.")
     if "error" in answer:
         return error(502, answer["error"]["code"], answer["error"]["message"])
     return HttpResponse(answer["audio"], content_type=CONTENT_TYPES[fmt])
@@ -193,11 +187,11 @@ async def speech_to_text(request):
     """
     user = await _user(request)
     if user is None:
-        return error(401, "auth_failed", "Send `Authorization: Bearer <api token>`.")
+        return error(401, p.ErrorCode.AUTH_FAILED, "Send `Authorization: Bearer <api token>`.")
     if limited := await over_quota(user, "speech"):
         return limited
     cap = settings.ASR_MAX_UPLOAD_BYTES
-    too_large = error(413, "audio_too_large", f"Uploads are limited to {cap} bytes.")
+    too_large = error(413, p.ErrorCode.AUDIO_TOO_LARGE, f"Uploads are limited to {cap} bytes.")
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -205,17 +199,17 @@ async def speech_to_text(request):
     if declared > cap + _MULTIPART_OVERHEAD:
         return too_large
     if request.content_type == "multipart/form-data" and not declared:  # Django parses such a body as empty
-        return error(411, "missing_field", "A multipart upload needs a Content-Length header.")
+        return error(411, p.ErrorCode.MISSING_FIELD, "A multipart upload needs a Content-Length header.")
     try:
         data = await sync_to_async(_upload_read, thread_sensitive=False)(request, cap)
     except RequestDataTooBig:
         return too_large
     except (MultiPartParserError, UnreadablePostError):
-        return error(400, "invalid_audio", "The multipart body could not be read.")
+        return error(400, p.ErrorCode.INVALID_AUDIO, "The multipart body could not be read.")
     if data is None:
         return too_large
     if not data:
-        return error(400, "empty_audio", "Send the audio as the multipart field `audio` or as the body.")
+        return error(400, p.ErrorCode.EMPTY_AUDIO, "Send the audio as the multipart field `audio` or as the body.")
     try:
         probe(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
     except AudioError as exc:
@@ -225,7 +219,7 @@ async def speech_to_text(request):
     try:
         answer = await queue_and_wait("workers.asr.tasks.asr_file", 300, utterance_id=utterance_id)
     except TimeoutError:
-        return error(504, "asr_timeout", "No ASR worker answered in time.")
+        return error(504, p.ErrorCode.ASR_TIMEOUT, "No ASR worker answered in time.")
     if "error" in answer:
         return error(400, answer["error"]["code"], answer["error"]["message"])
     return JsonResponse({"text": answer["text"], "duration_s": answer["duration_s"]})

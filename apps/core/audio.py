@@ -14,6 +14,7 @@ import wave
 from dataclasses import dataclass
 
 from apps.core.errors import AppError
+from apps.realtime.protocol import ErrorCode
 
 PCM_RATE = 16000  # what the socket carries in and the ASR engine takes: 16 kHz mono s16le
 MIN_RATE, MAX_RATE = 8000, 192000  # telephone to studio; a header outside this is not a recording
@@ -42,7 +43,7 @@ def b64decode_audio(data: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError, TypeError):
-        raise AudioError("invalid_audio", "`audio_base64` is not valid base64.") from None
+        raise AudioError(ErrorCode.INVALID_AUDIO, "`audio_base64` is not valid base64.") from None
 
 
 def pcm_from_base64(data: str) -> bytes:
@@ -52,7 +53,7 @@ def pcm_from_base64(data: str) -> bytes:
 
 def pcm_check(pcm: bytes) -> bytes:
     if len(pcm) % 2:
-        raise AudioError("invalid_audio", "PCM audio must be 16-bit samples (an even number of bytes).")
+        raise AudioError(ErrorCode.INVALID_AUDIO, "PCM audio must be 16-bit samples (an even number of bytes).")
     return pcm
 
 
@@ -88,15 +89,17 @@ def probe(data: bytes, *, max_s: float) -> AudioInfo:
     duration over `max_s`).
     """
     if not data:
-        raise AudioError("empty_audio", "The audio is empty.")
+        raise AudioError(ErrorCode.EMPTY_AUDIO, "The audio is empty.")
     container = container_of(data)
     if container is None:
-        raise AudioError("unsupported_audio", "The audio is not a WAV, FLAC, Ogg (Opus, Vorbis), MP3 or WebM file.")
+        raise AudioError(
+            ErrorCode.UNSUPPORTED_AUDIO, "The audio is not a WAV, FLAC, Ogg (Opus, Vorbis), MP3 or WebM file."
+        )
     reader = {"wav": _wav, "flac": _flac, "ogg": _ogg, "mp3": _mp3, "matroska": _matroska}[container]
     try:
         info = reader(data)
     except (struct.error, IndexError, ValueError, OverflowError, StopIteration, UnicodeError):
-        raise AudioError("corrupt_audio", f"The {container} header is truncated or malformed.") from None
+        raise AudioError(ErrorCode.CORRUPT_AUDIO, f"The {container} header is truncated or malformed.") from None
     _check(info, max_s)
     return info
 
@@ -105,22 +108,26 @@ def _check(info: AudioInfo, max_s: float) -> None:
     name = info.container.upper() if info.container != "matroska" else "WebM"
     if info.rate is not None and not MIN_RATE <= info.rate <= MAX_RATE:
         raise AudioError(
-            "invalid_audio", f"The {name} header claims {info.rate} Hz; accepted rates are {MIN_RATE}–{MAX_RATE} Hz."
+            ErrorCode.INVALID_AUDIO,
+            f"The {name} header claims {info.rate} Hz; accepted rates are {MIN_RATE}–{MAX_RATE} Hz.",
         )
     if info.channels is not None and not 1 <= info.channels <= MAX_CHANNELS:
         raise AudioError(
-            "invalid_audio", f"The {name} header claims {info.channels} channels; at most {MAX_CHANNELS} are accepted."
+            ErrorCode.INVALID_AUDIO,
+            f"The {name} header claims {info.channels} channels; at most {MAX_CHANNELS} are accepted.",
         )
     if info.sample_width is not None and not 1 <= info.sample_width <= 8:
-        raise AudioError("invalid_audio", f"The {name} header claims {info.sample_width * 8}-bit samples.")
+        raise AudioError(ErrorCode.INVALID_AUDIO, f"The {name} header claims {info.sample_width * 8}-bit samples.")
     if info.duration_s is not None and info.duration_s > max_s:
-        raise AudioError("utterance_too_long", f"The audio lasts {info.duration_s:.1f} s; the limit is {max_s:g} s.")
+        raise AudioError(
+            ErrorCode.UTTERANCE_TOO_LONG, f"The audio lasts {info.duration_s:.1f} s; the limit is {max_s:g} s."
+        )
     if info.frames == 0 or info.duration_s == 0:
-        raise AudioError("empty_audio", "The audio has no samples.")
+        raise AudioError(ErrorCode.EMPTY_AUDIO, "The audio has no samples.")
 
 
 def _corrupt(message: str) -> AudioError:
-    return AudioError("corrupt_audio", message)
+    return AudioError(ErrorCode.CORRUPT_AUDIO, message)
 
 
 # --- WAV ---------------------------------------------------------------------------------------
@@ -156,13 +163,13 @@ def _wav_info(data: bytes, fmt: tuple, body: int, size: int) -> AudioInfo:
     tag, channels, rate, align, bits = fmt
     codec = _WAV_CODECS.get(tag)
     if codec is None:
-        raise AudioError("unsupported_audio", f"WAV with codec tag {tag:#x}; send PCM or float samples.")
+        raise AudioError(ErrorCode.UNSUPPORTED_AUDIO, f"WAV with codec tag {tag:#x}; send PCM or float samples.")
     if bits % 8 or not bits or (codec == "float" and bits not in (32, 64)):
-        raise AudioError("invalid_audio", f"The WAV header claims {bits}-bit {codec} samples.")
+        raise AudioError(ErrorCode.INVALID_AUDIO, f"The WAV header claims {bits}-bit {codec} samples.")
     width = bits // 8
     if not 1 <= channels <= MAX_CHANNELS:  # checked here too: the frame size below depends on it
         raise AudioError(
-            "invalid_audio", f"The WAV header claims {channels} channels; at most {MAX_CHANNELS} are accepted."
+            ErrorCode.INVALID_AUDIO, f"The WAV header claims {channels} channels; at most {MAX_CHANNELS} are accepted."
         )
     if align != channels * width:
         raise _corrupt(f"The WAV header's block size ({align}) does not match {channels} × {bits}-bit samples.")
@@ -188,7 +195,7 @@ def _flac(data: bytes) -> AudioInfo:
     bits = (((si[12] & 1) << 4) | (si[13] >> 4)) + 1
     total = ((si[13] & 0x0F) << 32) | struct.unpack_from(">I", si, 14)[0]
     if bits < 4:
-        raise AudioError("invalid_audio", f"The FLAC header claims {bits}-bit samples.")
+        raise AudioError(ErrorCode.INVALID_AUDIO, f"The FLAC header claims {bits}-bit samples.")
     frames = total or None  # 0: the encoder did not know the length (a stream)
     duration = total / rate if total and rate else None
     return AudioInfo("flac", "flac", rate, channels, None, frames, duration)
@@ -225,7 +232,7 @@ def _ogg(data: bytes) -> AudioInfo:
         codec, channels, rate = "vorbis", packet[11], struct.unpack_from("<I", packet, 12)[0]
         pre_skip = 0
     else:
-        raise AudioError("unsupported_audio", "Ogg audio that is neither Opus nor Vorbis.")
+        raise AudioError(ErrorCode.UNSUPPORTED_AUDIO, "Ogg audio that is neither Opus nor Vorbis.")
     granule = _ogg_last_granule(data, serial)
     duration = max(0, granule - pre_skip) / rate if granule is not None and rate else None
     return AudioInfo("ogg", codec, rate, channels, None, None, duration)
@@ -384,7 +391,7 @@ def _matroska(data: bytes) -> AudioInfo:
     if doctype is None:
         raise _corrupt("The EBML header has no DocType.")
     if doctype.rstrip(b"\0") not in (b"webm", b"matroska"):
-        raise AudioError("unsupported_audio", "An EBML file that is neither WebM nor Matroska.")
+        raise AudioError(ErrorCode.UNSUPPORTED_AUDIO, "An EBML file that is neither WebM nor Matroska.")
     element, body, segment_end = next(_elements(data, header_end, len(data)))
     if element != _SEGMENT:
         raise _corrupt("The WebM file has no segment.")
@@ -407,7 +414,9 @@ def _matroska(data: bytes) -> AudioInfo:
     codec_id, rate, channels = track
     codec = _MKV_CODECS.get(codec_id)
     if codec is None:
-        raise AudioError("unsupported_audio", f"WebM audio in {codec_id or 'an unnamed codec'}; send Opus or Vorbis.")
+        raise AudioError(
+            ErrorCode.UNSUPPORTED_AUDIO, f"WebM audio in {codec_id or 'an unnamed codec'}; send Opus or Vorbis."
+        )
     seconds = duration * scale / 1e9 if duration is not None else None
     if seconds is not None and not 0 <= seconds < 1e9:
         raise _corrupt("The WebM duration is not a number of seconds.")

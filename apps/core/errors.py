@@ -12,6 +12,8 @@ class AppError(Exception):
     """Something the caller asked for cannot be done; `code` is stable for clients."""
 
     def __init__(self, code: str, message: str):
+        if code not in ErrorCode.DESCRIPTIONS:  # a misspelled code fails here, not in a client
+            raise ValueError(f"{code!r} is not an ErrorCode")
         super().__init__(message)
         self.code, self.message = code, message
 

@@ -201,7 +201,9 @@ def reembed_start(*, model: str, user=None, chunk_size: int = 500) -> Job:
     embedder_check(model)  # a model nobody can load fails here, not in a hundred tasks
     with transaction.atomic():
         if job_running() is not None:
-            raise MemoryRequestError("job_running", "A re-embedding job is already running; resume or cancel it.")
+            raise MemoryRequestError(
+                ErrorCode.JOB_RUNNING, "A re-embedding job is already running; resume or cancel it."
+            )
         index_active()
         version = (EmbeddingIndex.objects.order_by("-version").values_list("version", flat=True).first() or 0) + 1
         index = EmbeddingIndex.objects.create(model=model, version=version, collection=collection_name(model, version))
@@ -237,7 +239,7 @@ def reembed_resume(*, job_id) -> Job:
     """Queue again every chunk not done yet (after a crash or a killed worker). Safe to repeat."""
     job = _job(job_id)
     if job.status not in (Job.Status.RUNNING, Job.Status.FAILED):
-        raise MemoryRequestError("job_not_resumable", f"The job is {job.status}.")
+        raise MemoryRequestError(ErrorCode.JOB_NOT_RESUMABLE, f"The job is {job.status}.")
     Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, error="")
     job.refresh_from_db()
     transaction.on_commit(lambda: _enqueue_chunks(job))
@@ -252,7 +254,7 @@ def reembed_cancel(*, job_id) -> Job:
             status=Job.Status.CANCELLED, finished_at=timezone.now()
         )
         if not updated:
-            raise MemoryRequestError("job_not_running", f"The job is {job.status}.")
+            raise MemoryRequestError(ErrorCode.JOB_NOT_RUNNING, f"The job is {job.status}.")
         EmbeddingIndex.objects.filter(pk=job.index_id, state=EmbeddingIndex.State.BUILDING).update(
             state=EmbeddingIndex.State.RETIRED, retired_at=timezone.now()
         )
@@ -283,7 +285,7 @@ def indexes_retired_drop(*, index_ids=None) -> tuple[list[EmbeddingIndex], list[
 def _job(job_id) -> Job:
     job = Job.objects.select_related("index").filter(pk=job_id).first()
     if job is None:
-        raise MemoryRequestError("job_not_found", f"No job {job_id}.")
+        raise MemoryRequestError(ErrorCode.JOB_NOT_FOUND, f"No job {job_id}.")
     return job
 
 

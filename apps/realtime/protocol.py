@@ -522,6 +522,16 @@ class ErrorCode:
     ENGINE_FAILED = "engine_failed"
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
+    TEXT_TOO_LONG = "text_too_long"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    UNKNOWN_VOICE = "unknown_voice"
+    TTS_TIMEOUT = "tts_timeout"
+    ASR_TIMEOUT = "asr_timeout"
+    MEMORY_TIMEOUT = "memory_timeout"
+    JOB_RUNNING = "job_running"
+    JOB_NOT_RESUMABLE = "job_not_resumable"
+    JOB_NOT_RUNNING = "job_not_running"
+    JOB_NOT_FOUND = "job_not_found"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: (
@@ -588,6 +598,16 @@ class ErrorCode:
             "The server failed on this frame or event; the message carries a reference for its log."
             " The socket stays open; a turn it broke ends with `turn_end` status `failed`."
         ),
+        TEXT_TOO_LONG: "`text` (REST text-to-speech) is over TTS_MAX_CHARS characters.",
+        UNSUPPORTED_FORMAT: "The audio format asked for is not one of wav, mp3, ogg.",
+        UNKNOWN_VOICE: "No voice has that name (GET /api/voices lists them).",
+        TTS_TIMEOUT: "No text-to-speech worker answered in time (REST; HTTP 504).",
+        ASR_TIMEOUT: "No speech-recognition worker answered in time (REST; HTTP 504).",
+        MEMORY_TIMEOUT: "No embedding worker answered a memory search in time (REST; HTTP 504).",
+        JOB_RUNNING: "A re-embedding job is already running (admin, `reembed_memories`).",
+        JOB_NOT_RESUMABLE: "That re-embedding job is not in a state that can be resumed.",
+        JOB_NOT_RUNNING: "That re-embedding job is not running, so it cannot be cancelled.",
+        JOB_NOT_FOUND: "No re-embedding job has that id.",
     }
 
 

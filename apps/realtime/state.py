@@ -9,6 +9,7 @@ from django.conf import settings
 
 from apps.core.audio import PCM_RATE
 from apps.core.errors import AppError
+from apps.realtime import protocol as p
 
 
 class ClientError(AppError):
@@ -98,7 +99,9 @@ class AudioBudget:
     def admit(self, pcm: bytes) -> None:
         """Raise ClientError if this chunk breaks the chunk-size or rate limits."""
         if len(pcm) > settings.AUDIO_MAX_CHUNK_BYTES:
-            raise ClientError("chunk_too_large", f"Audio chunks are limited to {settings.AUDIO_MAX_CHUNK_BYTES} bytes.")
+            raise ClientError(
+                p.ErrorCode.CHUNK_TOO_LARGE, f"Audio chunks are limited to {settings.AUDIO_MAX_CHUNK_BYTES} bytes."
+            )
         now, rate = time.monotonic(), settings.AUDIO_MAX_RATE_FACTOR * PCM_RATE * 2
         full = self.capacity()
         self.tokens = full if self.tokens < 0 else min(full, self.tokens + (now - self.at) * rate)
@@ -106,7 +109,7 @@ class AudioBudget:
         if len(pcm) > self.tokens:
             wait = (len(pcm) - self.tokens) / rate if rate > 0 else None
             raise ClientError(
-                "audio_rate_exceeded",
+                p.ErrorCode.AUDIO_RATE_EXCEEDED,
                 "Audio is arriving faster than real time allows; chunk dropped.",
                 retry_after=round(wait, 2) if wait is not None else None,
             )

@@ -75,7 +75,7 @@ class VoiceMixin:
         container = container_of(data)
         if container is None:
             if len(data) > AudioIn.max_bytes():
-                raise ClientError("utterance_too_long", "The utterance is too long.")
+                raise ClientError(p.ErrorCode.UTTERANCE_TOO_LONG, "The utterance is too long.")
             _decode(pcm_check, data)
         else:  # never decoded in this process: a few header reads, then the bytes go on by id
             _decode(lambda d: probe(d, max_s=settings.AUDIO_MAX_UTTERANCE_S), data)

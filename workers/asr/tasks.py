@@ -61,7 +61,7 @@ def asr_transcribe(
         if container is not None:
             pcm = decode_to_pcm(pcm, max_s=settings.AUDIO_MAX_UTTERANCE_S)
             if not pcm:
-                raise AudioError("empty_audio", "The audio file has no samples.")
+                raise AudioError(p.ErrorCode.EMPTY_AUDIO, "The audio file has no samples.")
         transcript = get_asr_engine().transcribe(pcm)
     except AudioError as exc:
         return _fail(reply_channel, turn_id, exc.code, exc.message)
@@ -117,10 +117,10 @@ def asr_file(*, utterance_id: str, reply_channel: str) -> None:
     utterance_delete(utterance_id)
     try:
         if data is None:
-            raise AudioError("audio_expired", "The upload expired before it was transcribed.")
+            raise AudioError(p.ErrorCode.AUDIO_EXPIRED, "The upload expired before it was transcribed.")
         pcm = decode_to_pcm(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
         if not pcm:
-            raise AudioError("empty_audio", "The audio file has no samples.")
+            raise AudioError(p.ErrorCode.EMPTY_AUDIO, "The audio file has no samples.")
         transcript = get_asr_engine().transcribe(pcm)
         channel_send(reply_channel, p.AsrResult(text=transcript.text, duration_s=round(transcript.audio_s, 2)))
     except AudioError as exc:
