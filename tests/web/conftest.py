@@ -104,7 +104,19 @@ def _artifacts_fresh():
 
 
 class ConsoleProblems(list):
-    """Console errors and warnings, and uncaught exceptions, of every page of a test's context."""
+    """Console errors and warnings, and uncaught exceptions, of every page of a test's context.
+
+    A test that breaks something on purpose names what the browser will log: `allow(pattern)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.allowed: list[re.Pattern] = []
+
+    def allow(self, pattern: str) -> None:
+        self.allowed.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [p for p in self if not any(a.search(p) for a in self.allowed)]
 
     def watch(self, page) -> None:
         page.on("console", lambda msg: msg.type in ("error", "warning") and self.append(f"{msg.type}: {msg.text}"))
@@ -122,7 +134,7 @@ def page(browser, web, request):
     page.console_problems = problems
     yield page
     context.close()
-    assert list(problems) == [], f"console errors or warnings: {list(problems)}"
+    assert problems.unexpected() == [], f"console errors or warnings: {problems.unexpected()}"
 
 
 def log_in(page, username: str, password: str) -> None:
