@@ -124,17 +124,32 @@ class ConsoleProblems(list):
 
 
 @pytest.fixture
-def page(browser, web, request):
-    """A fresh browser context (no cookies) on the live server; fails the test on console problems."""
-    context = browser.new_context(base_url=web.url, viewport={"width": 390, "height": 844})  # a phone
-    context.set_default_timeout(15_000)
-    problems = ConsoleProblems()
-    context.on("page", problems.watch)
-    page = context.new_page()
-    page.console_problems = problems
-    yield page
-    context.close()
-    assert problems.unexpected() == [], f"console errors or warnings: {problems.unexpected()}"
+def open_page(browser):
+    """Opens a page in a fresh browser context (no cookies, a phone's screen) on any live server;
+    fails the test on console problems of any page it opened."""
+    opened = []
+
+    def open_on(base_url: str):
+        context = browser.new_context(base_url=base_url, viewport={"width": 390, "height": 844})
+        context.set_default_timeout(15_000)
+        problems = ConsoleProblems()
+        context.on("page", problems.watch)
+        page = context.new_page()
+        page.console_problems = problems
+        opened.append((context, problems))
+        return page
+
+    yield open_on
+    for context, _ in opened:
+        context.close()
+    found = [p for _, problems in opened for p in problems.unexpected()]
+    assert found == [], f"console errors or warnings: {found}"
+
+
+@pytest.fixture
+def page(open_page, web):
+    """A page on this module's live server."""
+    return open_page(web.url)
 
 
 def log_in(page, username: str, password: str) -> None:

@@ -101,10 +101,11 @@ def send(page, text: str) -> None:
     page.keyboard.press("Enter")
 
 
-def reply_done(page) -> None:
-    """The reply has ended (turn_end): the send button is back and nothing is pending."""
-    expect(page.locator("#history .msg.pending")).to_have_count(0, timeout=30_000)
-    expect(page.locator("#send")).to_be_enabled()
+def reply_done(page, timeout_s: float = 30) -> None:
+    """The reply has ended (turn_end): the send button is back (it stays off from the message sent
+    to its turn's end) and nothing is pending."""
+    expect(page.locator("#send")).to_be_enabled(timeout=timeout_s * 1000)
+    expect(page.locator("#history .msg.pending")).to_have_count(0)
 
 
 def test_new_chat_greets_and_streams_the_reply(page, cast, member):
