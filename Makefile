@@ -18,12 +18,13 @@ $(STAMP): requirements/base.txt requirements/worker.txt requirements/dev.txt req
 setup: $(STAMP) system
 
 ## Debian packages the project calls: ffmpeg (audio conversion), espeak-ng (fallback TTS voice),
-## alsa-utils (its human recordings in /usr/share/sounds/alsa are test speech).
+## alsa-utils (its human recordings in /usr/share/sounds/alsa are test speech), chromium (the web
+## app's browser tests drive it through Playwright: Playwright's own browser download needs the internet).
 system:
-	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null && test -f /usr/share/sounds/alsa/Front_Center.wav || { \
-	  echo "installing ffmpeg, espeak-ng and alsa-utils (apt)"; \
+	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null && test -f /usr/share/sounds/alsa/Front_Center.wav && test -x /usr/bin/chromium || { \
+	  echo "installing ffmpeg, espeak-ng, alsa-utils and chromium (apt)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng alsa-utils >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng alsa-utils chromium >/dev/null; }
 
 ## Embedded mode: SQLite, in-process channel layer and tasks, real models, http://127.0.0.1:8000
 run: setup

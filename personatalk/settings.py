@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "apps.realtime",
     "apps.memory",
     "apps.api",
+    "apps.web",
 ]
 
 MIDDLEWARE = [
@@ -63,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.web.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "personatalk.urls"
@@ -79,6 +81,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.web.context_processors.site",
             ],
         },
     },
@@ -179,6 +182,46 @@ READY_QUEUES = env.list(
 )
 
 # --- Accounts ------------------------------------------------------------------------------
+# Anyone may create an account on the web app; false for an invite-only site (staff add users).
+SIGNUP_OPEN = env.bool("SIGNUP_OPEN", default=True)
+# Accounts made by sign-up (and password changes) must pass these; the demo user is made by a command.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:gallery"
+LOGOUT_REDIRECT_URL = "web:login"
+# Password-reset mail: printed on the console by default; set the SMTP backend and server to send it.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))  # for the file-based backend (tests)
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)  # STARTTLS, as most mail providers ask on port 587
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="PersonaTalk <noreply@localhost>")
+
+# --- Web app: Content-Security-Policy (django-csp; apps/web/middleware.py adds the socket's ws/wss) ---
+# No inline script or style anywhere on the web app's pages: injected markup cannot run. The admin
+# uses inline script of its own and keeps Django's defaults (it is staff-only).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/admin/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "media-src": ["'self'", "blob:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
 DEMO_PASSWORD = env("DEMO_PASSWORD", default="demo" if EMBEDDED else "")
 DEMO_API_TOKEN = env("DEMO_API_TOKEN", default="pt-demo-embedded-token" if EMBEDDED else "")

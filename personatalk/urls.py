@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from apps.api import memories, speech
 from apps.api import views as api_views
@@ -16,4 +16,6 @@ urlpatterns = [
     path("api/memories", memories.memories, name="api-memories"),
     path("api/memories/<str:memory_id>", memories.memory, name="api-memory"),
     path(f"{settings.MEDIA_URL.strip('/')}/avatars/<path:path>", api_views.avatar, name="avatar"),
+    # The end-user web app (gallery at /, chat, accounts); its paths do not overlap the ones above.
+    path("", include("apps.web.urls")),
 ]

@@ -2,6 +2,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -65,6 +66,20 @@ def token_authenticate(*, key: str) -> ApiToken | None:
     if token is not None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
     return token
+
+
+class SignUpClosed(Exception):
+    """Sign-up is closed on this site (SIGNUP_OPEN is false): staff add users."""
+
+
+def user_sign_up(*, username: str, email: str, password: str) -> User:
+    """Create an ordinary account (never staff) for someone signing up on the web app.
+
+    The caller has validated the fields (a unique username, a password the validators accept).
+    """
+    if not settings.SIGNUP_OPEN:
+        raise SignUpClosed()
+    return User.objects.create_user(username=username, email=email, password=password)
 
 
 @transaction.atomic

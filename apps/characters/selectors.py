@@ -1,3 +1,5 @@
+import re
+
 from django.db.models import Q, QuerySet
 
 from apps.characters.models import Character, Voice
@@ -5,6 +7,22 @@ from apps.characters.models import Character, Voice
 
 def character_list_published() -> QuerySet[Character]:
     return Character.objects.filter(is_published=True).select_related("voice").order_by("name")
+
+
+def character_gallery(*, query: str = "", tag: str = "") -> QuerySet[Character]:
+    """Published characters whose name or description holds `query`, carrying the tag `tag`."""
+    qs = character_list_published()
+    if query.strip():
+        qs = qs.filter(Q(name__icontains=query.strip()) | Q(description__icontains=query.strip()))
+    if tag.strip():  # a whole tag of the comma-separated list, not a part of one
+        qs = qs.filter(tags__iregex=rf"(^|,)\s*{re.escape(tag.strip())}\s*(,|$)")
+    return qs
+
+
+def character_tags_published() -> list[str]:
+    """Every tag of a published character, sorted, for the gallery's filter."""
+    tags = {t.lower() for c in Character.objects.filter(is_published=True).only("tags") for t in c.tag_list}
+    return sorted(tags)
 
 
 def character_get_for_chat(*, name: str, include_unpublished: bool = False) -> Character | None:

@@ -1,0 +1,21 @@
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
+
+
+class SignUpForm(UserCreationForm):
+    """Username, e-mail (for password resets) and a password the validators accept; it saves nothing
+    itself: the view hands the cleaned fields to `apps.accounts.services.user_sign_up`."""
+
+    email = forms.EmailField(help_text="Used only to reset your password.")
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
+
+
+class GalleryFilter(forms.Form):
+    """The gallery's GET parameters."""
+
+    q = forms.CharField(required=False, max_length=100, label="Search characters")
+    tag = forms.CharField(required=False, max_length=50)

@@ -1,0 +1,197 @@
+// The chat page: one cookie-authenticated socket (/ws, docs/protocol.md) streaming the reply into the
+// page. Model output is only ever set as textContent: it is text, never markup.
+
+const ERROR_MEANINGS = {
+  rate_limited: "You are sending messages faster than this site allows.",
+  turn_in_progress: "Wait for the reply to finish before sending the next message.",
+  message_too_long: "That message is too long.",
+  empty_message: "The message is empty.",
+  llm_failed: "The character could not write a reply. Try again.",
+  turn_timeout: "The reply did not arrive in time. Try again.",
+  internal_error: "Something went wrong on the server.",
+  unknown_character: "This character is not available any more.",
+  auth_failed: "Your login has ended: log in again.",
+  origin_not_allowed: "This page may not open a conversation from this address.",
+};
+
+// Close codes after which reconnecting cannot help (the protocol's close codes).
+const FINAL_CLOSES = {
+  4001: "Your login has ended: log in again to keep talking.",
+  4003: "This page's address may not open a conversation.",
+  4010: "Access was revoked.",
+  4011: "This account was deactivated.",
+  4012: "You logged out: log in again to keep talking.",
+};
+
+const chat = document.getElementById("chat");
+const history = document.getElementById("history");
+const connection = document.getElementById("connection");
+const errors = document.getElementById("errors");
+const composer = document.getElementById("composer");
+const input = document.getElementById("message");
+const send = document.getElementById("send");
+const slug = chat.dataset.character;
+const characterName = chat.dataset.characterName;
+
+let socket = null;
+let connected = false;
+let attempts = 0; // failed connections in a row, for the back-off
+let reply = null; // the reply being written: {element, text, streamed}
+
+function setStatus(text, state) {
+  connection.textContent = text;
+  connection.dataset.state = state;
+  chat.dataset.connection = state;
+}
+
+function updateSend() {
+  send.disabled = !connected || reply !== null;
+}
+
+function scrollToEnd() {
+  history.scrollTop = history.scrollHeight;
+}
+
+function addMessage(role, content) {
+  const element = document.createElement("div");
+  element.className = `msg msg-${role}`;
+  element.dataset.role = role;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : characterName;
+  const text = document.createElement("p");
+  text.className = "text";
+  text.textContent = content;
+  element.append(who, text);
+  history.append(element);
+  scrollToEnd();
+  return { element, text };
+}
+
+function addNote(element, note) {
+  const span = document.createElement("span");
+  span.className = "note";
+  span.textContent = note;
+  element.append(span);
+}
+
+function showEmotion(element, emotion) {
+  if (!emotion || emotion === "neutral") return;
+  let badge = element.querySelector(".emotion");
+  if (!badge) {
+    badge = document.createElement("span");
+    badge.className = "emotion";
+    element.append(badge);
+  }
+  badge.dataset.emotion = emotion;
+  badge.textContent = emotion;
+}
+
+function showError(code, message) {
+  const p = document.createElement("p");
+  p.dataset.code = code;
+  p.textContent = `${ERROR_MEANINGS[code] || message} (${code})`;
+  errors.replaceChildren(p);
+}
+
+function endReply(status) {
+  if (reply === null) return;
+  reply.element.classList.remove("pending");
+  if (status === "interrupted") addNote(reply.element, "(stopped)");
+  if (status === "failed") addNote(reply.element, "(no reply)");
+  reply = null;
+  updateSend();
+}
+
+const handlers = {
+  connected(frame) {
+    connected = true;
+    attempts = 0;
+    chat.dataset.sessionId = frame.session_id;
+    setStatus("Connected", "open");
+    updateSend();
+  },
+  thinking() {
+    const { element, text } = addMessage("assistant", "");
+    element.classList.add("pending");
+    reply = { element, text, streamed: false };
+    updateSend();
+  },
+  text_delta(frame) {
+    if (reply === null) return;
+    reply.streamed = true;
+    reply.text.textContent += frame.content;
+    scrollToEnd();
+  },
+  response(frame) {
+    if (reply === null) return;
+    if (!reply.streamed) reply.text.textContent += (reply.text.textContent ? " " : "") + frame.content;
+    showEmotion(reply.element, frame.emotion);
+  },
+  turn_end(frame) {
+    endReply(frame.status);
+  },
+  error(frame) {
+    showError(frame.code, frame.message);
+    updateSend(); // a refused message never gets a turn: let the user send again
+  },
+  disconnected(frame) {
+    setStatus(`Disconnected (${frame.reason})`, "closed");
+  },
+};
+
+function open() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  setStatus(attempts ? "Reconnecting…" : "Connecting…", "connecting");
+  socket.addEventListener("open", () => {
+    socket.send(JSON.stringify({ type: "connect", character_name: slug, text_deltas: true }));
+  });
+  socket.addEventListener("message", (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return; // binary audio frames belong to the voice page
+    }
+    const handler = handlers[frame.type];
+    if (handler) handler(frame);
+  });
+  socket.addEventListener("close", (event) => {
+    connected = false;
+    socket = null;
+    endReply(reply && reply.text.textContent ? "interrupted" : "failed");
+    updateSend();
+    const final = FINAL_CLOSES[event.code];
+    if (final) {
+      setStatus(final, "closed");
+      return;
+    }
+    // Back off: 0.5 s, 1 s, 2 s … up to 15 s, with jitter so many pages do not return at once.
+    const delay = Math.min(15000, 500 * 2 ** attempts) * (0.5 + Math.random() / 2);
+    attempts += 1;
+    setStatus(`Connection lost; reconnecting in ${Math.ceil(delay / 1000)} s…`, "reconnecting");
+    setTimeout(open, delay);
+  });
+}
+
+composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = input.value.trim();
+  if (!content || !connected || reply !== null) return;
+  errors.replaceChildren();
+  addMessage("user", content);
+  socket.send(JSON.stringify({ type: "message", content }));
+  input.value = "";
+  send.disabled = true;
+});
+
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    composer.requestSubmit();
+  }
+});
+
+scrollToEnd();
+open();

@@ -1,0 +1,54 @@
+"""What `make run` serves, in a browser: the embedded mode (SQLite, in-process layer and tasks,
+static files found by whitenoise without collectstatic) with the demo data and the real SmolLM2."""
+
+import re
+
+import pytest
+from django.conf import settings
+from playwright.sync_api import expect
+
+from tests import stack
+from tests.web.conftest import LOG_DIR, log_in, page_check
+from tests.web.test_chat import WATCH_REPLY, reply_done, send
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "personatalk.settings",
+        "PERSONATALK_VAR_DIR": str(tmp_path),
+        "LLM_CACHE_DIR": str(settings.LLM_CACHE_DIR),  # the converted SmolLM2, as `make run` keeps it
+        "LLM_MAX_NEW_TOKENS": "40",
+        "LLM_SEED": "7",
+        "MEMORY_EXTRACTION": "false",  # no embedding model to load: this is about the page
+        "DJANGO_ALLOW_ASYNC_UNSAFE": None,
+        **{
+            k: None
+            for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "TASKS_IN_PROCESS", "LLM_BACKEND", "CHROMA_URL")
+        },
+    }
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("seed_demo", env=env)
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    yield url
+    daphne.stop()
+
+
+def test_embedded_mode_streams_a_smollm2_reply(embedded, open_page):  # the server outlives the page
+    page = open_page(embedded)
+    log_in(page, settings.DEMO_USERNAME, "demo")
+    page.get_by_role("button", name="New chat with Nova").click()
+    expect(page.locator("#connection")).to_have_text("Connected")
+    page.evaluate(WATCH_REPLY)
+    send(page, "Hi! What can I see in the sky tonight?")
+    reply_done(page, timeout_s=120)  # the first reply loads the model
+    expect(page.locator("#errors")).to_be_empty()
+    reply = page.locator("#history .msg-assistant .text").last.inner_text()
+    assert len(reply.split()) >= 3 and not re.match(r"\s*[\[(]\w+[\])]", reply), reply  # words, no emotion tag
+    steps = page.evaluate("window.replySteps")
+    assert len(steps) >= 2 and steps[-1].strip() == reply.strip(), steps  # it arrived as it was written
+    page_check(page, "chat-smollm2")
+    page.reload()  # saved as shown
+    expect(page.locator("#history .msg-assistant .text").last).to_have_text(reply)
