@@ -532,6 +532,9 @@ class ErrorCode:
     JOB_NOT_RESUMABLE = "job_not_resumable"
     JOB_NOT_RUNNING = "job_not_running"
     JOB_NOT_FOUND = "job_not_found"
+    UNKNOWN_SESSION = "unknown_session"
+    NOTHING_TO_REGENERATE = "nothing_to_regenerate"
+    NO_TURN = "no_turn"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: (
@@ -608,6 +611,15 @@ class ErrorCode:
         JOB_NOT_RESUMABLE: "That re-embedding job is not in a state that can be resumed.",
         JOB_NOT_RUNNING: "That re-embedding job is not running, so it cannot be cancelled.",
         JOB_NOT_FOUND: "No re-embedding job has that id.",
+        UNKNOWN_SESSION: (
+            "You have no live session with that id with this character (another user's, a deleted one, or one"
+            " with another character); the socket stays unconnected."
+        ),
+        NOTHING_TO_REGENERATE: (
+            "`regenerate` needs a reply to replace: the session's last message must be the character's reply"
+            " to one of yours (a greeting alone is not)."
+        ),
+        NO_TURN: "`stop` with no turn in flight (it had already ended): nothing was stopped; safe to ignore.",
     }
 
 
