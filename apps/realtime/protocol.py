@@ -50,11 +50,16 @@ class Connect(Frame):
     (such sockets must come from an allowed Origin). Set `text_deltas` to also receive
     `text_delta` frames as tokens arrive (ChatAnon clients leave it off). `output_sample_rate`
     is the rate of the PCM in `audio_chunk` frames.
+
+    The socket continues your latest session with the character, or opens the one named by
+    `session_id` (one of yours, live, with this character; otherwise `unknown_session` and the
+    socket stays unconnected). `connected.session_id` says which session it is.
     """
 
     type: Literal["connect"]
     api_token: str | None = None
     character_name: str
+    session_id: str | None = Field(default=None, max_length=64)
     text_deltas: bool = False
     output_sample_rate: int = Field(default=16000, ge=8000, le=48000)
 
@@ -77,6 +82,31 @@ class ClearHistory(Frame):
     """Start a new session with the current character; the old one stays saved."""
 
     type: Literal["clear_history"]
+
+
+class Regenerate(Frame):
+    """Write the last reply again: a text turn on the current session.
+
+    The session's last reply (the character's message after your last message) is set aside —
+    kept with status `replaced`, left out of later prompts, the session list and search — and a
+    new reply to the same message of yours streams back as for `message` (`thinking`, `llm_start`,
+    …, `turn_end` with the new reply's `message_id`). Refused with `nothing_to_regenerate` when
+    the session has no reply to replace (only the greeting), with `turn_in_progress` while a
+    turn runs (send `stop` first); it counts as a turn for the quota.
+    """
+
+    type: Literal["regenerate"]
+
+
+class Stop(Frame):
+    """Interrupt the character, as the Stop button does; the session goes on.
+
+    With a turn in flight: `interrupted`, then `turn_end` with status `interrupted`; the reply is
+    saved as far as it was written (spoken: as far as it was played), marked interrupted. After a
+    spoken reply whose audio may still be playing: `interrupted` alone. Otherwise `no_turn`.
+    """
+
+    type: Literal["stop"]
 
 
 class Ping(Frame):
@@ -157,6 +187,8 @@ CLIENT_FRAMES: dict[str, type[Frame]] = {
         Message,
         SwitchCharacter,
         ClearHistory,
+        Regenerate,
+        Stop,
         Ping,
         AudioMessage,
         AudioStreamStart,

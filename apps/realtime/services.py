@@ -5,14 +5,17 @@ from dataclasses import dataclass
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Character
 from apps.characters.selectors import character_drafts_visible, character_get_for_chat, voice_spec_of
+from apps.conversations import turns
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt
+from apps.conversations.selectors import session_get_for_user
+from apps.conversations.services import NothingToRegenerate, session_create, session_open, turn_finish, turn_interrupt
 from apps.conversations.turns import text_turn_submit, transcript_accept
 from apps.conversations.utterances import utterance_put
 from apps.core.audio import PCM_RATE
 from apps.core.events import channel_send
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
+from apps.realtime import protocol as p
 from apps.realtime.state import ClientError
 from workers.dispatch import enqueue
 
@@ -33,15 +36,32 @@ def socket_token_user(*, key: str):
     return (token.user, token) if token else (None, None)
 
 
-def conversation_open(*, user, character_name: str, new_session: bool = False) -> Conversation | None:
-    """Open the user's latest session with the named character (or a new one); None if unknown."""
+def conversation_open(
+    *, user, character_name: str, new_session: bool = False, session_id: str | None = None
+) -> Conversation | None:
+    """Open the user's latest session with the named character (or a new one, or the one named by
+    `session_id`); None if the character is unknown. ClientError `unknown_session` for a session
+    that is not the user's, not live, or with another character."""
     character = character_get_for_chat(name=character_name, include_unpublished=character_drafts_visible(user=user))
     if character is None:
         return None
-    session = (
-        session_create(user=user, character=character) if new_session else session_open(user=user, character=character)
-    )
+    if session_id is not None:
+        session = session_get_for_user(user=user, session_id=session_id, character=character)
+        if session is None:
+            raise ClientError(p.ErrorCode.UNKNOWN_SESSION, f"You have no session {session_id!r} with {character.name}.")
+    elif new_session:
+        session = session_create(user=user, character=character)
+    else:
+        session = session_open(user=user, character=character)
     return Conversation(character=character, session=session)
+
+
+def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
+    """Queue a new reply in place of the session's last one; ClientError when there is none."""
+    try:
+        return turns.text_turn_regenerate(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
+    except NothingToRegenerate as exc:
+        raise ClientError(exc.code, exc.message) from None
 
 
 def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
