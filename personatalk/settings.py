@@ -158,6 +158,8 @@ CELERY_TASK_ROUTES = {
     "workers.asr.tasks.asr_partial": {"queue": "asr_partial"},
     # REST speech (/api/tts, /api/asr) has queues of its own: a flood of it never delays a live turn.
     "workers.tts.tasks.tts_render": {"queue": "tts_api"},
+    # Greetings are rendered ahead of time, off the request path.
+    "workers.tts.tasks.greeting_render": {"queue": "batch"},
     "workers.asr.tasks.asr_file": {"queue": "asr_api"},
     "workers.llm.tasks.*": {"queue": "llm"},
     "workers.asr.tasks.*": {"queue": "asr"},

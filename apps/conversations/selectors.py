@@ -54,6 +54,11 @@ def session_get_for_turn(*, session_id) -> ChatSession | None:
     )
 
 
+def session_is_new(*, session_id) -> bool:
+    """Whether the user has said nothing yet in the session (only the greeting is there)."""
+    return not Message.objects.filter(session_id=session_id, role=Message.Role.USER).exists()
+
+
 def session_get_for_user(*, user, session_id, character=None) -> ChatSession | None:
     """The user's live session with this id (and with `character`, if given), or None: another
     user's, a deleted one and a malformed id all read as none."""

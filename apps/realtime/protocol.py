@@ -145,6 +145,12 @@ class VoiceCallStart(Frame):
     """Start a hands-free call: the server listens, decides when you stopped talking, and answers.
 
     Speaking while the character talks interrupts it (barge-in). Alias: `agent_mode_start`.
+
+    Answered with `voice_call_listening`. On a new session (you have said nothing in it yet) the
+    character then speaks its greeting at once, from audio rendered ahead of time: `tts_start`
+    (the greeting), its `audio_chunk`s at `output_sample_rate`, `audio_end` — outside any turn, so
+    no `turn_end` follows. Nothing is sent while the greeting's audio is still being rendered (a
+    character just created, or whose greeting or voice just changed); `connected.message` has its text.
     """
 
     type: Literal["voice_call_start", "agent_mode_start"]
@@ -328,7 +334,7 @@ class AudioChunk(ServerFrame):
 
 
 class AudioEnd(ServerFrame):
-    """All audio of the reply has been sent (before `turn_end`)."""
+    """All audio of the reply (or of the greeting that opens a call) has been sent (before `turn_end`)."""
 
     type: Literal["audio_end"] = "audio_end"
 

@@ -1,17 +1,26 @@
 """What the socket does, as plain synchronous functions the consumer calls off the event loop."""
 
+import base64
 from dataclasses import dataclass
+
+from django.conf import settings
 
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Character
-from apps.characters.selectors import character_drafts_visible, character_get_for_chat, voice_spec_of
+from apps.characters.selectors import (
+    character_drafts_visible,
+    character_get_for_chat,
+    greeting_audio_pcm,
+    voice_spec_of,
+)
+from apps.characters.services import greeting_audio_refresh
 from apps.conversations import turns
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.selectors import session_get_for_user
+from apps.conversations.selectors import session_get_for_user, session_is_new
 from apps.conversations.services import NothingToRegenerate, session_create, session_open, turn_finish, turn_interrupt
 from apps.conversations.turns import text_turn_submit, transcript_accept
 from apps.conversations.utterances import utterance_put
-from apps.core.audio import PCM_RATE
+from apps.core.audio import PCM_RATE, pcm_resample
 from apps.core.events import channel_send
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
@@ -62,6 +71,26 @@ def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_delta
         return turns.text_turn_regenerate(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
     except NothingToRegenerate as exc:
         raise ClientError(exc.code, exc.message) from None
+
+
+def greeting_frames(*, conversation: Conversation, sample_rate: int) -> list[p.ServerFrame]:
+    """The greeting spoken, for a call starting on a new session: `tts_start`, `audio_chunk`s at
+    `sample_rate`, `audio_end`; nothing when the user has already spoken in the session or the audio
+    is not rendered (then its rendering is queued, for the next call)."""
+    character = conversation.character
+    if not character.greeting or not session_is_new(session_id=conversation.session.pk):
+        return []
+    rendered = greeting_audio_pcm(character=character)
+    if rendered is None:
+        greeting_audio_refresh(character=character)
+        return []
+    pcm = pcm_resample(rendered[0], rendered[1], sample_rate)
+    step = max(2, sample_rate * settings.AUDIO_OUTPUT_CHUNK_MS // 1000 * 2)
+    chunks = [
+        p.AudioChunk(audio_base64=base64.b64encode(pcm[i : i + step]).decode(), audio_sample_rate=sample_rate)
+        for i in range(0, len(pcm), step)
+    ]
+    return [p.TtsStart(text=character.greeting, emotion="neutral"), *chunks, p.AudioEnd()]
 
 
 def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:
