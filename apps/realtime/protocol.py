@@ -151,6 +151,8 @@ class VoiceCallStart(Frame):
     (the greeting), its `audio_chunk`s at `output_sample_rate`, `audio_end` — outside any turn, so
     no `turn_end` follows. Nothing is sent while the greeting's audio is still being rendered (a
     character just created, or whose greeting or voice just changed); `connected.message` has its text.
+    Speaking over the greeting starts your turn as usual; no `interrupted` comes for the greeting
+    itself, so stop its playback when you start talking.
     """
 
     type: Literal["voice_call_start", "agent_mode_start"]
