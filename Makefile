@@ -32,8 +32,11 @@ run: setup
 	$(PY) manage.py seed_demo
 	$(PY) manage.py prepare_models
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	@$(PY) manage.py demo_info --url http://$(HOST):$(PORT)
-	.venv/bin/daphne -b $(HOST) -p $(PORT) personatalk.asgi:application
+	@# Daphne warms the models before it listens (WARM_MODELS); the URL is printed once /health answers.
+	@.venv/bin/daphne -b $(HOST) -p $(PORT) personatalk.asgi:application & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
+	  $(PY) manage.py demo_info --url http://$(HOST):$(PORT) --wait --pid $$pid || { kill $$pid 2>/dev/null; exit 1; }; \
+	  wait $$pid
 
 ## The test suite against the real PostgreSQL, Redis and Celery workers on this machine.
 test: setup lint

@@ -18,6 +18,11 @@ from personatalk.body_limit import daphne_body_limit_install  # noqa: E402
 
 daphne_body_limit_install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)  # no body past the largest upload is kept
 
+if settings.TASKS_IN_PROCESS and settings.WARM_MODELS:  # this process runs the jobs: load their models now
+    from personatalk.warmup import models_warm
+
+    models_warm()
+
 if settings.TASKS_IN_PROCESS:  # the embedded mode: no beat process, this one runs the periodic jobs
     from workers.dispatch import beat_start
 

@@ -40,7 +40,7 @@ def import_engine_libraries(sender, **kwargs):
         import faster_whisper  # noqa: F401
     if queues & {"llm", "embed", "batch"}:
         import sentence_transformers  # noqa: F401
-    if "tts" in queues:
+    if queues & {"tts", "batch"}:
         import piper  # noqa: F401
 
 
@@ -74,7 +74,7 @@ def load_models(**kwargs):
         from workers.embed.engine import get_embedder
 
         get_embedder()
-    if "tts" in queues:
+    if queues & {"tts", "batch"}:  # batch: greetings rendered ahead of time
         from workers.tts.engine import get_tts_engines
 
         get_tts_engines()

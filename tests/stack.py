@@ -131,7 +131,12 @@ def start_chroma(*, url: str, path: Path, log_dir: Path, timeout: float = 60) ->
 
 
 def start_daphne(*, env: dict, log_dir: Path, port: int | None = None, timeout: float = 60) -> tuple[Proc, str]:
-    """Daphne serving the project; returns the process and its base URL."""
+    """Daphne serving the project; returns the process and its base URL.
+
+    Models are not warmed before it listens (WARM_MODELS) unless `env` asks: most tests never run
+    the models in the web process, and the warm-up would slow every start.
+    """
+    env = {"WARM_MODELS": "false", **env}
     port = port or free_port()
     args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "personatalk.asgi:application"]
     proc = _spawn(f"daphne-{port}", args, env, log_dir)

@@ -11,7 +11,13 @@ from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
 from apps.characters.models import Character, Voice
-from apps.characters.services import character_duplicate, character_set_published
+from apps.characters.selectors import greeting_audio_fresh
+from apps.characters.services import (
+    character_duplicate,
+    character_set_published,
+    greeting_audio_refresh,
+    voice_characters_refresh,
+)
 
 # The conversation socket route (personatalk/asgi.py); the try page connects to it from the browser.
 SOCKET_PATH = "/ws"
@@ -22,6 +28,10 @@ class VoiceAdmin(admin.ModelAdmin):
     list_display = ["name", "engine", "model", "speaker", "language", "speed"]
     list_filter = ["engine", "language"]
     search_fields = ["name", "model", "speaker"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        voice_characters_refresh(voice=obj)  # their greetings are spoken in it
 
 
 def _avatar(character: Character, size: int):
@@ -51,13 +61,13 @@ class CharacterAdmin(admin.ModelAdmin):
     list_select_related = ["voice"]
     search_fields = ["name", "slug", "description", "tags", "persona"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["avatar_preview", "created_at", "updated_at"]
+    readonly_fields = ["avatar_preview", "greeting_audio_state", "created_at", "updated_at"]
     actions = ["publish", "unpublish", "duplicate"]
     fieldsets = [
         ("Identity", {"fields": ["name", "slug", "description", "tags"]}),
         ("Persona", {"fields": ["persona", "greeting", "example_dialogue"]}),
         ("Presentation", {"fields": ["avatar_preview", "avatar", "language"]}),
-        ("Voice", {"fields": ["voice"]}),
+        ("Voice", {"fields": ["voice", "greeting_audio_state"]}),
         ("Publishing", {"fields": ["is_published", "created_at", "updated_at"]}),
     ]
 
@@ -68,6 +78,18 @@ class CharacterAdmin(admin.ModelAdmin):
     @admin.display(description="Avatar preview")
     def avatar_preview(self, obj: Character):
         return _avatar(obj, 128)
+
+    @admin.display(description="Greeting audio")
+    def greeting_audio_state(self, obj: Character):
+        if obj.pk is None or not obj.greeting:
+            return "—"
+        if greeting_audio_fresh(character=obj):
+            return format_html('<audio controls preload="none" src="{}"></audio>', obj.greeting_audio.url)
+        return "Being rendered (saved greeting or voice changed); reload in a moment."
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        greeting_audio_refresh(character=obj)  # a new greeting or voice: render it ahead of the first call
 
     @admin.display(description="Tags", ordering="tags")
     def short_tags(self, obj: Character) -> str:

@@ -31,6 +31,10 @@ class Character(models.Model):
     tags = models.CharField(max_length=200, blank=True, help_text="Comma-separated.")
     voice = models.ForeignKey(Voice, null=True, blank=True, on_delete=models.SET_NULL, related_name="characters")
     is_published = models.BooleanField(default=False, db_index=True)
+    # The greeting spoken in the character's voice, rendered ahead of time by a batch job (WAV), and
+    # the key (greeting text + voice) it was rendered from: a different key means stale, re-rendered.
+    greeting_audio = models.FileField(upload_to="greetings/", blank=True, editable=False)
+    greeting_audio_key = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

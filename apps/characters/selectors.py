@@ -1,4 +1,7 @@
+import hashlib
+import json
 import re
+import wave
 
 from django.db.models import Q, QuerySet
 
@@ -56,3 +59,27 @@ def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:
         "language": voice.language,
         "speed": voice.speed,
     }
+
+
+def greeting_audio_key(*, character: Character) -> str:
+    """What the greeting audio is rendered from (text and voice), as a key: a changed key means stale."""
+    spec = {"text": character.greeting, "voice": voice_spec_of(character.voice, character.language)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def greeting_audio_fresh(*, character: Character) -> bool:
+    """Whether the character's stored greeting audio was rendered from its current greeting and voice."""
+    return bool(character.greeting and character.greeting_audio) and (
+        character.greeting_audio_key == greeting_audio_key(character=character)
+    )
+
+
+def greeting_audio_pcm(*, character: Character) -> tuple[bytes, int] | None:
+    """The fresh greeting audio as (mono s16le PCM, sample rate), or None (none yet, or stale)."""
+    if not greeting_audio_fresh(character=character):
+        return None
+    try:
+        with character.greeting_audio.open("rb") as f, wave.open(f) as w:
+            return w.readframes(w.getnframes()), w.getframerate()
+    except (OSError, wave.Error, EOFError):  # the file went missing: as if never rendered
+        return None

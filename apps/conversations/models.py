@@ -33,6 +33,8 @@ class Message(models.Model):
         COMPLETE = "complete"
         INTERRUPTED = "interrupted"
         FAILED = "failed"
+        # A reply the user asked to write again (`regenerate`): kept, but out of prompts, lists and search.
+        REPLACED = "replaced"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")

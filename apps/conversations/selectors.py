@@ -1,9 +1,49 @@
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import OuterRef, Subquery
+from django.db.models.functions import Coalesce
+
 from apps.conversations.models import ChatSession, Message
+
+PREVIEW_CHARS = 120  # of the last message, in the sessions sidebar
+SNIPPET_CHARS = 120  # of a search hit, around the match
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """A row of the sessions sidebar."""
+
+    id: str
+    character_slug: str
+    character_name: str
+    title: str
+    created_at: datetime
+    last_message_at: datetime
+    preview: str
+
+
+@dataclass(frozen=True)
+class SessionHit:
+    """A session holding a message that matches a search, with the newest matching message's snippet."""
+
+    id: str
+    character_slug: str
+    character_name: str
+    title: str
+    message_id: str
+    message_at: datetime
+    snippet: str
 
 
 def session_history(*, session_id, limit: int = 40) -> list[Message]:
-    """The session's last `limit` messages, oldest first (failed ones included)."""
-    rows = list(Message.objects.filter(session_id=session_id).order_by("-created_at")[:limit])
+    """The session's last `limit` messages, oldest first (failed ones included, replaced ones not)."""
+    rows = list(
+        Message.objects.filter(session_id=session_id)
+        .exclude(status=Message.Status.REPLACED)
+        .order_by("-created_at")[:limit]
+    )
     rows.reverse()
     return rows
 
@@ -27,3 +67,95 @@ def session_get_for_turn(*, session_id) -> ChatSession | None:
     return (
         ChatSession.objects.select_related("character", "user").filter(pk=session_id, deleted_at__isnull=True).first()
     )
+
+
+def session_is_new(*, session_id) -> bool:
+    """Whether the user has said nothing yet in the session (only the greeting is there)."""
+    return not Message.objects.filter(session_id=session_id, role=Message.Role.USER).exists()
+
+
+def session_get_for_user(*, user, session_id, character=None) -> ChatSession | None:
+    """The user's live session with this id (and with `character`, if given), or None: another
+    user's, a deleted one and a malformed id all read as none."""
+    try:
+        session_id = uuid.UUID(str(session_id))
+    except ValueError:
+        return None
+    rows = ChatSession.objects.select_related("character").filter(pk=session_id, user=user, deleted_at__isnull=True)
+    if character is not None:
+        rows = rows.filter(character=character)
+    return rows.first()
+
+
+def _visible_messages():
+    return Message.objects.exclude(status=Message.Status.REPLACED)
+
+
+def session_list(*, user, character=None, limit: int = 50) -> list[SessionSummary]:
+    """The user's live sessions, the latest message first, each with its last message as preview."""
+    last = _visible_messages().filter(session=OuterRef("pk")).order_by("-created_at")
+    rows = (
+        ChatSession.objects.filter(user=user, deleted_at__isnull=True)
+        .select_related("character")
+        .annotate(last_at=Subquery(last.values("created_at")[:1]), last_text=Subquery(last.values("content")[:1]))
+    )
+    if character is not None:
+        rows = rows.filter(character=character)
+    rows = rows.order_by(Coalesce("last_at", "created_at").desc(), "-created_at")[:limit]
+    return [
+        SessionSummary(
+            id=str(s.pk),
+            character_slug=s.character.slug,
+            character_name=s.character.name,
+            title=s.title,
+            created_at=s.created_at,
+            last_message_at=s.last_at or s.created_at,
+            preview=(s.last_text or "")[:PREVIEW_CHARS],
+        )
+        for s in rows
+    ]
+
+
+def session_search(*, user, query: str, limit: int = 50) -> list[SessionHit]:
+    """The user's live sessions holding a message that contains `query` (any case), newest match first.
+
+    A substring match (icontains: LIKE on SQLite, UPPER … LIKE on PostgreSQL), over both sides of
+    the conversation; each session appears once, with a snippet of its newest matching message.
+    """
+    query = query.strip()
+    if not query:
+        return []
+    rows = (
+        _visible_messages()
+        .filter(session__user=user, session__deleted_at__isnull=True, content__icontains=query)
+        .select_related("session__character")
+        .order_by("-created_at")
+    )
+    hits: dict[str, SessionHit] = {}
+    for m in rows.iterator(chunk_size=200):
+        key = str(m.session_id)
+        if key in hits:
+            continue
+        s = m.session
+        hits[key] = SessionHit(
+            id=key,
+            character_slug=s.character.slug,
+            character_name=s.character.name,
+            title=s.title,
+            message_id=str(m.pk),
+            message_at=m.created_at,
+            snippet=_snippet(m.content, query),
+        )
+        if len(hits) >= limit:
+            break
+    return list(hits.values())
+
+
+def _snippet(text: str, query: str) -> str:
+    """About SNIPPET_CHARS of `text` around the first case-insensitive match of `query`."""
+    at = text.casefold().find(query.casefold())
+    if at < 0 or len(text) <= SNIPPET_CHARS:
+        return text[:SNIPPET_CHARS]
+    start = max(0, min(at - (SNIPPET_CHARS - len(query)) // 2, len(text) - SNIPPET_CHARS))
+    piece = text[start : start + SNIPPET_CHARS]
+    return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")

@@ -5,6 +5,23 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.conversations.models import ChatSession, Message
+from apps.conversations.selectors import session_get_for_user
+from apps.core.errors import AppError
+from apps.realtime.protocol import ErrorCode
+
+TITLE_MAX_CHARS = ChatSession._meta.get_field("title").max_length
+
+
+class SessionNotFound(AppError):
+    """No live session of this user has that id (another user's reads the same: not found)."""
+
+    def __init__(self, message: str = "You have no session with that id."):
+        super().__init__(ErrorCode.UNKNOWN_SESSION, message)
+
+
+class NothingToRegenerate(AppError):
+    def __init__(self, message: str = "There is no reply to regenerate in this session."):
+        super().__init__(ErrorCode.NOTHING_TO_REGENERATE, message)
 
 
 @transaction.atomic
@@ -24,6 +41,45 @@ def session_open(*, user, character) -> ChatSession:
         .first()
     )
     return session or session_create(user=user, character=character)
+
+
+def session_rename(*, user, session_id, title: str) -> ChatSession:
+    """Give one of the user's sessions a title (trimmed, at most 200 characters; blank clears it)."""
+    session = session_get_for_user(user=user, session_id=session_id)
+    if session is None:
+        raise SessionNotFound()
+    session.title = " ".join(title.split())[:TITLE_MAX_CHARS]
+    session.save(update_fields=["title"])
+    return session
+
+
+def session_delete(*, user, session_id) -> None:
+    """Delete one of the user's sessions (soft: it leaves every list, the socket and search)."""
+    session = session_get_for_user(user=user, session_id=session_id)
+    if session is None:
+        raise SessionNotFound()
+    session_soft_delete(session=session)
+
+
+@transaction.atomic
+def reply_replace(*, session: ChatSession) -> Message:
+    """Set the session's last reply aside (status `replaced`) so it can be written again.
+
+    The session's last visible message must be an assistant reply that follows a user message;
+    returns that user message. Raises NothingToRegenerate otherwise (a greeting alone, a
+    session ending with the user's message).
+    """
+    visible = Message.objects.select_for_update().filter(session=session).exclude(status=Message.Status.REPLACED)
+    last = visible.order_by("-created_at").first()
+    if last is None or last.role != Message.Role.ASSISTANT:
+        raise NothingToRegenerate()
+    asked = visible.filter(role=Message.Role.USER, created_at__lte=last.created_at).order_by("-created_at").first()
+    if asked is None:
+        raise NothingToRegenerate()
+    last.status = Message.Status.REPLACED
+    last.save(update_fields=["status"])
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+    return asked
 
 
 def session_soft_delete(*, session: ChatSession) -> None:

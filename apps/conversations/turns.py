@@ -21,7 +21,7 @@ from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
 from apps.conversations.selectors import session_get_for_turn, session_history
-from apps.conversations.services import turn_finish, turn_start, turn_timings_merge
+from apps.conversations.services import reply_replace, turn_finish, turn_start, turn_timings_merge
 from apps.core.audio import PCM_RATE, wav_bytes
 from apps.core.errors import EngineError
 from apps.realtime import protocol as p
@@ -41,6 +41,27 @@ def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, 
     turn_id = str(uuid.uuid4())
     with transaction.atomic():
         turn_start(session=session, content=content)
+        transaction.on_commit(
+            lambda: enqueue(
+                "workers.llm.tasks.llm_reply",
+                turn_id=turn_id,
+                session_id=str(session.pk),
+                reply_channel=reply_channel,
+                text_deltas=text_deltas,
+                submitted_at=time.time(),
+            )
+        )
+    return turn_id
+
+
+def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
+    """Set the session's last reply aside and queue a new one to the same user message (a text turn).
+
+    Raises NothingToRegenerate when there is no reply to replace. Returns the new turn id.
+    """
+    turn_id = str(uuid.uuid4())
+    with transaction.atomic():
+        reply_replace(session=session)
         transaction.on_commit(
             lambda: enqueue(
                 "workers.llm.tasks.llm_reply",

@@ -456,3 +456,14 @@ def wav_bytes(pcm: bytes, rate: int) -> bytes:
         w.setframerate(rate)
         w.writeframes(pcm)
     return buf.getvalue()
+
+
+def pcm_resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """Mono s16le PCM at `src_rate` → at `dst_rate` (soxr; for audio rendered ahead of time, at the edge)."""
+    if src_rate == dst_rate or not pcm:
+        return pcm
+    import numpy as np
+    import soxr
+
+    out = soxr.resample(np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0, src_rate, dst_rate)
+    return np.clip(out * 32768.0, -32768, 32767).astype(np.int16).tobytes()

@@ -42,6 +42,8 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
             "message": self.on_message,
             "switch_character": self.on_switch_character,
             "clear_history": self.on_clear_history,
+            "regenerate": self.on_regenerate,
+            "stop": self.on_stop,
             "ping": self.on_ping,
             "memories_list": self.on_memories_list,
             "memory_delete": self.on_memory_delete,
@@ -140,7 +142,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
         if self.conversation is not None:
             raise ClientError(p.ErrorCode.ALREADY_CONNECTED, "Already connected; use `switch_character`.")
         user, token = await self.authenticate(frame)
-        conversation = await self.open_conversation(user, frame.character_name)
+        conversation = await self.open_conversation(user, frame.character_name, session_id=frame.session_id)
         await self.quota_slot("user", user.pk)  # open sockets per user, token and cookie alike
         if token is not None:
             await self.claim_token(token.pk)
@@ -150,9 +152,11 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
         self.output_rate = frame.output_sample_rate
         await self.send_frame(p.Connected(**self.character_fields("Connected to")))
 
-    async def open_conversation(self, user, character_name: str) -> services.Conversation:
+    async def open_conversation(
+        self, user, character_name: str, *, session_id: str | None = None
+    ) -> services.Conversation:
         conversation = await database_sync_to_async(services.conversation_open)(
-            user=user, character_name=character_name
+            user=user, character_name=character_name, session_id=session_id
         )
         if conversation is None:
             raise ClientError(p.ErrorCode.UNKNOWN_CHARACTER, f"No character named {character_name!r}.")
@@ -211,6 +215,22 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
         )
         self.begin_turn(Turn(turn_id, session.pk))
         await self.send_frame(p.Thinking())
+
+    async def on_regenerate(self, frame: p.Regenerate):
+        if self.turn is not None:
+            raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` (or send `stop`) first.")
+        await self.quota_take("turn")
+        session = self.conversation.session
+        turn_id = await database_sync_to_async(services.text_turn_regenerate)(
+            session=session, reply_channel=self.channel_name, text_deltas=self.text_deltas
+        )
+        self.begin_turn(Turn(turn_id, session.pk))
+        await self.send_frame(p.Thinking())
+
+    async def on_stop(self, frame: p.Stop):
+        if self.turn is None and (self.playing is None or time.time() >= self.playing.playback_end):
+            raise ClientError(p.ErrorCode.NO_TURN, "Nothing to stop: no turn is in flight.")
+        await self.barge_in()
 
     async def on_switch_character(self, frame: p.SwitchCharacter):
         conversation = await self.open_conversation(self.user, frame.character_name)

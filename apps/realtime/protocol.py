@@ -50,11 +50,16 @@ class Connect(Frame):
     (such sockets must come from an allowed Origin). Set `text_deltas` to also receive
     `text_delta` frames as tokens arrive (ChatAnon clients leave it off). `output_sample_rate`
     is the rate of the PCM in `audio_chunk` frames.
+
+    The socket continues your latest session with the character, or opens the one named by
+    `session_id` (one of yours, live, with this character; otherwise `unknown_session` and the
+    socket stays unconnected). `connected.session_id` says which session it is.
     """
 
     type: Literal["connect"]
     api_token: str | None = None
     character_name: str
+    session_id: str | None = Field(default=None, max_length=64)
     text_deltas: bool = False
     output_sample_rate: int = Field(default=16000, ge=8000, le=48000)
 
@@ -77,6 +82,31 @@ class ClearHistory(Frame):
     """Start a new session with the current character; the old one stays saved."""
 
     type: Literal["clear_history"]
+
+
+class Regenerate(Frame):
+    """Write the last reply again: a text turn on the current session.
+
+    The session's last reply (the character's message after your last message) is set aside —
+    kept with status `replaced`, left out of later prompts, the session list and search — and a
+    new reply to the same message of yours streams back as for `message` (`thinking`, `llm_start`,
+    …, `turn_end` with the new reply's `message_id`). Refused with `nothing_to_regenerate` when
+    the session has no reply to replace (only the greeting), with `turn_in_progress` while a
+    turn runs (send `stop` first); it counts as a turn for the quota.
+    """
+
+    type: Literal["regenerate"]
+
+
+class Stop(Frame):
+    """Interrupt the character, as the Stop button does; the session goes on.
+
+    With a turn in flight: `interrupted`, then `turn_end` with status `interrupted`; the reply is
+    saved as far as it was written (spoken: as far as it was played), marked interrupted. After a
+    spoken reply whose audio may still be playing: `interrupted` alone. Otherwise `no_turn`.
+    """
+
+    type: Literal["stop"]
 
 
 class Ping(Frame):
@@ -115,6 +145,14 @@ class VoiceCallStart(Frame):
     """Start a hands-free call: the server listens, decides when you stopped talking, and answers.
 
     Speaking while the character talks interrupts it (barge-in). Alias: `agent_mode_start`.
+
+    Answered with `voice_call_listening`. On a new session (you have said nothing in it yet) the
+    character then speaks its greeting at once, from audio rendered ahead of time: `tts_start`
+    (the greeting), its `audio_chunk`s at `output_sample_rate`, `audio_end` — outside any turn, so
+    no `turn_end` follows. Nothing is sent while the greeting's audio is still being rendered (a
+    character just created, or whose greeting or voice just changed); `connected.message` has its text.
+    Speaking over the greeting starts your turn as usual; no `interrupted` comes for the greeting
+    itself, so stop its playback when you start talking.
     """
 
     type: Literal["voice_call_start", "agent_mode_start"]
@@ -157,6 +195,8 @@ CLIENT_FRAMES: dict[str, type[Frame]] = {
         Message,
         SwitchCharacter,
         ClearHistory,
+        Regenerate,
+        Stop,
         Ping,
         AudioMessage,
         AudioStreamStart,
@@ -296,7 +336,7 @@ class AudioChunk(ServerFrame):
 
 
 class AudioEnd(ServerFrame):
-    """All audio of the reply has been sent (before `turn_end`)."""
+    """All audio of the reply (or of the greeting that opens a call) has been sent (before `turn_end`)."""
 
     type: Literal["audio_end"] = "audio_end"
 
@@ -532,6 +572,9 @@ class ErrorCode:
     JOB_NOT_RESUMABLE = "job_not_resumable"
     JOB_NOT_RUNNING = "job_not_running"
     JOB_NOT_FOUND = "job_not_found"
+    UNKNOWN_SESSION = "unknown_session"
+    NOTHING_TO_REGENERATE = "nothing_to_regenerate"
+    NO_TURN = "no_turn"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: (
@@ -608,6 +651,15 @@ class ErrorCode:
         JOB_NOT_RESUMABLE: "That re-embedding job is not in a state that can be resumed.",
         JOB_NOT_RUNNING: "That re-embedding job is not running, so it cannot be cancelled.",
         JOB_NOT_FOUND: "No re-embedding job has that id.",
+        UNKNOWN_SESSION: (
+            "You have no live session with that id with this character (another user's, a deleted one, or one"
+            " with another character); the socket stays unconnected."
+        ),
+        NOTHING_TO_REGENERATE: (
+            "`regenerate` needs a reply to replace: the session's last message must be the character's reply"
+            " to one of yours (a greeting alone is not)."
+        ),
+        NO_TURN: "`stop` with no turn in flight (it had already ended): nothing was stopped; safe to ignore.",
     }
 
 

@@ -1,18 +1,30 @@
 """What the socket does, as plain synchronous functions the consumer calls off the event loop."""
 
+import base64
 from dataclasses import dataclass
+
+from django.conf import settings
 
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Character
-from apps.characters.selectors import character_drafts_visible, character_get_for_chat, voice_spec_of
+from apps.characters.selectors import (
+    character_drafts_visible,
+    character_get_for_chat,
+    greeting_audio_pcm,
+    voice_spec_of,
+)
+from apps.characters.services import greeting_audio_refresh
+from apps.conversations import turns
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.services import session_create, session_open, turn_finish, turn_interrupt
+from apps.conversations.selectors import session_get_for_user, session_is_new
+from apps.conversations.services import NothingToRegenerate, session_create, session_open, turn_finish, turn_interrupt
 from apps.conversations.turns import text_turn_submit, transcript_accept
 from apps.conversations.utterances import utterance_put
-from apps.core.audio import PCM_RATE
+from apps.core.audio import PCM_RATE, pcm_resample
 from apps.core.events import channel_send
 from apps.memory.selectors import memories_of, memory_item
 from apps.memory.services import MemoryRequestError, memory_delete
+from apps.realtime import protocol as p
 from apps.realtime.state import ClientError
 from workers.dispatch import enqueue
 
@@ -33,15 +45,52 @@ def socket_token_user(*, key: str):
     return (token.user, token) if token else (None, None)
 
 
-def conversation_open(*, user, character_name: str, new_session: bool = False) -> Conversation | None:
-    """Open the user's latest session with the named character (or a new one); None if unknown."""
+def conversation_open(
+    *, user, character_name: str, new_session: bool = False, session_id: str | None = None
+) -> Conversation | None:
+    """Open the user's latest session with the named character (or a new one, or the one named by
+    `session_id`); None if the character is unknown. ClientError `unknown_session` for a session
+    that is not the user's, not live, or with another character."""
     character = character_get_for_chat(name=character_name, include_unpublished=character_drafts_visible(user=user))
     if character is None:
         return None
-    session = (
-        session_create(user=user, character=character) if new_session else session_open(user=user, character=character)
-    )
+    if session_id is not None:
+        session = session_get_for_user(user=user, session_id=session_id, character=character)
+        if session is None:
+            raise ClientError(p.ErrorCode.UNKNOWN_SESSION, f"You have no session {session_id!r} with {character.name}.")
+    elif new_session:
+        session = session_create(user=user, character=character)
+    else:
+        session = session_open(user=user, character=character)
     return Conversation(character=character, session=session)
+
+
+def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
+    """Queue a new reply in place of the session's last one; ClientError when there is none."""
+    try:
+        return turns.text_turn_regenerate(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
+    except NothingToRegenerate as exc:
+        raise ClientError(exc.code, exc.message) from None
+
+
+def greeting_frames(*, conversation: Conversation, sample_rate: int) -> list[p.ServerFrame]:
+    """The greeting spoken, for a call starting on a new session: `tts_start`, `audio_chunk`s at
+    `sample_rate`, `audio_end`; nothing when the user has already spoken in the session or the audio
+    is not rendered (then its rendering is queued, for the next call)."""
+    character = conversation.character
+    if not character.greeting or not session_is_new(session_id=conversation.session.pk):
+        return []
+    rendered = greeting_audio_pcm(character=character)
+    if rendered is None:
+        greeting_audio_refresh(character=character)
+        return []
+    pcm = pcm_resample(rendered[0], rendered[1], sample_rate)
+    step = max(2, sample_rate * settings.AUDIO_OUTPUT_CHUNK_MS // 1000 * 2)
+    chunks = [
+        p.AudioChunk(audio_base64=base64.b64encode(pcm[i : i + step]).decode(), audio_sample_rate=sample_rate)
+        for i in range(0, len(pcm), step)
+    ]
+    return [p.TtsStart(text=character.greeting, emotion="neutral"), *chunks, p.AudioEnd()]
 
 
 def turn_mark_failed(*, turn_id: str, session_id, reason: str) -> Message:

@@ -109,6 +109,11 @@ class VoiceMixin:
     async def on_voice_call_start(self, frame):
         self.call = Call()
         await self.send_frame(p.VoiceCallListening())
+        greeting = await database_sync_to_async(services.greeting_frames)(
+            conversation=self.conversation, sample_rate=self.output_rate
+        )
+        for greeting_frame in greeting:  # a new session: the character speaks first, at once
+            await self.send_frame(greeting_frame)
 
     async def on_voice_call_audio_chunk(self, frame: p.VoiceCallAudioChunk):
         await self.call_audio(_decode(pcm_from_base64, frame.audio_base64))

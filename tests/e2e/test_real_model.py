@@ -154,7 +154,9 @@ def test_embedded_mode_one_process_with_smollm2(tmp_path):
     stack.manage("migrate", "--noinput", env=env)
     stack.manage("seed_demo", env=env)
     stack.manage("seed_demo", env=env)  # idempotent
-    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    # As `make run` starts it: the models are loaded before the port opens.
+    daphne, url = stack.start_daphne(env={**env, "WARM_MODELS": "true"}, log_dir=LOG_DIR, timeout=300)
+    assert "models warm in" in daphne.log.read_text()
     try:
         speech, _ = audioeval_clip("hello_world")
         turns = asyncio.run(talk(url, "pt-demo-embedded-token", "nova", ["Hi there! I really love jazz music."]))

@@ -1,4 +1,5 @@
-"""Celery tasks of the `tts` queue: speak one unit of a reply; render text for the REST API."""
+"""Celery tasks of the `tts` queue: speak one unit of a reply; render text for the REST API; and, on the
+`batch` queue, render a character's greeting ahead of time."""
 
 import base64
 import logging
@@ -6,6 +7,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from apps.characters.services import greeting_audio_render
 from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
 from apps.conversations.services import turn_timings_merge
 from apps.core.events import channel_send
@@ -68,3 +70,17 @@ def tts_render(*, text: str, voice: dict, emotion: str, fmt: str, sample_rate: i
         log.exception("TTS render failed")
         message = failure_message(tts_render.name, exc) if is_time_limit(exc) else str(exc)
         channel_send(reply_channel, p.TtsResult(error=p.ErrorBody(code=p.ErrorCode.TTS_FAILED, message=message)))
+
+
+@shared_task(
+    name="workers.tts.tasks.greeting_render", acks_late=True, soft_time_limit=60, time_limit=75, ignore_result=True
+)
+def greeting_render(*, character_id: int) -> None:
+    """Render a character's greeting in its voice and store it (queue `batch`); idempotent."""
+    done = greeting_audio_render(character_id=character_id, synthesize=_synthesize)
+    log.info("greeting audio of character %s: %s", character_id, done)
+
+
+def _synthesize(text: str, voice: dict) -> tuple[bytes, int]:
+    audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), "neutral")
+    return audio.astype("int16", copy=False).tobytes(), rate
