@@ -12,6 +12,8 @@ const ERROR_MEANINGS = {
   unknown_character: "This character is not available any more.",
   auth_failed: "Your login has ended: log in again.",
   origin_not_allowed: "This page may not open a conversation from this address.",
+  nothing_to_regenerate: "There is no reply to write again (yet): try again in a moment.",
+  unknown_session: "This chat was deleted or is not yours: pick another from your chats.",
 };
 
 // Close codes after which reconnecting cannot help (the protocol's close codes).
@@ -168,6 +170,7 @@ const handlers = {
   error(frame) {
     if (frame.code === "no_turn") return; // Stop just after the reply ended: nothing to say
     showError(frame.code, frame.message);
+    if (frame.code === "unknown_session") setStatus("Not connected", "closed"); // the socket stays unconnected
     if (reply === null) {
       // A refused message or regenerate never gets a turn: let the user go on.
       turnPending = false;
