@@ -108,6 +108,7 @@ def test_stop_interrupts_a_streamed_reply_and_regenerate_writes_it_again(page, n
     expect(regenerate).to_be_disabled()  # the greeting alone has no reply to replace
 
     said = "please dawdle over this one"  # 0.5 s a word: the reply is still streaming when Stop comes
+    full_reply = scripted(said)
     send(page, said)
     reply = page.locator("#history .msg-assistant").last
     expect(reply.locator(".text")).to_contain_text("You said:")
@@ -121,12 +122,12 @@ def test_stop_interrupts_a_streamed_reply_and_regenerate_writes_it_again(page, n
     expect(stop).to_be_disabled()
     expect(regenerate).to_be_enabled()
     shown = reply.locator(".text").inner_text().strip()
+    assert full_reply.startswith(shown) and len(shown) < len(full_reply), shown  # partial on the page
     session_id = page.locator("#chat").get_attribute("data-session-id")
     [saved] = saved_replies(session_id, 1)
     assert saved.status == Message.Status.INTERRUPTED
-    full = scripted(said)
+    full = full_reply
     assert saved.content and len(saved.content) < len(full) and full.startswith(saved.content.strip()), saved.content
-    assert full.startswith(shown) and len(shown) < len(full), shown  # the page shows a partial reply too
     page_check(page, "chat-stopped")
 
     page.reload()  # as saved: partial, marked stopped
@@ -146,6 +147,22 @@ def test_stop_interrupts_a_streamed_reply_and_regenerate_writes_it_again(page, n
     statuses = [(m.status, m.content) for m in replies(session_id)[1:]]
     assert statuses == [(Message.Status.REPLACED, saved.content), (Message.Status.COMPLETE, full)]
     page_check(page, "chat-regenerated")
+
+
+def test_regenerate_at_once_after_stop(page, nova, member):
+    """Regenerate clicked the moment a stopped reply ends, before its worker has saved it."""
+    log_in(page, "lena", PASSWORD)
+    open_chat(page)
+    send(page, "dawdle, then again")
+    expect(page.locator("#history .msg-assistant").last.locator(".text")).to_contain_text("You said:")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled()
+    page.get_by_role("button", name="Regenerate").click()
+    reply_done(page)
+    expect(page.locator("#history .msg-assistant .text").last).to_have_text(
+        scripted("dawdle, then again"), timeout=20_000
+    )
+    expect(page.locator("#errors")).to_be_empty()
 
 
 def test_regenerate_replaces_a_complete_reply(page, nova, member):
