@@ -2,6 +2,8 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
+from apps.conversations.services import TITLE_MAX_CHARS
+
 
 class SignUpForm(UserCreationForm):
     """Username, e-mail (for password resets) and a password the validators accept; it saves nothing
@@ -19,3 +21,15 @@ class GalleryFilter(forms.Form):
 
     q = forms.CharField(required=False, max_length=100, label="Search characters")
     tag = forms.CharField(required=False, max_length=50)
+
+
+class SessionRenameForm(forms.Form):
+    """A session's new title; blank clears it (the sidebar then shows the last message)."""
+
+    title = forms.CharField(required=False, max_length=TITLE_MAX_CHARS, strip=True)
+
+
+class SessionSearchForm(forms.Form):
+    """The sessions search's GET parameter: words to find in my messages."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search my messages")

@@ -11,6 +11,9 @@ urlpatterns = [
     path("", views.gallery, name="gallery"),
     path("chat/<slug:slug>/", views.chat, name="chat"),
     path("chat/<slug:slug>/new", views.chat_new, name="chat-new"),
+    path("sessions/search/", views.session_search_view, name="session-search"),
+    path("sessions/<str:session_id>/rename", views.session_rename_view, name="session-rename"),
+    path("sessions/<str:session_id>/delete", views.session_delete_view, name="session-delete"),
     path("signup/", views.sign_up, name="signup"),
     path(
         "login/", auth.LoginView.as_view(template_name=T + "login.html", redirect_authenticated_user=True), name="login"

@@ -6,7 +6,8 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.accounts.services import SignUpClosed, user_sign_up
 from apps.characters.selectors import (
@@ -14,11 +15,20 @@ from apps.characters.selectors import (
     character_get_for_chat,
     character_tags_published,
 )
-from apps.conversations.selectors import characters_talked_to, session_history, session_latest
-from apps.conversations.services import session_create
-from apps.web.forms import GalleryFilter, SignUpForm
+from apps.conversations.selectors import (
+    characters_talked_to,
+    session_get_for_user,
+    session_history,
+    session_latest,
+    session_list,
+    session_search,
+)
+from apps.conversations.services import session_create, session_delete, session_rename
+from apps.web.forms import GalleryFilter, SessionRenameForm, SessionSearchForm, SignUpForm
 
 HISTORY_SHOWN = 200  # messages of a session rendered on the chat page
+SESSIONS_SHOWN = 50  # sessions in the chat page's sidebar
+HITS_SHOWN = 50  # sessions listed by a search
 
 
 def sign_up(request: HttpRequest) -> HttpResponse:
@@ -62,15 +72,78 @@ def _character_or_404(request: HttpRequest, slug: str):
     return character
 
 
+def _session_or_404(request: HttpRequest, session_id, character=None):
+    """One of the user's live sessions (with `character`, if given); anyone else's reads as 404."""
+    session = session_get_for_user(user=request.user, session_id=session_id, character=character)
+    if session is None:
+        raise Http404("No such session.")
+    return session
+
+
+def _chat_url(session) -> str:
+    return f"{reverse('web:chat', args=[session.character.slug])}?session={session.pk}"
+
+
 @login_required
 def chat(request: HttpRequest, slug: str) -> HttpResponse:
-    """The conversation the socket's `connect` opens: the latest session with the character (or,
-    when there is none yet, the new one it will start, which opens with the greeting)."""
+    """The conversation the socket's `connect` opens: `?session=<id>` (one of mine, with this
+    character), else the latest session with the character (or, when there is none yet, the new
+    one the socket will start, which opens with the greeting)."""
     character = _character_or_404(request, slug)
-    session = session_latest(user=request.user, character=character)
+    if "session" in request.GET:
+        session = _session_or_404(request, request.GET["session"], character)
+    else:
+        session = session_latest(user=request.user, character=character)
     history = session_history(session_id=session.pk, limit=HISTORY_SHOWN) if session else []
-    context = {"character": character, "session": session, "history": history}
+    sessions = session_list(user=request.user, character=character, limit=SESSIONS_SHOWN)
+    context = {
+        "character": character,
+        "session": session,
+        "current_session_id": str(session.pk) if session else "",
+        "history": history,
+        "sessions": sessions,
+        "search_form": SessionSearchForm(),
+    }
     return render(request, "web/chat.html", context)
+
+
+@login_required
+@require_POST
+def session_rename_view(request: HttpRequest, session_id: str) -> HttpResponse:
+    """Give one of my sessions a title (a blank one clears it); back to that session."""
+    session = _session_or_404(request, session_id)
+    form = SessionRenameForm(request.POST)
+    if form.is_valid():
+        session = session_rename(user=request.user, session_id=session.pk, title=form.cleaned_data["title"])
+        messages.success(request, "Session renamed." if session.title else "Session title cleared.")
+    else:
+        messages.error(request, "That title is too long.")
+    return redirect(_chat_url(session))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_delete_view(request: HttpRequest, session_id: str) -> HttpResponse:
+    """Delete one of my sessions: GET asks to confirm, a POST with `confirm=yes` deletes."""
+    session = _session_or_404(request, session_id)
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        session_delete(user=request.user, session_id=session.pk)
+        messages.success(request, "Session deleted.")
+        return redirect("web:chat", slug=session.character.slug)
+    status = 400 if request.method == "POST" else 200  # a POST without the confirmation deletes nothing
+    preview = session_history(session_id=session.pk, limit=1)
+    context = {"session": session, "preview": preview[0].content if preview else ""}
+    return render(request, "web/session_delete.html", context, status=status)
+
+
+@login_required
+@require_GET
+def session_search_view(request: HttpRequest) -> HttpResponse:
+    """Search across my messages; each hit links to its session."""
+    form = SessionSearchForm(request.GET)
+    query = form.cleaned_data["q"] if form.is_valid() else ""
+    hits = session_search(user=request.user, query=query, limit=HITS_SHOWN) if query else []
+    return render(request, "web/session_search.html", {"search_form": form, "query": query, "hits": hits})
 
 
 @login_required
@@ -79,4 +152,4 @@ def chat_new(request: HttpRequest, slug: str) -> HttpResponse:
     """Start a new session with the character; the chat page (and its socket) then opens it."""
     character = _character_or_404(request, slug)
     session_create(user=request.user, character=character)
-    return redirect("web:chat", slug=character.slug)
+    return redirect("web:chat", slug=character.slug)  # the latest session: the new one

@@ -12,6 +12,8 @@ const ERROR_MEANINGS = {
   unknown_character: "This character is not available any more.",
   auth_failed: "Your login has ended: log in again.",
   origin_not_allowed: "This page may not open a conversation from this address.",
+  nothing_to_regenerate: "There is no reply to write again (yet): try again in a moment.",
+  unknown_session: "This chat was deleted or is not yours: pick another from your chats.",
 };
 
 // Close codes after which reconnecting cannot help (the protocol's close codes).
@@ -30,6 +32,8 @@ const errors = document.getElementById("errors");
 const composer = document.getElementById("composer");
 const input = document.getElementById("message");
 const send = document.getElementById("send");
+const stop = document.getElementById("stop");
+const regenerate = document.getElementById("regenerate");
 const slug = chat.dataset.character;
 const characterName = chat.dataset.characterName;
 
@@ -37,6 +41,9 @@ let socket = null;
 let connected = false;
 let attempts = 0; // failed connections in a row, for the back-off
 let reply = null; // the reply being written: {element, text, streamed}
+let turnPending = false; // a message or regenerate was sent and its turn has not ended
+let replacing = null; // the reply element a regenerate writes again, until its turn starts
+let regenerateRetries = 0; // see the error handler
 
 function setStatus(text, state) {
   connection.textContent = text;
@@ -44,8 +51,21 @@ function setStatus(text, state) {
   chat.dataset.connection = state;
 }
 
+// The last message is the character's reply to one of yours (a greeting alone has none to replace).
+function canRegenerate() {
+  const messages = history.querySelectorAll(".msg");
+  const last = messages[messages.length - 1];
+  return Boolean(last && last.dataset.role === "assistant" && history.querySelector(".msg-user"));
+}
+
 function updateSend() {
-  send.disabled = !connected || reply !== null;
+  const busy = turnPending || reply !== null;
+  // A button that turns off while focused would drop keyboard focus to the page: hand it to the input.
+  const focused = document.activeElement;
+  send.disabled = !connected || busy;
+  stop.disabled = !connected || !busy;
+  regenerate.disabled = !connected || busy || !canRegenerate();
+  if (focused instanceof HTMLButtonElement && focused.disabled) input.focus();
 }
 
 function scrollToEnd() {
@@ -95,8 +115,14 @@ function showError(code, message) {
 }
 
 function endReply(status) {
-  if (reply === null) return;
+  turnPending = false;
+  replacing = null;
+  if (reply === null) {
+    updateSend();
+    return;
+  }
   reply.element.classList.remove("pending");
+  if (status && status !== "complete") reply.element.classList.add(`msg-${status}`);
   if (status === "interrupted") addNote(reply.element, "(stopped)");
   if (status === "failed") addNote(reply.element, "(no reply)");
   reply = null;
@@ -112,7 +138,18 @@ const handlers = {
     updateSend();
   },
   thinking() {
-    const { element, text } = addMessage("assistant", "");
+    let element, text;
+    if (replacing) {
+      // Regenerate: the new reply streams into the old one's place.
+      element = replacing;
+      text = element.querySelector(".text");
+      text.textContent = "";
+      element.querySelectorAll(".emotion, .note").forEach((old) => old.remove());
+      element.classList.remove("msg-interrupted", "msg-failed");
+      replacing = null;
+    } else {
+      ({ element, text } = addMessage("assistant", ""));
+    }
     element.classList.add("pending");
     reply = { element, text, streamed: false };
     updateSend();
@@ -132,8 +169,22 @@ const handlers = {
     endReply(frame.status);
   },
   error(frame) {
+    if (frame.code === "no_turn") return; // Stop just after the reply ended: nothing to say
+    // A stopped reply is saved by the worker when it notices the stop, a moment after turn_end:
+    // a Regenerate clicked at once can find it not saved yet. Ask again a few times, quietly.
+    if (frame.code === "nothing_to_regenerate" && replacing && replacing.querySelector(".note") && regenerateRetries < 4) {
+      regenerateRetries += 1;
+      setTimeout(() => connected && socket.send(JSON.stringify({ type: "regenerate" })), 400);
+      return;
+    }
     showError(frame.code, frame.message);
-    updateSend(); // a refused message never gets a turn: let the user send again
+    if (frame.code === "unknown_session") setStatus("Not connected", "closed"); // the socket stays unconnected
+    if (reply === null) {
+      // A refused message or regenerate never gets a turn: let the user go on.
+      turnPending = false;
+      replacing = null;
+    }
+    updateSend();
   },
   disconnected(frame) {
     setStatus(`Disconnected (${frame.reason})`, "closed");
@@ -145,7 +196,9 @@ function open() {
   socket = new WebSocket(`${scheme}://${location.host}/ws`);
   setStatus(attempts ? "Reconnecting…" : "Connecting…", "connecting");
   socket.addEventListener("open", () => {
-    socket.send(JSON.stringify({ type: "connect", character_name: slug, text_deltas: true }));
+    const hello = { type: "connect", character_name: slug, text_deltas: true };
+    if (chat.dataset.sessionId) hello.session_id = chat.dataset.sessionId; // the session this page shows
+    socket.send(JSON.stringify(hello));
   });
   socket.addEventListener("message", (event) => {
     let frame;
@@ -161,7 +214,6 @@ function open() {
     connected = false;
     socket = null;
     endReply(reply && reply.text.textContent ? "interrupted" : "failed");
-    updateSend();
     const final = FINAL_CLOSES[event.code];
     if (final) {
       setStatus(final, "closed");
@@ -183,7 +235,26 @@ composer.addEventListener("submit", (event) => {
   addMessage("user", content);
   socket.send(JSON.stringify({ type: "message", content }));
   input.value = "";
-  send.disabled = true;
+  turnPending = true;
+  updateSend();
+});
+
+stop.addEventListener("click", () => {
+  if (!connected || stop.disabled) return;
+  socket.send(JSON.stringify({ type: "stop" }));
+  stop.disabled = true; // once is enough; turn_end (status interrupted) follows
+  input.focus();
+});
+
+regenerate.addEventListener("click", () => {
+  if (!connected || regenerate.disabled) return;
+  errors.replaceChildren();
+  const messages = history.querySelectorAll(".msg");
+  replacing = messages[messages.length - 1];
+  regenerateRetries = 0;
+  turnPending = true;
+  socket.send(JSON.stringify({ type: "regenerate" }));
+  updateSend();
 });
 
 input.addEventListener("keydown", (event) => {
