@@ -106,7 +106,7 @@ async def test_scaled_admin_logout_ends_that_sessions_cookie_socket(scaled_url, 
 
     started = time.monotonic()
     response = await browser.post("/admin/logout/", data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]})
-    assert response.status_code == 200, response.text[:300]
+    assert response.status_code == 302 and response.headers["location"] == "/login/", response.text[:300]
     print(f"scaled logged_out in {await assert_ended(tab, 'logged_out', 4012, started) * 1000:.0f} ms")
     await assert_usable(other_tab)
     await other_tab.close()
@@ -163,6 +163,6 @@ async def test_embedded_admin_revoke_deactivate_and_logout_end_sockets(embedded_
 
     started = time.monotonic()
     response = await browser.post("/admin/logout/", data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]})
-    assert response.status_code == 200
+    assert response.status_code == 302 and response.headers["location"] == "/login/"
     print(f"embedded logged_out in {await assert_ended(by_cookie, 'logged_out', 4012, started) * 1000:.0f} ms")
     await browser.aclose()

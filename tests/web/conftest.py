@@ -33,13 +33,15 @@ BLOCKING_IMPACTS = {"serious", "critical"}
 _axe = Axe()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(live_env, llm_worker):
-    """One Chromium for the whole session; each test gets its own context (cookies) and page.
+    """One Chromium per module (torn down with it: see below); each test gets its own context and page.
 
     Sync Playwright keeps an event loop marked running in this thread, so Django's guard takes the
     tests' own (synchronous) ORM calls for calls from async code: it is switched off in this process
-    only, once the database and the worker are up; web_env keeps it off for the Daphne it starts."""
+    only, once the database and the worker are up; web_env keeps it off for the Daphne it starts.
+    Both last only as long as the module: the async tests that run after it need no running loop
+    in this thread and Django's guard on."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system` installs Debian's chromium")
     with pytest.MonkeyPatch.context() as env, sync_playwright() as playwright:
