@@ -38,20 +38,9 @@ Recall = Callable[..., tuple[list, dict]]  # apps.memory.selectors.memories_reca
 
 def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, text_deltas: bool) -> str:
     """Save the user's message, then queue the reply job once the row is committed. Returns the turn id."""
-    turn_id = str(uuid.uuid4())
     with transaction.atomic():
         turn_start(session=session, content=content)
-        transaction.on_commit(
-            lambda: enqueue(
-                "workers.llm.tasks.llm_reply",
-                turn_id=turn_id,
-                session_id=str(session.pk),
-                reply_channel=reply_channel,
-                text_deltas=text_deltas,
-                submitted_at=time.time(),
-            )
-        )
-    return turn_id
+        return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
 
 
 def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
@@ -59,19 +48,24 @@ def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_delta
 
     Raises NothingToRegenerate when there is no reply to replace. Returns the new turn id.
     """
-    turn_id = str(uuid.uuid4())
     with transaction.atomic():
         reply_replace(session=session)
-        transaction.on_commit(
-            lambda: enqueue(
-                "workers.llm.tasks.llm_reply",
-                turn_id=turn_id,
-                session_id=str(session.pk),
-                reply_channel=reply_channel,
-                text_deltas=text_deltas,
-                submitted_at=time.time(),
-            )
+        return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
+
+
+def _reply_queue_on_commit(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
+    """Queue the text reply to the session's last user message once the open transaction commits."""
+    turn_id = str(uuid.uuid4())
+    transaction.on_commit(
+        lambda: enqueue(
+            "workers.llm.tasks.llm_reply",
+            turn_id=turn_id,
+            session_id=str(session.pk),
+            reply_channel=reply_channel,
+            text_deltas=text_deltas,
+            submitted_at=time.time(),
         )
+    )
     return turn_id
 
 
