@@ -139,6 +139,8 @@ async def socket_from(address: str) -> WebsocketCommunicator:
 async def test_open_sockets_per_client_address_authenticated_or_not(settings, api_key, character):
     settings.QUOTA_SOCKETS_PER_ADDRESS = 3
     held = [await socket_from("203.0.113.7") for _ in range(3)]  # bare sockets count
+    for comm in held:  # a frame is answered once the socket's connect (its slot claim) is done
+        assert (await send_raw(comm, dumps({"type": "ping"})))["code"] == "not_connected"
     refused = await socket_from("203.0.113.7")
     assert_rate_limited(await refused.receive_json_from(timeout=5), at_most=settings.QUOTA_SOCKET_TTL_S)
     assert await refused.receive_output(timeout=5) == {"type": "websocket.close", "code": 4029}
