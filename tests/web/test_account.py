@@ -22,6 +22,8 @@ from apps.memory import index as vector_index
 from apps.memory.models import Memory
 from apps.memory.selectors import index_active
 from apps.memory.services import memory_remember
+from tests import stack
+from tests.conftest import LOG_DIR
 from tests.web.conftest import log_in, page_check
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,3 +199,46 @@ def test_my_memories_listed_searched_and_deleted_from_the_index(page, member, st
     assert str(lisbon.pk) not in vector_index.ids(index.collection)
     assert Memory.objects.filter(user=stranger).count() == 1
     page_check(page, "memory-deleted")
+
+
+# --- embedded: one Daphne, SQLite, in-process layer and tasks (what `make run` serves) ----------
+
+EMBEDDED_SETUP = """
+from apps.accounts.models import User
+from apps.characters.models import Character
+from apps.memory.services import memory_remember
+nova = Character.objects.create(name="Nova", slug="nova", persona="You are Nova.", is_published=True)
+lena = User.objects.create_user(username="lena", password="pw-embedded-42")
+for text in ("The user lives in Lisbon, near the river.", "The user loves playing chess on Sundays."):
+    memory_remember(user_id=lena.pk, character_id=nova.pk, text=text, kind="fact", importance=0.6, source_message_ids=[])
+"""
+
+
+def test_embedded_mode_searches_memories_in_its_own_process(tmp_path):
+    """The search's job runs in the Daphne process itself there; its answer comes back on the in-process layer."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "personatalk.settings",
+        "PERSONATALK_VAR_DIR": str(tmp_path),
+        "WARM_MODELS": "false",  # only the embedding model is needed, loaded by the first search
+        "DJANGO_ALLOW_ASYNC_UNSAFE": None,
+        **dict.fromkeys(
+            ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "TASKS_IN_PROCESS", "CHROMA_URL", "DEMO_API_TOKEN")
+        ),
+    }
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("shell", "-c", EMBEDDED_SETUP, env=env)
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as browser:
+            form = browser.get("/login/")
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+            logged_in = browser.post(
+                "/login/", data={"username": "lena", "password": "pw-embedded-42", "csrfmiddlewaretoken": token}
+            )
+            assert logged_in.status_code == 302, logged_in.text[:300]
+            found = browser.get("/account/memories/nova/", params={"q": "which city is home?"})
+            assert found.status_code == 200, found.text[:2000]
+            hits = re.findall(r'<p class="memory-text">([^<]+)</p>', found.text)
+            assert hits[0] == "The user lives in Lisbon, near the river." and len(hits) == 2, hits
+    finally:
+        daphne.stop()
