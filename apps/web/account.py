@@ -22,7 +22,7 @@ from apps.memory.selectors import (
     memory_characters,
     memory_get_for_user,
 )
-from apps.memory.services import memory_delete
+from apps.memory.services import MemoryRequestError, memory_delete
 from apps.realtime.protocol import ErrorCode
 from apps.web.forms import MemorySearchForm, TokenCreateForm
 
@@ -131,7 +131,10 @@ def memory_delete_view(request: HttpRequest, memory_id: str) -> HttpResponse:
     memory = memory_get_for_user(user_id=request.user.pk, memory_id=memory_id)
     if memory is None:
         raise Http404("No such memory.")
-    memory_delete(user_id=request.user.pk, memory_id=memory.pk)
+    try:
+        memory_delete(user_id=request.user.pk, memory_id=memory.pk)
+    except MemoryRequestError:  # deleted meanwhile (another tab, the socket)
+        raise Http404("No such memory.") from None
     messages.success(request, f"{memory.character.name} no longer remembers that.")
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):

@@ -184,3 +184,16 @@ def test_a_delete_goes_back_only_to_this_site(logged_in, user, character):
     here = reverse("web:character-memories", args=[character.slug]) + "?page=2"
     assert logged_in.post(reverse("web:memory-delete", args=[two.pk]), {"next": here})["Location"] == here
     assert not Memory.objects.filter(user=user).exists()
+
+
+def test_searches_over_the_quota_are_refused_with_the_list_kept(logged_in, character, memories, settings, monkeypatch):
+    mine, _ = memories
+    settings.QUOTA_MEMORY_SEARCHES = 1
+    searched = []
+    monkeypatch.setattr("apps.web.account.memories_search_by_worker", lambda **kw: searched.append(kw) or [])
+    url = reverse("web:character-memories", args=[character.slug])
+    assert logged_in.get(url, {"q": "home"}).status_code == 200
+    response = logged_in.get(url, {"q": "home again"})
+    page = response.content.decode()
+    assert response.status_code == 429 and "Too many searches" in page and mine.text in page
+    assert [s["query"] for s in searched] == ["home"]
