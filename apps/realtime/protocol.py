@@ -646,7 +646,7 @@ class ErrorCode:
         UNKNOWN_VOICE: "No voice has that name (GET /api/voices lists them).",
         TTS_TIMEOUT: "No text-to-speech worker answered in time (REST; HTTP 504).",
         ASR_TIMEOUT: "No speech-recognition worker answered in time (REST; HTTP 504).",
-        MEMORY_TIMEOUT: "No embedding worker answered a memory search in time (REST; HTTP 504).",
+        MEMORY_TIMEOUT: "No embedding worker answered a memory search in time (REST and the memories page; HTTP 504).",
         JOB_RUNNING: "A re-embedding job is already running (admin, `reembed_memories`).",
         JOB_NOT_RESUMABLE: "That re-embedding job is not in a state that can be resumed.",
         JOB_NOT_RUNNING: "That re-embedding job is not running, so it cannot be cancelled.",
