@@ -128,9 +128,10 @@ def memories_search_by_worker(
 ) -> list[tuple[Memory, float]]:
     """`memories_search` run by the embed queue's job (the process holding the model), waited for here.
 
-    For interfaces without a socket to receive the answer on (the web pages): the web process never
-    loads the model, in either mode. Raises AppError: `memory_timeout` when no worker answered in time,
-    `memory_unavailable` (or the job's own code) when the index could not be searched.
+    For interfaces without a socket to receive the answer on (the web pages): in the scaled mode the
+    web process loads no model (the `embed` worker has it); in the embedded mode the job runs in this
+    process's task threads, as every job there. Raises AppError: `memory_timeout` when no worker
+    answered in time, `memory_unavailable` (or the job's own code) when the index could not be searched.
     """
     try:
         answer = async_to_sync(queue_and_wait)(
