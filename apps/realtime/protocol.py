@@ -151,7 +151,7 @@ class AudioStreamEnd(Frame):
 class VoiceCallStart(Frame):
     """Start a hands-free call: the server listens, decides when you stopped talking, and answers.
 
-    Speaking while the character talks interrupts it (barge-in). Alias: `agent_mode_start`.
+    Speaking while the character talks interrupts it (barge-in).
 
     Answered with `voice_call_listening`. On a new session (you have said nothing in it yet) the
     character then speaks its greeting at once, from audio rendered ahead of time: `tts_start`
@@ -166,15 +166,14 @@ class VoiceCallStart(Frame):
 
 
 class VoiceCallAudioChunk(Frame):
-    """Microphone audio during a call: 16 kHz mono s16le PCM, base64 (or binary frames).
-    Alias: `agent_audio_chunk`."""
+    """Microphone audio during a call: 16 kHz mono s16le PCM, base64 (or binary frames)."""
 
     type: Literal["voice_call_audio_chunk", "agent_audio_chunk"]
     audio_base64: str
 
 
 class VoiceCallStop(Frame):
-    """Hang up: the call ends and a reply in progress is interrupted. Alias: `agent_mode_stop`."""
+    """Hang up: the call ends and a reply in progress is interrupted."""
 
     type: Literal["voice_call_stop", "agent_mode_stop"]
 
