@@ -121,6 +121,7 @@ function endReply(status) {
     return;
   }
   reply.element.classList.remove("pending");
+  reply.element.removeAttribute("aria-busy"); // screen readers read the finished reply once
   if (status && status !== "complete") reply.element.classList.add(`msg-${status}`);
   if (status === "interrupted") addNote(reply.element, "(stopped)");
   if (status === "failed") addNote(reply.element, "(no reply)");
@@ -150,18 +151,19 @@ const handlers = {
       ({ element, text } = addMessage("assistant", ""));
     }
     element.classList.add("pending");
+    element.setAttribute("aria-busy", "true"); // not announced word by word while it is written
     reply = { element, text, streamed: false };
     updateSend();
   },
   text_delta(frame) {
     if (reply === null) return;
     reply.streamed = true;
-    reply.text.textContent += frame.content;
+    reply.text.append(frame.content); // a new text node: only the addition is new to the live region
     scrollToEnd();
   },
   response(frame) {
     if (reply === null) return;
-    if (!reply.streamed) reply.text.textContent += (reply.text.textContent ? " " : "") + frame.content;
+    if (!reply.streamed) reply.text.append((reply.text.textContent ? " " : "") + frame.content);
     showEmotion(reply.element, frame.emotion);
   },
   turn_end(frame) {
