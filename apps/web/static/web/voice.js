@@ -52,6 +52,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   let greetingPlaying = false;
   let loudFrames = 0;
   let lastLoudSentAt = null;
+  let callStarted = false; // voice_call_start was sent (and the call not hung up)
   let cancelled = false; // a push-to-talk stream ended empty because the microphone failed
 
   function setState(state) {
@@ -352,14 +353,16 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       updateControls();
       return;
     }
-    if (mode !== "call") return;
+    if (mode !== "call") return; // hung up while the microphone opened
     lastLoudSentAt = null;
+    callStarted = true;
     send({ type: "voice_call_start" });
   });
 
   function hangUp() {
     mode = null;
-    if (connected) send({ type: "voice_call_stop" });
+    if (connected && callStarted) send({ type: "voice_call_stop" });
+    callStarted = false;
     stopPlayback();
     setState("idle");
     updateControls();
@@ -565,6 +568,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       connected = false;
       if (mode === "ptt") mode = null;
       if (mode === "call") mode = null; // the server ended the call with the socket
+      callStarted = false;
       stopPlayback();
       inTurn = false;
       turn = null;
