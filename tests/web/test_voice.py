@@ -330,3 +330,41 @@ def test_timings_view_shows_only_my_replies(client, django_user_model, nova, mem
     assert client.get("/messages/not-a-uuid/timings").status_code == 404
     client.logout()
     assert client.get(f"/messages/{reply.pk}/timings").status_code == 302  # to the login page
+
+
+# Renders a tone through the capture worklet in an OfflineAudioContext at `rate`; returns the 16 kHz
+# samples it posted (the page's origin serves the worklet module, as on the chat page).
+WORKLET_TONE = """async ([rate, freq]) => {
+  const ctx = new OfflineAudioContext(1, rate, rate);
+  await ctx.audioWorklet.addModule("/static/web/capture-worklet.js");
+  const node = new AudioWorkletNode(ctx, "pt-capture", {numberOfInputs: 1, numberOfOutputs: 0, processorOptions: {frameMs: 20}});
+  const frames = [];
+  node.port.onmessage = (e) => e.data.pcm && frames.push(Array.from(new Int16Array(e.data.pcm)));
+  const osc = new OscillatorNode(ctx, {frequency: freq});
+  const gain = new GainNode(ctx, {gain: 0.5});
+  osc.connect(gain).connect(node);
+  osc.start();
+  await ctx.startRendering();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return frames.flat();
+}"""
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 96000])
+def test_the_worklet_resamples_any_device_rate_to_16_khz_without_aliasing(speaking, nova, member, rate):
+    import numpy as np
+
+    page = speaking()
+    open_chat(page)
+
+    def tone(freq: float) -> tuple[float, float]:
+        pcm = np.array(page.evaluate(WORKLET_TONE, [rate, freq]), dtype=np.float64) / 32768
+        assert abs(len(pcm) - RATE) <= 2 * RATE * 20 / 1000  # one second at 16 kHz (less a frame being filled)
+        spectrum = np.abs(np.fft.rfft(pcm[800:] * np.hanning(len(pcm) - 800)))
+        peak = np.fft.rfftfreq(len(pcm) - 800, 1 / RATE)[spectrum.argmax()]
+        return peak, float(np.sqrt(np.mean(pcm[800:] ** 2)))
+
+    peak, level = tone(1000)
+    assert abs(peak - 1000) < 5 and level > 0.3  # a 1 kHz tone stays 1 kHz, at its level (0.5 / √2)
+    _, aliased = tone(12000)  # above the new Nyquist: would fold to 4 kHz without the low-pass
+    assert aliased < 0.01 * level, aliased
