@@ -12,6 +12,7 @@ is held for the WAV's length from then; a call hears the WAV as it plays.
 The assertions read the page's own voice state, window.ptVoice (see apps/web/static/web/voice.js).
 """
 
+import re
 import time
 import wave
 
@@ -142,6 +143,18 @@ def hold_to_talk(page, pcm: bytes, *, key: str | None = None) -> None:
         page.mouse.up()
 
 
+# Records what the page shows while the user talks: the forming message's texts and the level meter.
+WATCH_TALK = """() => {
+  window.watched = {forming: [], levels: []};
+  new MutationObserver(() => {
+    const forming = document.querySelector("#history .msg-user.forming .text");
+    if (forming && forming.textContent && window.watched.forming.at(-1) !== forming.textContent)
+      window.watched.forming.push(forming.textContent);
+  }).observe(document.getElementById("history"), {subtree: true, childList: true, characterData: true});
+  setInterval(() => window.watched.levels.push(document.getElementById("level").value), 50);
+}"""
+
+
 def assert_heard(transcript: str, expected: list[str]) -> None:
     heard = words(transcript or "")
     assert sum(w in heard for w in expected) >= len(expected) - 1, (heard, expected)
@@ -151,11 +164,19 @@ def test_push_to_talk_transcribes_and_speaks_the_reply_while_it_is_written(speak
     speech = piper_says(SLOW_ASK) + silence(1.0)  # the user stops talking, then lets go
     page = speaking(speech)
     open_chat(page)
+    page.evaluate(WATCH_TALK)
     hold_to_talk(page, speech)
     turn = wait_turn_done(page)
     assert turn["mode"] == "ptt" and turn["status"] == "complete" and not turn["interrupted"], turn
     assert_heard(turn["transcript"], words(SLOW_ASK))
-    assert turn["partials"] >= 1  # the transcript formed while the button was held
+    # The transcript formed on the page while the button was held (partials), the final one replaced it.
+    watched = page.evaluate("window.watched")
+    assert turn["partials"] >= 1 and len(watched["forming"]) >= 1, watched["forming"]
+    assert max(watched["levels"]) > 0.1  # the meter moved with the speech
+    expect(page.locator("#history .msg-user.forming")).to_have_count(0)
+    # After the permission, the picker lists the microphones (Chromium's fake ones here).
+    expect(page.locator("#mic")).to_be_enabled()
+    assert page.locator("#mic option").count() >= 1
     # The transcript is the user's message on the page, the reply under it.
     user = page.locator("#history .msg-user").last
     expect(user.locator(".text")).to_have_text(turn["transcript"])
@@ -176,6 +197,23 @@ def test_push_to_talk_transcribes_and_speaks_the_reply_while_it_is_written(speak
     expect(latency.locator("dt", has_text="Transcription: asr")).not_to_have_count(0)
     page.wait_for_function("() => window.ptVoice.activeSources === 0", timeout=30_000)  # played to its end
     expect(page.locator("#voice-state")).to_have_text("Voice: idle")
+
+
+def test_the_chat_page_weighs_under_150_kb(speaking, nova, member):
+    """The chat page with all its scripts (the worklet too), styles and images, uncompressed."""
+    page = speaking()
+    open_chat(page)
+    urls = page.evaluate("performance.getEntriesByType('resource').map((e) => e.name)")
+    urls = {u for u in urls if "/static/" in u} | {page.url, f"{web_base(page)}/static/web/capture-worklet.js"}
+    sizes = {u: len(page.request.get(u).body()) for u in urls}
+    assert any(u.endswith("/voice.js") for u in sizes) and any(u.endswith("/playback.js") for u in sizes)
+    total_kb = sum(sizes.values()) / 1024
+    print(f"\nFIGURE chat page weight: {total_kb:.1f} KB ({len(sizes)} files)")
+    assert total_kb <= 150, sizes
+
+
+def web_base(page) -> str:
+    return page.evaluate("location.origin")
 
 
 def test_space_bar_push_to_talk_with_recorded_speech(speaking, nova, member):
@@ -217,6 +255,28 @@ def test_call_speaks_the_greeting_and_the_user_talking_over_it_stops_it(speaking
     expect(page.get_by_role("button", name="Start a call")).to_be_visible()
     expect(page.locator("#voice-state")).to_have_text("Voice: idle")
     page.wait_for_function("() => window.ptVoice.activeSources === 0")
+
+
+def test_a_muted_mic_lets_the_greeting_play_to_its_end(speaking, nova, member):
+    """ "Mute my mic while the character speaks": what the mic hears during the greeting (on speakers
+    without echo cancellation, the greeting itself) neither stops it nor reaches the server."""
+    from apps.characters.services import greeting_audio_render
+    from workers.tts.tasks import _synthesize
+
+    assert greeting_audio_render(character_id=nova.pk, synthesize=_synthesize) == "rendered"
+    clip, _ = audioeval_clip("hello_world")  # about a second, well inside the greeting
+    page = speaking(silence(0.5) + clip + silence(3.0))
+    open_chat(page)
+    page.get_by_text("Microphone settings").click()
+    page.get_by_label(re.compile("Mute my mic while Nova speaks")).check()
+    page.get_by_role("button", name="Start a call").click()
+    page.wait_for_function("() => window.ptVoice.greeting && window.ptVoice.greeting.chunks > 0")
+    page.wait_for_function("() => window.ptVoice.activeSources === 0", timeout=20_000)  # played to its end
+    state = voice(page)
+    assert state["greeting"]["stopped"] is False and state["interruptions"] == []
+    time.sleep(1.5)
+    assert voice(page)["turns"] == []  # the server heard silence: no turn
+    page.get_by_role("button", name="Hang up").click()
 
 
 def test_talking_over_the_reply_in_a_call_stops_its_audio(speaking, nova, member):

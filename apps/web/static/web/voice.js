@@ -210,8 +210,9 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     level.value = Math.min(1, data.rms * 4);
     const loud = data.rms >= SPEECH_LEVEL;
     loudFrames = loud ? loudFrames + 1 : 0;
-    if (mode === "call" && greetingPlaying && loudFrames >= SPEECH_FRAMES) {
-      // The server sends no `interrupted` for the greeting: the page stops it when the user talks.
+    if (mode === "call" && greetingPlaying && loudFrames >= SPEECH_FRAMES && !muteWhileSpeaking.checked) {
+      // The server sends no `interrupted` for the greeting: the page stops it when the user talks
+      // (not when the mic is muted while the character speaks: what it hears may be the speakers).
       const stopped = player.stopAll();
       syncSources();
       greetingPlaying = false;
