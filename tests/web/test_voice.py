@@ -77,6 +77,7 @@ def speaking(playwright, web, tmp_path):
         problems = ConsoleProblems()
         context.on("page", problems.watch)
         page = context.new_page()
+        page.console_problems = problems
         opened.append((browser, problems))
         return page
 
@@ -337,6 +338,30 @@ def test_the_stop_button_silences_a_spoken_reply_at_once(speaking, nova, member)
 
 
 # Init scripts run in every frame, about:blank included (no mediaDevices there).
+def test_a_call_dropped_with_the_socket_ends_and_can_start_again(speaking, web, nova, member):
+    page = speaking(silence(30))
+    open_chat(page)
+    page.get_by_role("button", name="Start a call").click()
+    expect(page.get_by_role("button", name="Hang up")).to_be_visible()
+    page.wait_for_function("() => window.ptVoice.micOpenedAt !== null")
+    expect(page.locator("#voice-state")).to_have_text("Listening…")
+    # Chromium itself logs each refused reconnection while the server is down.
+    page.console_problems.allow(r"^error: WebSocket connection to 'ws://[^']+/ws' failed: .*ERR_CONNECTION_REFUSED$")
+    web.stop()
+    expect(page.locator("#connection")).to_contain_text("reconnecting")
+    expect(page.get_by_role("button", name="Start a call")).to_be_disabled()  # the call ended with the socket
+    expect(page.locator("#voice-state")).to_have_text("Voice: idle")
+    web.start()
+    expect(page.locator("#connection")).to_have_text("Connected", timeout=30_000)
+    page.get_by_role("button", name="Start a call").click()
+    expect(page.get_by_role("button", name="Hang up")).to_be_visible()
+    expect(page.locator("#voice-state")).to_have_text("Listening…")
+    page.get_by_role("button", name="Hang up").click()
+    expect(page.get_by_role("button", name="Start a call")).to_be_enabled()
+    time.sleep(0.3)
+    expect(page.locator("#errors")).to_be_empty()  # the hang-up was for a call the new socket knows
+
+
 DENY = """if (navigator.mediaDevices)
   navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("no", "%s"));"""
 

@@ -100,6 +100,12 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     return ctx;
   }
 
+  // A failure to open the microphone: [message, code] from micProblem, or anything else thrown.
+  function report(failure) {
+    const [text, code] = Array.isArray(failure) ? failure : micProblem(failure);
+    say(text, code);
+  }
+
   function micProblem(error) {
     if (!window.isSecureContext || !navigator.mediaDevices) {
       return [
@@ -197,8 +203,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     closeMic(); // the next frames come from the device picked
     try {
       await ensureMic();
-    } catch ([text, code]) {
-      say(text, code);
+    } catch (failure) {
+      report(failure);
     }
   });
 
@@ -269,8 +275,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     send({ type: "audio_stream_start" });
     try {
       await ensureMic();
-    } catch ([text, code]) {
-      say(text, code);
+    } catch (failure) {
+      report(failure);
       mode = null;
       turn = null;
       pt.turns.pop();
@@ -349,8 +355,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     setState("listening");
     try {
       await ensureMic();
-    } catch ([text, code]) {
-      say(text, code);
+    } catch (failure) {
+      report(failure);
       mode = null;
       setState("idle");
       updateControls();
