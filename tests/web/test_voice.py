@@ -337,6 +337,33 @@ def test_the_stop_button_silences_a_spoken_reply_at_once(speaking, nova, member)
     page_check(page, "voice-stopped")
 
 
+def test_pressing_to_talk_over_the_reply_stops_it(speaking, nova, member):
+    from apps.realtime.protocol import ErrorCode
+
+    speech = piper_says(SLOW_ASK) + silence(0.2)
+    page = speaking(speech)  # then the microphone hears silence
+    open_chat(page)
+    hold_to_talk(page, speech)
+    page.wait_for_function(
+        "() => window.ptVoice.turns[0].chunks > 0 && window.ptVoice.activeSources > 0", timeout=30_000
+    )
+    page.get_by_role("button", name="Hold to talk").hover()
+    page.mouse.down()  # the user wants to say something else
+    assert page.evaluate("window.ptVoice.activeSources") == 0
+    state = voice(page)
+    assert state["interruptions"][0]["by"] == "ptt" and state["interruptions"][0]["stopped"] >= 1
+    assert state["turns"][0]["interrupted"] is True
+    expect(page.locator("#voice-state")).to_have_text("Listening…")
+    time.sleep(0.6)
+    page.mouse.up()  # … but says nothing: the server's error is shown with its code's meaning
+    error = page.locator("#errors p")
+    expect(error).to_have_attribute("data-code", re.compile("^(no_speech|empty_audio)$"))
+    code = error.get_attribute("data-code")
+    expect(error).to_have_text(f"{ErrorCode.DESCRIPTIONS[code].replace('`', '')} ({code})")
+    assert voice(page)["turns"][0]["status"] == "interrupted"
+    expect(page.locator("#voice-state")).to_have_text("Voice: idle")
+
+
 # Init scripts run in every frame, about:blank included (no mediaDevices there).
 def test_a_call_dropped_with_the_socket_ends_and_can_start_again(speaking, web, nova, member):
     page = speaking(silence(30))
