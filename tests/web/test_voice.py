@@ -357,7 +357,7 @@ def test_pressing_to_talk_over_the_reply_stops_it(speaking, nova, member):
     time.sleep(0.6)
     page.mouse.up()  # … but says nothing: the server's error is shown with its code's meaning
     error = page.locator("#errors p")
-    expect(error).to_have_attribute("data-code", re.compile("^(no_speech|empty_audio)$"))
+    expect(error).to_have_attribute("data-code", re.compile("^(no_speech|empty_audio)$"), timeout=30_000)
     code = error.get_attribute("data-code")
     expect(error).to_have_text(f"{ErrorCode.DESCRIPTIONS[code].replace('`', '')} ({code})")
     assert voice(page)["turns"][0]["status"] == "interrupted"

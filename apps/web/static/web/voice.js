@@ -330,9 +330,10 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   function spaceTalks(event) {
     const target = event.target;
     if (event.code !== "Space" || event.ctrlKey || event.altKey || event.metaKey) return false;
-    if (target instanceof HTMLTextAreaElement || target instanceof HTMLInputElement) return false;
-    if (target instanceof HTMLSelectElement || target.isContentEditable) return false;
-    return !(target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement) || target === talk;
+    if (target === talk) return true;
+    // Space keeps its own meaning on every other control (typing, pressing, toggling, opening).
+    const control = "button, a[href], input, textarea, select, summary, [contenteditable], [role=button]";
+    return !(target instanceof Element && target.closest(control));
   }
 
   document.addEventListener("keydown", (event) => {
