@@ -431,6 +431,8 @@ def test_every_error_code_has_its_meaning_on_the_page(speaking, nova, member):
 
 
 def test_timings_view_shows_only_my_replies(client, django_user_model, nova, member):
+    from django.test import Client
+
     from apps.conversations.models import ChatSession, Message
 
     session = ChatSession.objects.create(user=member, character=nova)
@@ -446,8 +448,9 @@ def test_timings_view_shows_only_my_replies(client, django_user_model, nova, mem
     client.login(username="mallory", password=PASSWORD)
     assert client.get(f"/messages/{reply.pk}/timings").status_code == 404
     assert client.get("/messages/not-a-uuid/timings").status_code == 404
-    client.logout()
-    assert client.get(f"/messages/{reply.pk}/timings").status_code == 302  # to the login page
+    # A fresh client, not logout(): logging out ends the user's sockets through the channel layer,
+    # which cannot run in this thread while the module's sync Playwright holds an event loop in it.
+    assert Client().get(f"/messages/{reply.pk}/timings").status_code == 302  # to the login page
 
 
 # Renders a tone through the capture worklet in an OfflineAudioContext at `rate`; returns the 16 kHz
