@@ -387,6 +387,17 @@ def test_a_call_dropped_with_the_socket_ends_and_can_start_again(speaking, web, 
     expect(page.get_by_role("button", name="Start a call")).to_be_enabled()
     time.sleep(0.3)
     expect(page.locator("#errors")).to_be_empty()  # the hang-up was for a call the new socket knows
+    # Another microphone from the picker: the stream is opened again on it.
+    page.get_by_text("Microphone settings").click()
+    picker = page.get_by_label("Microphone", exact=True)
+    values = picker.locator("option").evaluate_all("(options) => options.map((o) => o.value)")
+    assert len(values) >= 2, values  # Chromium's fake device and its two fake inputs
+    opened = voice(page)["micOpenedAt"]
+    picker.select_option(values[-1])
+    page.wait_for_function(f"() => window.ptVoice.micOpenedAt > {opened}")
+    assert page.evaluate("window.ptVoice.micOpenedAt") > opened
+    expect(picker).to_have_value(values[-1])
+    expect(page.locator("#voice-problem")).to_be_empty()
 
 
 DENY = """if (navigator.mediaDevices)

@@ -43,6 +43,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   let player = null;
   let mic = null; // {stream, source, node}
   let micReady = null; // the promise of `mic` while it is being opened
+  let workletLoaded = null; // the capture module, added to the context once
   let connected = false;
   let mode = null; // "ptt" while the button is held, "call" during a call
   let releasing = null; // the push-to-talk release in progress (a promise)
@@ -143,7 +144,14 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     } catch (error) {
       throw micProblem(error);
     }
-    await ctx.audioWorklet.addModule(new URL("./capture-worklet.js", import.meta.url));
+    workletLoaded = workletLoaded || ctx.audioWorklet.addModule(new URL("./capture-worklet.js", import.meta.url));
+    try {
+      await workletLoaded;
+    } catch (error) {
+      workletLoaded = null; // try again next time (a dropped connection, say)
+      stream.getTracks().forEach((track) => track.stop());
+      throw error;
+    }
     const source = ctx.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(ctx, "pt-capture", {
       numberOfInputs: 1,
@@ -154,7 +162,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     source.connect(node);
     pt.micOpenedAt = performance.now();
     problem.replaceChildren();
-    fillPicker();
+    fillPicker().catch(() => {}); // the picker keeps its default entry
     return { stream, source, node };
   }
 
