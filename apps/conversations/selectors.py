@@ -92,6 +92,37 @@ def session_get_for_user(*, user, session_id, character=None) -> ChatSession | N
     return rows.first()
 
 
+@dataclass(frozen=True)
+class TurnTimings:
+    """A reply's stage timings (ms) and those of the user's message it answers (ASR, for a spoken one)."""
+
+    reply: dict
+    utterance: dict
+
+
+def message_timings_for_user(*, user, message_id) -> TurnTimings | None:
+    """The timings of one of the user's replies in a live session, or None: another user's message,
+    a deleted session's and a malformed id all read as none."""
+    try:
+        message_id = uuid.UUID(str(message_id))
+    except ValueError:
+        return None
+    reply = (
+        Message.objects.filter(pk=message_id, session__user=user, session__deleted_at__isnull=True)
+        .only("session_id", "created_at", "timings")
+        .first()
+    )
+    if reply is None:
+        return None
+    asked = (
+        Message.objects.filter(session_id=reply.session_id, role=Message.Role.USER, created_at__lte=reply.created_at)
+        .order_by("-created_at")
+        .values_list("timings", flat=True)
+        .first()
+    )
+    return TurnTimings(reply=reply.timings or {}, utterance=asked or {})
+
+
 def _visible_messages():
     return Message.objects.exclude(status=Message.Status.REPLACED)
 

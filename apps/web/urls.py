@@ -11,6 +11,7 @@ urlpatterns = [
     path("", views.gallery, name="gallery"),
     path("chat/<slug:slug>/", views.chat, name="chat"),
     path("chat/<slug:slug>/new", views.chat_new, name="chat-new"),
+    path("messages/<str:message_id>/timings", views.message_timings_view, name="message-timings"),
     path("sessions/search/", views.session_search_view, name="session-search"),
     path("sessions/<str:session_id>/rename", views.session_rename_view, name="session-rename"),
     path("sessions/<str:session_id>/delete", views.session_delete_view, name="session-delete"),

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,6 +17,7 @@ from apps.characters.selectors import (
 )
 from apps.conversations.selectors import (
     characters_talked_to,
+    message_timings_for_user,
     session_get_for_user,
     session_history,
     session_latest,
@@ -24,6 +25,7 @@ from apps.conversations.selectors import (
     session_search,
 )
 from apps.conversations.services import session_create, session_delete, session_rename
+from apps.realtime.protocol import ErrorCode
 from apps.web.forms import GalleryFilter, SessionRenameForm, SessionSearchForm, SignUpForm
 
 HISTORY_SHOWN = 200  # messages of a session rendered on the chat page
@@ -103,8 +105,23 @@ def chat(request: HttpRequest, slug: str) -> HttpResponse:
         "history": history,
         "sessions": sessions,
         "search_form": SessionSearchForm(),
+        "error_meanings": ErrorCode.DESCRIPTIONS,  # chat.js shows each error code's meaning
     }
     return render(request, "web/chat.html", context)
+
+
+@login_required
+@require_GET
+def message_timings_view(request: HttpRequest, message_id: str) -> JsonResponse:
+    """The server's stage timings of one of my replies (and of my message it answers), for the chat
+    page's per-turn latency detail. Anyone else's message reads as 404.
+
+    A view rather than a field of `turn_end`: the timings are for people looking, only when they
+    open the detail, and the wire protocol stays as ChatAnon clients know it."""
+    timings = message_timings_for_user(user=request.user, message_id=message_id)
+    if timings is None:
+        raise Http404("No such message.")
+    return JsonResponse({"reply": timings.reply, "utterance": timings.utterance})
 
 
 @login_required

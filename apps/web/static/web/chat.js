@@ -1,20 +1,12 @@
 // The chat page: one cookie-authenticated socket (/ws, docs/protocol.md) streaming the reply into the
-// page. Model output is only ever set as textContent: it is text, never markup.
+// page; voice.js adds push-to-talk and calls on the same socket. Model output is only ever set as
+// textContent: it is text, never markup.
 
-const ERROR_MEANINGS = {
-  rate_limited: "You are sending messages faster than this site allows.",
-  turn_in_progress: "Wait for the reply to finish before sending the next message.",
-  message_too_long: "That message is too long.",
-  empty_message: "The message is empty.",
-  llm_failed: "The character could not write a reply. Try again.",
-  turn_timeout: "The reply did not arrive in time. Try again.",
-  internal_error: "Something went wrong on the server.",
-  unknown_character: "This character is not available any more.",
-  auth_failed: "Your login has ended: log in again.",
-  origin_not_allowed: "This page may not open a conversation from this address.",
-  nothing_to_regenerate: "There is no reply to write again (yet): try again in a moment.",
-  unknown_session: "This chat was deleted or is not yours: pick another from your chats.",
-};
+import { createVoice } from "./voice.js";
+
+// What each error code means: ErrorCode.DESCRIPTIONS (apps/realtime/protocol.py), rendered into the
+// page by the view, so every code the server can send has its meaning here.
+const ERROR_MEANINGS = JSON.parse(document.getElementById("error-meanings").textContent);
 
 // Close codes after which reconnecting cannot help (the protocol's close codes).
 const FINAL_CLOSES = {
@@ -62,7 +54,7 @@ function updateSend() {
   // A button that turns off while focused would drop keyboard focus to the page: hand it to the input.
   const focused = document.activeElement;
   send.disabled = !connected || busy;
-  stop.disabled = !connected || !busy;
+  stop.disabled = !connected || !(busy || voice.busy());
   regenerate.disabled = !connected || busy || !canRegenerate();
   if (focused instanceof HTMLButtonElement && focused.disabled) input.focus();
 }
@@ -109,7 +101,8 @@ function showEmotion(element, emotion) {
 function showError(code, message) {
   const p = document.createElement("p");
   p.dataset.code = code;
-  p.textContent = `${ERROR_MEANINGS[code] || message} (${code})`;
+  // The descriptions name settings and frames in `backticks`: shown as plain words.
+  p.textContent = `${(ERROR_MEANINGS[code] || message).replace(/`/g, "")} (${code})`;
   errors.replaceChildren(p);
 }
 
@@ -201,12 +194,14 @@ function open() {
     } catch {
       return; // binary audio frames belong to the voice page
     }
+    if (voice.onFrame(frame)) return; // first: at turn_end the reply element is still the current one
     const handler = handlers[frame.type];
     if (handler) handler(frame);
   });
   socket.addEventListener("close", (event) => {
     connected = false;
     socket = null;
+    voice.disconnected();
     endReply(reply && reply.text.textContent ? "interrupted" : "failed");
     const final = FINAL_CLOSES[event.code];
     if (final) {
@@ -235,6 +230,7 @@ composer.addEventListener("submit", (event) => {
 
 stop.addEventListener("click", () => {
   if (!connected || stop.disabled) return;
+  voice.interrupt(); // the audio already scheduled stops now, not when the server answers
   socket.send(JSON.stringify({ type: "stop" }));
   stop.disabled = true; // once is enough; turn_end (status interrupted) follows
   input.focus();
@@ -255,6 +251,14 @@ input.addEventListener("keydown", (event) => {
     event.preventDefault();
     composer.requestSubmit();
   }
+});
+
+const voice = createVoice({
+  send: (frame) => connected && socket.send(JSON.stringify(frame)),
+  sendBinary: (pcm) => connected && socket.send(pcm),
+  history,
+  addMessage,
+  changed: () => updateSend(),
 });
 
 scrollToEnd();
