@@ -52,3 +52,43 @@ def test_embedded_mode_streams_a_smollm2_reply(embedded, open_page):  # the serv
     page_check(page, "chat-smollm2")
     page.reload()  # saved as shown
     expect(page.locator("#history .msg-assistant .text").last).to_have_text(reply)
+
+
+def test_embedded_mode_push_to_talk_with_every_real_model(embedded, browser, tmp_path):
+    """Push-to-talk as `make run` serves it: Chromium's microphone says a question, Whisper tiny.en
+    transcribes it, SmolLM2 answers and Piper speaks the answer, all in the one Daphne process."""
+    from tests.speech import piper_says, silence, words
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, ConsoleProblems
+    from tests.web.test_voice import hold_to_talk, wait_turn_done, wav_file
+
+    question = "What can I see in the sky tonight?"
+    speech = silence(0.3) + piper_says(question) + silence(0.7)
+    mic = f"--use-file-for-fake-audio-capture={wav_file(tmp_path / 'mic.wav', speech)}%noloop"
+    chromium = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, mic], ignore_default_args=["--mute-audio"]
+    )
+    try:
+        context = chromium.new_context(base_url=embedded, viewport={"width": 390, "height": 844})
+        context.set_default_timeout(15_000)
+        problems = ConsoleProblems()
+        context.on("page", problems.watch)
+        page = context.new_page()
+        log_in(page, settings.DEMO_USERNAME, "demo")
+        page.get_by_role("button", name="New chat with Nova").click()
+        expect(page.locator("#connection")).to_have_text("Connected")
+        hold_to_talk(page, speech)
+        turn = wait_turn_done(page, timeout=180_000)  # the first voice turn loads Whisper, SmolLM2 and Piper
+        assert turn["status"] == "complete" and not turn["interrupted"], turn
+        heard = words(turn["transcript"])
+        assert sum(w in heard for w in words(question)) >= len(words(question)) - 1, heard
+        expect(page.locator("#history .msg-user .text").last).to_have_text(turn["transcript"])
+        reply = page.locator("#history .msg-assistant .text").last.inner_text()
+        assert len(reply.split()) >= 3 and words(turn["replyText"]) == words(reply), (reply, turn)  # spoken as written
+        assert turn["chunks"] >= 1 and turn["speechEndAt"] < turn["firstAudioAt"] <= turn["replyDoneAt"], turn
+        print(
+            f"\nFIGURE embedded real models: release→first audio scheduled (models loaded on first use) {turn['firstAudioAt'] - turn['speechEndAt']:.0f} ms"
+        )
+        page_check(page, "voice-embedded-smollm2")
+        assert problems.unexpected() == []
+    finally:
+        chromium.close()
