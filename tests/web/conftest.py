@@ -29,6 +29,7 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
 ]
 BLOCKING_IMPACTS = {"serious", "critical"}
+PASSWORD = "test-pass-4821"  # the password of every user the browser tests log in as
 
 _axe = Axe()
 
@@ -125,6 +126,20 @@ class ConsoleProblems(list):
         page.on("pageerror", lambda exc: self.append(f"uncaught: {exc}"))
 
 
+def phone_page(browser, base_url: str, *, init_script: str | None = None):
+    """A page in a fresh context of `browser` (no cookies, a phone's screen) that records its console
+    problems (and those of any page the context opens) in `page.console_problems`."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 390, "height": 844})
+    context.set_default_timeout(15_000)
+    if init_script:
+        context.add_init_script(init_script)
+    problems = ConsoleProblems()
+    context.on("page", problems.watch)
+    page = context.new_page()
+    page.console_problems = problems
+    return page
+
+
 @pytest.fixture
 def open_page(browser):
     """Opens a page in a fresh browser context (no cookies, a phone's screen) on any live server;
@@ -132,13 +147,8 @@ def open_page(browser):
     opened = []
 
     def open_on(base_url: str):
-        context = browser.new_context(base_url=base_url, viewport={"width": 390, "height": 844})
-        context.set_default_timeout(15_000)
-        problems = ConsoleProblems()
-        context.on("page", problems.watch)
-        page = context.new_page()
-        page.console_problems = problems
-        opened.append((context, problems))
+        page = phone_page(browser, base_url)
+        opened.append((page.context, page.console_problems))
         return page
 
     yield open_on
@@ -174,3 +184,25 @@ def page_check(page, name: str) -> None:
         if v["impact"] in BLOCKING_IMPACTS
     ]
     assert blocking == [], f"accessibility violations on {name}: {blocking}"
+
+
+@pytest.fixture
+def member(django_user_model):
+    """The user the pages are tried as."""
+    return django_user_model.objects.create_user(username="lena", password=PASSWORD)
+
+
+@pytest.fixture
+def stranger(django_user_model):
+    """Another user, whose data `member` must never see."""
+    return django_user_model.objects.create_user(username="omar", password=PASSWORD)
+
+
+@pytest.fixture
+def marlowe():
+    """A second published character."""
+    from apps.characters.models import Character
+
+    return Character.objects.create(
+        name="Marlowe", slug="marlowe", persona="You are Marlowe, a detective.", is_published=True
+    )

@@ -24,11 +24,10 @@ from apps.memory.selectors import index_active
 from apps.memory.services import memory_remember
 from tests import stack
 from tests.conftest import LOG_DIR
-from tests.web.conftest import log_in, page_check
+from tests.web.conftest import PASSWORD, log_in, page_check
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "test-pass-4821"
 NOT_FOUND = r"^error: Failed to load resource: the server responded with a status of 404"
 
 
@@ -37,23 +36,6 @@ def nova():
     return Character.objects.create(
         name="Nova", slug="nova", persona="You are Nova, an astronomy guide.", greeting="Hi!", is_published=True
     )
-
-
-@pytest.fixture
-def marlowe():
-    return Character.objects.create(
-        name="Marlowe", slug="marlowe", persona="You are Marlowe, a detective.", is_published=True
-    )
-
-
-@pytest.fixture
-def member(django_user_model):
-    return django_user_model.objects.create_user(username="lena", password=PASSWORD)
-
-
-@pytest.fixture
-def stranger(django_user_model):
-    return django_user_model.objects.create_user(username="omar", password=PASSWORD)
 
 
 def remember(user, character, text: str, kind: str = "fact") -> Memory:

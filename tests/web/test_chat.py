@@ -8,11 +8,10 @@ import pytest
 from playwright.sync_api import expect
 
 from apps.characters.models import Character
-from tests.web.conftest import log_in, page_check
+from tests.web.conftest import PASSWORD, log_in, page_check
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "test-pass-4821"
 # Records each change of the reply being written, so a test can see it arrive in steps.
 WATCH_REPLY = """() => {
   window.replySteps = [];
@@ -56,11 +55,6 @@ def cast():
         ),
         "draft": make(name="Hidden", slug="hidden", persona="You are Hidden.", tags="space", is_published=False),
     }
-
-
-@pytest.fixture
-def member(django_user_model):
-    return django_user_model.objects.create_user(username="lena", password=PASSWORD)
 
 
 def card_names(page) -> list[str]:

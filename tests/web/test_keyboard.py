@@ -11,11 +11,10 @@ from playwright.sync_api import expect
 from apps.characters.models import Character
 from apps.conversations.models import Message
 from apps.conversations.services import session_create
-from tests.web.conftest import log_in, page_check
+from tests.web.conftest import PASSWORD, log_in, page_check
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "test-pass-4821"
 LONG_NAME = "lena_" + "k" * 60  # a username with no break in it, shown in the header
 LONG_WORD = "Supercalifragilistic" * 8  # no space to wrap at
 

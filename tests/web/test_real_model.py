@@ -58,7 +58,7 @@ def test_embedded_mode_push_to_talk_with_every_real_model(embedded, browser, tmp
     """Push-to-talk as `make run` serves it: Chromium's microphone says a question, Whisper tiny.en
     transcribes it, SmolLM2 answers and Piper speaks the answer, all in the one Daphne process."""
     from tests.speech import piper_says, silence, words
-    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, ConsoleProblems
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, phone_page
     from tests.web.test_voice import hold_to_talk, wait_turn_done, wav_file
 
     question = "What can I see in the sky tonight?"
@@ -68,11 +68,7 @@ def test_embedded_mode_push_to_talk_with_every_real_model(embedded, browser, tmp
         executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, mic], ignore_default_args=["--mute-audio"]
     )
     try:
-        context = chromium.new_context(base_url=embedded, viewport={"width": 390, "height": 844})
-        context.set_default_timeout(15_000)
-        problems = ConsoleProblems()
-        context.on("page", problems.watch)
-        page = context.new_page()
+        page = phone_page(chromium, embedded)
         log_in(page, settings.DEMO_USERNAME, "demo")
         page.get_by_role("button", name="New chat with Nova").click()
         expect(page.locator("#connection")).to_have_text("Connected")
@@ -89,6 +85,6 @@ def test_embedded_mode_push_to_talk_with_every_real_model(embedded, browser, tmp
             f"\nFIGURE embedded real models: release→first audio scheduled (models loaded on first use) {turn['firstAudioAt'] - turn['speechEndAt']:.0f} ms"
         )
         page_check(page, "voice-embedded-smollm2")
-        assert problems.unexpected() == []
+        assert page.console_problems.unexpected() == []
     finally:
         chromium.close()

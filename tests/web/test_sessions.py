@@ -12,11 +12,10 @@ from playwright.sync_api import expect
 from apps.characters.models import Character
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create
-from tests.web.conftest import log_in, page_check
+from tests.web.conftest import PASSWORD, log_in, page_check
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "test-pass-4821"
 GREETING = "Hi! I'm Nova. Ask me about tonight's sky."
 NOT_FOUND = r"^error: Failed to load resource: the server responded with a status of 404"
 # Records each change of the last reply's text, so a test can see a reply written again from scratch.
@@ -42,23 +41,6 @@ def nova():
         greeting=GREETING,
         is_published=True,
     )
-
-
-@pytest.fixture
-def marlowe():
-    return Character.objects.create(
-        name="Marlowe", slug="marlowe", persona="You are Marlowe, a detective.", is_published=True
-    )
-
-
-@pytest.fixture
-def member(django_user_model):
-    return django_user_model.objects.create_user(username="lena", password=PASSWORD)
-
-
-@pytest.fixture
-def stranger(django_user_model):
-    return django_user_model.objects.create_user(username="omar", password=PASSWORD)
 
 
 def send(page, text: str) -> None:

@@ -21,11 +21,10 @@ from playwright.sync_api import expect, sync_playwright
 
 from apps.characters.models import Character
 from tests.speech import audioeval_clip, piper_says, silence, words
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, ConsoleProblems, log_in, page_check
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, log_in, page_check, phone_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "test-pass-4821"
 RATE = 16000
 # "slow": the scripted engine writes 50 ms a word, so the reply's first sentence is spoken while the rest is written.
 SLOW_ASK = "Please answer slow. Take your time with every single word, because I really like to listen to you."
@@ -70,15 +69,8 @@ def speaking(playwright, web, tmp_path):
         if pcm is not None:
             args.append(f"--use-file-for-fake-audio-capture={wav_file(tmp_path / f'mic{len(opened)}.wav', pcm)}%noloop")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, ignore_default_args=["--mute-audio"])
-        context = browser.new_context(base_url=web.url, viewport={"width": 390, "height": 844})
-        context.set_default_timeout(15_000)
-        if init_script:
-            context.add_init_script(init_script)
-        problems = ConsoleProblems()
-        context.on("page", problems.watch)
-        page = context.new_page()
-        page.console_problems = problems
-        opened.append((browser, problems))
+        page = phone_page(browser, web.url, init_script=init_script)
+        opened.append((browser, page.console_problems))
         return page
 
     yield open_page
@@ -98,11 +90,6 @@ def nova():
         greeting="Hi! I'm Nova. Ask me about tonight's sky, the planets and the stars.",
         is_published=True,
     )
-
-
-@pytest.fixture
-def member(django_user_model):
-    return django_user_model.objects.create_user(username="lena", password=PASSWORD)
 
 
 def open_chat(page) -> None:
