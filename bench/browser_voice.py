@@ -53,6 +53,7 @@ import sys
 import time
 import wave
 from pathlib import Path
+from urllib.parse import urljoin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -74,13 +75,16 @@ PAD_S = 0.5
 HOLD_MARGIN_S = 0.1  # held past the WAV's end: capture may lag getUserMedia's promise by a buffer
 PASSWORD = "bench-browser-voice"
 WAV_DIR = LOG_DIR / "browser_voice"
-PTT_SELECTORS = ("#ptt", "#talk", "#push-to-talk", "[data-ptt]")
+PTT_SELECTOR = "#talk"  # templates/web/chat.html: "Hold to talk" (or hold the space bar)
 # Installed before any page script runs (the page itself is not changed): when getUserMedia resolves
 # (the fake file starts playing then), and what the page sends on its socket and when.
 PAGE_HOOKS = """
 (() => {
   window.__ptGum = [];
   window.__ptSent = [];
+  window.__ptPress = [];
+  addEventListener("pointerdown", () => window.__ptPress.push(performance.now()), true);
+  addEventListener("keydown", (e) => e.code === "Space" && !e.repeat && window.__ptPress.push(performance.now()), true);
   const md = navigator.mediaDevices;
   if (md && md.getUserMedia) {
     const original = md.getUserMedia.bind(md);
@@ -163,11 +167,20 @@ class SocketClient:
             elif kind == "audio_chunk":
                 marks.setdefault("first_audio_ms", now)
             elif kind == "turn_end":
-                marks["turn_end_ms"] = now
+                marks["turn_end_ms"], marks["message_id"] = now, frame.get("message_id")
                 return marks
 
     def close(self) -> None:
         self.ws.close()
+
+
+def server_first_audio_ms(message_id) -> float:
+    """The server's own figure for a reply: end of speech received → first audio chunk sent
+    (Message.timings.first_audio_at_ms, merged before `turn_end` goes out)."""
+    from apps.conversations.models import Message
+
+    timings = Message.objects.filter(pk=message_id).values_list("timings", flat=True).first() if message_id else None
+    return float((timings or {}).get("first_audio_at_ms", "nan"))
 
 
 # --- the page -----------------------------------------------------------------------------------------
@@ -224,11 +237,18 @@ def has_voice(page) -> bool:
 
 
 def ptt_button(page):
-    for selector in PTT_SELECTORS:
-        if page.locator(selector).count():
-            return page.locator(selector).first
-    button = page.get_by_role("button", name="talk", exact=False)
-    return button.first if button.count() else None
+    return page.locator(PTT_SELECTOR) if page.locator(PTT_SELECTOR).count() else None
+
+
+def poll(page, expression: str, timeout_s: float):
+    """Wait until `expression` is truthy in the page. (Not wait_for_function: the page's CSP forbids
+    the eval it uses; page.evaluate goes through the DevTools protocol, which the CSP does not see.)"""
+    deadline = time.monotonic() + timeout_s
+    while not (value := page.evaluate(expression)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true after {timeout_s} s: {expression}")
+        time.sleep(0.02)
+    return value
 
 
 def page_turn(page, duration_s: float, timeout_s: float = 120) -> dict:
@@ -238,7 +258,8 @@ def page_turn(page, duration_s: float, timeout_s: float = 120) -> dict:
     sent_before = page.evaluate("window.__ptSent.length")
     button = ptt_button(page)
     if button is not None:
-        page.wait_for_function("b => !b.disabled", arg=button.element_handle())  # enabled once connected
+        button.wait_for()
+        poll(page, f"!document.querySelector({PTT_SELECTOR!r}).disabled", 30)  # enabled once connected
         box = button.bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()
@@ -247,27 +268,27 @@ def page_turn(page, duration_s: float, timeout_s: float = 120) -> dict:
         page.locator("#history").focus()
         page.keyboard.down(" ")
         release = lambda: page.keyboard.up(" ")  # noqa: E731
-    pressed_at = page.evaluate("performance.now()")
-    page.wait_for_function(f"window.__ptGum.length > {gums_before}", timeout=10_000)
+    poll(page, f"window.__ptGum.length > {gums_before}", 10)
     gum_at = page.evaluate(f"window.__ptGum[{gums_before}]")
     if gums_before:
         raise RuntimeError("getUserMedia was called before this press: the fake file played earlier")
     release_at = gum_at + (duration_s + HOLD_MARGIN_S) * 1000
     time.sleep(max(0.0, (release_at - page.evaluate("performance.now()")) / 1000))
     release()
-    page.wait_for_function(
-        f"""() => {{
+    poll(
+        page,
+        f"""(() => {{
           const t = window.ptVoice.turns[{turns_before}];
           return t && (t.replyDoneAt != null || ["failed", "error", "interrupted"].includes(t.status));
-        }}""",
-        timeout=timeout_s * 1000,
+        }})()""",
+        timeout_s,
     )
     turn = page.evaluate(f"window.ptVoice.turns[{turns_before}]")
     sent = page.evaluate(f"window.__ptSent.slice({sent_before})")
     starts = [s["t"] for s in sent if s.get("type") == "audio_stream_start"]
     ends = [s["t"] for s in sent if s.get("type") == "audio_stream_end"]
     frames = [s for s in sent if "bytes" in s and starts and ends and starts[0] <= s["t"] <= ends[0]]
-    turn["pressed_to_capture_ms"] = gum_at - pressed_at
+    turn["pressed_to_capture_ms"] = gum_at - page.evaluate("window.__ptPress.at(-1)")
     turn["capture_to_release_ms"] = turn["speechEndAt"] - gum_at
     turn["flush_ms"] = ends[0] - turn["speechEndAt"] if ends else float("nan")  # release → audio_stream_end sent
     turn["captured_s"] = sum(f["bytes"] for f in frames) / 2 / RATE
@@ -275,18 +296,37 @@ def page_turn(page, duration_s: float, timeout_s: float = 120) -> dict:
     return turn
 
 
+MODULE_REFERENCES = (
+    re.compile(r"""new URL\(\s*["']([^"']+)["']\s*,\s*import\.meta\.url"""),  # addModule(new URL(…))
+    re.compile(r"""(?:\bfrom|\bimport)\s*\(?\s*["'](\.{1,2}/[^"']+)["']"""),  # static and dynamic imports
+)
+
+
 def resource_weights(page) -> dict[str, int]:
-    """URL → uncompressed bytes of the page's document, scripts, styles, fonts, images and worklet."""
+    """URL → uncompressed bytes of the page's document, scripts, styles, fonts and images, and of the
+    modules its scripts name (an AudioWorklet's module is fetched without a response event or a
+    resource-timing entry: it is found in the script that adds it, and fetched here)."""
     sizes = dict(page.bench_sizes)
-    seen = page.evaluate(
-        "[location.href, ...performance.getEntriesByType('resource').filter(e => !/^(xmlhttprequest|fetch|beacon)$/"
-        ".test(e.initiatorType)).map(e => e.name)]"
+    urls = page.evaluate(
+        "performance.getEntriesByType('resource').filter(e => !/^(xmlhttprequest|fetch|beacon)$/"
+        ".test(e.initiatorType)).map(e => e.name)"
     )
-    for url in seen:
-        if url.split("#")[0] not in sizes and url.startswith("http"):
+    scripts = [u for u in sizes if u.endswith(".js")]
+    while scripts:
+        script = scripts.pop()
+        text = page.context.request.get(script).text()
+        for pattern in MODULE_REFERENCES:
+            for ref in pattern.findall(text):
+                url = urljoin(script, ref)
+                if url not in sizes and url not in urls:
+                    urls.append(url)
+                    scripts.append(url)
+    for url in urls:
+        url = url.split("#")[0]
+        if url not in sizes and url.startswith("http"):
             response = page.context.request.get(url)
             if response.ok:
-                sizes[url.split("#")[0]] = len(response.body())
+                sizes[url] = len(response.body())
     return sizes
 
 
@@ -317,6 +357,7 @@ def watch_weights(page) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1, help="times through the utterances")
+    parser.add_argument("--utterances", type=int, default=0, help="only the first N utterances (0: all)")
     parser.add_argument("--character", default="nova")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
@@ -331,18 +372,23 @@ def main() -> None:
     env = scaled_environment(args.max_new_tokens)
     env |= {"DEMO_PASSWORD": PASSWORD, "STATIC_ROOT": os.environ["STATIC_ROOT"]}
     stack.manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
-    username = stack.manage(  # seed_demo sets a password only on creation: the bench database may be older
+    # seed_demo sets a password only when it creates the user (the bench database may be older); the
+    # demo user's earlier chats go (soft-deleted), so the page weight is the same every run: the
+    # sidebar lists only the chat the bench opens.
+    username = stack.manage(
         "shell",
         "-c",
         "from django.conf import settings; from django.contrib.auth import get_user_model; "
+        "from django.utils import timezone; from apps.conversations.models import ChatSession; "
         "u = get_user_model().objects.get(username=settings.DEMO_USERNAME); "
-        f"u.set_password({PASSWORD!r}); u.save(); print(u.username)",
+        f"u.set_password({PASSWORD!r}); u.save(); "
+        "ChatSession.objects.filter(user=u, deleted_at=None).update(deleted_at=timezone.now()); print(u.username)",
         env=env,
     ).splitlines()[-1]  # after the shell's own "N objects imported" line
 
     WAV_DIR.mkdir(parents=True, exist_ok=True)
     clips = []
-    for i, (name, pcm) in enumerate(utterances()):
+    for i, (name, pcm) in enumerate(utterances()[: args.utterances or None]):
         pcm = padded(pcm)
         clips.append((name, pcm, wav_file(WAV_DIR / f"{i:02d}.wav", pcm), len(pcm) / 2 / RATE))
 
@@ -354,6 +400,13 @@ def main() -> None:
         queues="asr_partial", env={**env, "WORKER_NICE": "10"}, log_dir=LOG_DIR, name="bench-asr-partial", timeout=300
     )
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    # This process reads the replies' server timings; sync Playwright keeps an event loop marked running
+    # in this thread, which Django's guard takes for async code (as in tests/web/conftest.py). Set only
+    # now: the servers above were started without it.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    import django
+
+    django.setup()
     rows, problems, weights = [], [], {}
     try:
         client = SocketClient(url, args.character)
@@ -361,7 +414,6 @@ def main() -> None:
             state = log_in(playwright, url, username, clips[0][2])
             # warm-up, not counted: one turn each way; the page's also gives the page weight
             name, pcm, wav, duration = clips[0]
-            client.turn(pcm)
             browser = launch(playwright, wav)
             try:
                 page = open_chat(browser, url, state, args.character, weigh=True)
@@ -374,6 +426,7 @@ def main() -> None:
                 problems += page.bench_problems
             finally:
                 browser.close()
+            client.turn(pcm)
 
             order = 0
             for _ in range(args.rounds):
@@ -413,10 +466,18 @@ def main() -> None:
                         "page_first": page_first,
                     }
                     row["added_ms"] = row["page_ms"] - row["socket_ms"]
+                    row["server_page_ms"] = server_first_audio_ms(turn.get("messageId"))
+                    row["server_socket_ms"] = server_first_audio_ms(socket.get("message_id"))
+                    # what each client adds to the server's own figure, the page's less the plain client's:
+                    # the browser's share with the server's turn-to-turn drift (CPU contention) taken out
+                    row["client_added_ms"] = (row["page_ms"] - row["server_page_ms"]) - (
+                        row["socket_ms"] - row["server_socket_ms"]
+                    )
                     rows.append(row)
                     print(
                         f"  {name[:28]:28} {duration:4.1f} s  page {row['page_ms']:6.0f}  socket "
-                        f"{row['socket_ms']:6.0f}  added {row['added_ms']:+5.0f}  page v2v {row['page_v2v_ms']:6.0f} ms"
+                        f"{row['socket_ms']:6.0f}  added {row['added_ms']:+5.0f} (beyond the server's "
+                        f"{row['client_added_ms']:+4.0f})  page v2v {row['page_v2v_ms']:6.0f} ms"
                         f"  ({'page' if page_first else 'socket'} first)",
                         flush=True,
                     )
@@ -439,6 +500,7 @@ def report(rows: list[dict], weights: dict[str, int], problems: list[str], args)
         print(f"  {size / 1024:7.1f} KB  {u}")
     if rows:
         table(rows, args)
+        print(f"browser's own share (added less the server's difference), p50: {p50('client_added_ms'):.0f} ms")
         print(f"RESULT browser_added_ms_p50={p50('added_ms'):.0f}")
         print(f"RESULT browser_voice_to_voice_ms_p50={p50('page_v2v_ms'):.0f}")
     print(f"RESULT page_weight_kb={sum(weights.values()) / 1024:.1f}")
@@ -451,20 +513,24 @@ def table(rows: list[dict], args) -> None:
         "ms from the PTT release (page) / audio_stream_end (socket), both after the WAV's 0.5 s trailing pad:\n"
         "page = first reply chunk scheduled, socket = first audio_chunk received, v2v = first reply audio\n"
         "starting in the page; mic = press → getUserMedia resolved, 1st = that → first PCM frame sent,\n"
-        "flush = release → audio_stream_end sent, got = seconds of audio the page sent (of the WAV's)."
+        "flush = release → audio_stream_end sent, got = seconds of audio the page sent (of the WAV's);\n"
+        "srv p / srv s = the server's own end of speech → first audio sent (Message.timings) for the page's\n"
+        "and the socket's turn; client+ = added less the server's difference (the browser's own share)."
     )
-    head = f"{'utterance':26} {'page':>6} {'socket':>6} {'added':>6} {'ratio':>5} {'v2v':>6} {'mic':>5} {'1st':>5}"
-    print(f"{head} {'flush':>5} {'got/wav s':>9}")
+    head = f"{'utterance':24} {'page':>6} {'socket':>6} {'added':>6} {'ratio':>5} {'v2v':>6} {'srv p':>6} {'srv s':>6}"
+    print(f"{head} {'client+':>7} {'mic':>4} {'1st':>4} {'flush':>5} {'got/wav s':>9}")
     for r in rows:
         print(
-            f"{r['name'][:26]:26} {r['page_ms']:6.0f} {r['socket_ms']:6.0f} {r['added_ms']:+6.0f} "
-            f"{r['page_ms'] / r['socket_ms']:5.2f} {r['page_v2v_ms']:6.0f} {r['capture_ms']:5.0f} "
-            f"{r['first_frame_ms']:5.0f} {r['flush_ms']:5.0f} {r['captured_s']:4.1f}/{r['duration_s']:4.1f}"
+            f"{r['name'][:24]:24} {r['page_ms']:6.0f} {r['socket_ms']:6.0f} {r['added_ms']:+6.0f} "
+            f"{r['page_ms'] / r['socket_ms']:5.2f} {r['page_v2v_ms']:6.0f} {r['server_page_ms']:6.0f} "
+            f"{r['server_socket_ms']:6.0f} {r['client_added_ms']:+7.0f} {r['capture_ms']:4.0f} "
+            f"{r['first_frame_ms']:4.0f} {r['flush_ms']:5.0f} {r['captured_s']:4.1f}/{r['duration_s']:4.1f}"
         )
     ratio = statistics.median(r["page_ms"] / r["socket_ms"] for r in rows)
     print(
-        f"{'median':26} {p50('page_ms'):6.0f} {p50('socket_ms'):6.0f} {p50('added_ms'):+6.0f} {ratio:5.2f} "
-        f"{p50('page_v2v_ms'):6.0f} {p50('capture_ms'):5.0f} {p50('first_frame_ms'):5.0f} {p50('flush_ms'):5.0f}"
+        f"{'median':24} {p50('page_ms'):6.0f} {p50('socket_ms'):6.0f} {p50('added_ms'):+6.0f} {ratio:5.2f} "
+        f"{p50('page_v2v_ms'):6.0f} {p50('server_page_ms'):6.0f} {p50('server_socket_ms'):6.0f} "
+        f"{p50('client_added_ms'):+7.0f} {p50('capture_ms'):4.0f} {p50('first_frame_ms'):4.0f} {p50('flush_ms'):5.0f}"
     )
     norm = lambda text: " ".join(text.lower().split())  # noqa: E731
     differ = [r for r in rows if norm(r["page_transcript"]) != norm(r["socket_transcript"])]
