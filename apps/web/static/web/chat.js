@@ -200,7 +200,7 @@ function open() {
     } catch {
       return; // binary audio frames belong to the voice page
     }
-    voice.onFrame(frame); // before the text handlers: the reply element is still the current one
+    if (voice.onFrame(frame)) return; // first: at turn_end the reply element is still the current one
     const handler = handlers[frame.type];
     if (handler) handler(frame);
   });

@@ -5,7 +5,8 @@
 // window.ptVoice is the page's voice state for tests and bench/browser_voice.py (a fixed contract):
 // {state, activeSources, turns: [{mode, speechEndAt, transcript, partials, firstAudioAt,
 // firstAudioStartsAt, chunks, replyDoneAt, replyText, interrupted, status}], greeting: {chunks, stopped}}.
-// Times are performance.now() milliseconds. End of speech: push-to-talk, the moment the button (or
+// Also (for tests): micOpenedAt (when the microphone stream opened), interruptions: [{at, by, stopped}]
+// and each turn's llmEndAt. Times are performance.now() milliseconds. End of speech: push-to-talk, the moment the button (or
 // space bar) is released; in a call, when the page sent the last frame above SPEECH_LEVEL before
 // the server's `asr_start` (the server's VAD decides the utterance ended a few hundred ms later:
 // that wait is part of what the user feels, so it is counted).
@@ -34,7 +35,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   const muteWhileSpeaking = $("mute-while-speaking");
   const problem = $("voice-problem");
 
-  const pt = { state: "idle", activeSources: 0, turns: [], greeting: null };
+  const pt = { state: "idle", activeSources: 0, turns: [], greeting: null, micOpenedAt: null, interruptions: [] };
   window.ptVoice = pt;
 
   let ctx = null;
@@ -51,6 +52,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   let greetingPlaying = false;
   let loudFrames = 0;
   let lastLoudSentAt = null;
+  let callStarted = false; // voice_call_start was sent (and the call not hung up)
+  let cancelled = false; // a push-to-talk stream ended empty because the microphone failed
 
   function setState(state) {
     pt.state = state;
@@ -140,6 +143,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     });
     node.port.onmessage = (event) => onCaptured(event.data);
     source.connect(node);
+    pt.micOpenedAt = performance.now();
     problem.replaceChildren();
     fillPicker();
     return { stream, source, node };
@@ -206,11 +210,13 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     level.value = Math.min(1, data.rms * 4);
     const loud = data.rms >= SPEECH_LEVEL;
     loudFrames = loud ? loudFrames + 1 : 0;
-    if (mode === "call" && greetingPlaying && loudFrames >= SPEECH_FRAMES) {
-      // The server sends no `interrupted` for the greeting: the page stops it when the user talks.
-      player.stopAll();
+    if (mode === "call" && greetingPlaying && loudFrames >= SPEECH_FRAMES && !muteWhileSpeaking.checked) {
+      // The server sends no `interrupted` for the greeting: the page stops it when the user talks
+      // (not when the mic is muted while the character speaks: what it hears may be the speakers).
+      const stopped = player.stopAll();
       syncSources();
       greetingPlaying = false;
+      pt.interruptions.push({ at: performance.now(), by: "speech", stopped });
       if (pt.greeting) pt.greeting.stopped = true;
       setState("listening");
     }
@@ -226,9 +232,10 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
 
   // --- interruptions ----------------------------------------------------------------------
 
-  function stopPlayback({ server = false } = {}) {
+  function stopPlayback({ server = false, by = "user" } = {}) {
     const stopped = player ? player.stopAll() : 0;
     syncSources();
+    if (stopped || server) pt.interruptions.push({ at: performance.now(), by, stopped });
     greetingPlaying = false;
     const last = pt.turns[pt.turns.length - 1];
     if (inTurn || server || stopped) {
@@ -251,7 +258,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     if (mode || !connected) return;
     ensureContext();
     if (inTurn || (player && player.active)) {
-      stopPlayback();
+      stopPlayback({ by: "ptt" });
       send({ type: "stop" }); // a reply still running or playing: the server interrupts it
     }
     mode = "ptt";
@@ -268,7 +275,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       pt.turns.pop();
       setState("idle");
       updateControls();
-      send({ type: "audio_stream_end" }); // nothing was captured: the server answers empty_audio
+      cancelled = true;
+      send({ type: "audio_stream_end" }); // closes the stream; its empty_audio error is not news
     }
   }
 
@@ -346,14 +354,16 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       updateControls();
       return;
     }
-    if (mode !== "call") return;
+    if (mode !== "call") return; // hung up while the microphone opened
     lastLoudSentAt = null;
+    callStarted = true;
     send({ type: "voice_call_start" });
   });
 
   function hangUp() {
     mode = null;
-    if (connected) send({ type: "voice_call_stop" });
+    if (connected && callStarted) send({ type: "voice_call_stop" });
+    callStarted = false;
     stopPlayback();
     setState("idle");
     updateControls();
@@ -371,6 +381,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       firstAudioStartsAt: null,
       chunks: 0,
       replyDoneAt: null,
+      llmEndAt: null,
       replyText: "",
       interrupted: false,
       status: null,
@@ -500,8 +511,11 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
         turn.firstAudioStartsAt = player.performanceTime(at);
       }
     },
+    llm_end() {
+      if (turn && inTurn) turn.llmEndAt = performance.now();
+    },
     interrupted() {
-      stopPlayback({ server: true });
+      stopPlayback({ server: true, by: "server" });
       setState("interrupted");
     },
     turn_end(frame) {
@@ -523,6 +537,10 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       if (element && t.chunks) addLatency(element, t);
     },
     error(frame) {
+      if (cancelled && frame.code === "empty_audio") {
+        cancelled = false;
+        return true;
+      }
       if (["empty_audio", "no_speech", "asr_failed", "tts_failed", "turn_in_progress"].includes(frame.code)) {
         if (pt.state === "thinking") setState(mode === "call" ? "listening" : "idle");
         if (turn && !inTurn) {
@@ -538,9 +556,10 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   };
 
   return {
+    // True when the frame was the voice's alone (chat.js then leaves it).
     onFrame(frame) {
       const handler = handlers[frame.type];
-      if (handler) handler(frame);
+      return Boolean(handler && handler(frame) === true);
     },
     interrupt,
     busy() {
@@ -550,6 +569,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       connected = false;
       if (mode === "ptt") mode = null;
       if (mode === "call") mode = null; // the server ended the call with the socket
+      callStarted = false;
       stopPlayback();
       inTurn = false;
       turn = null;
