@@ -5,8 +5,9 @@
 // window.ptVoice is the page's voice state for tests and bench/browser_voice.py (a fixed contract):
 // {state, activeSources, turns: [{mode, speechEndAt, transcript, partials, firstAudioAt,
 // firstAudioStartsAt, chunks, replyDoneAt, replyText, interrupted, status}], greeting: {chunks, stopped}}.
-// Also (for tests): micOpenedAt (when the microphone stream opened), interruptions: [{at, by, stopped}]
-// and each turn's llmEndAt. Times are performance.now() milliseconds. End of speech: push-to-talk, the moment the button (or
+// Also (for tests): micOpenedAt (when the microphone stream opened), interruptions: [{at, by, stopped,
+// turnChunks}] and each turn's llmEndAt, endSentAt (push-to-talk: audio_stream_end sent) and
+// firstChunkAt (the first audio_chunk received, before it was decoded and scheduled). Times are performance.now() milliseconds. End of speech: push-to-talk, the moment the button (or
 // space bar) is released; in a call, when the page sent the last frame above SPEECH_LEVEL before
 // the server's `asr_start` (the server's VAD decides the utterance ended a few hundred ms later:
 // that wait is part of what the user feels, so it is counted).
@@ -97,6 +98,12 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     }
     if (ctx.state === "suspended") ctx.resume();
     return ctx;
+  }
+
+  // A failure to open the microphone: [message, code] from micProblem, or anything else thrown.
+  function report(failure) {
+    const [text, code] = Array.isArray(failure) ? failure : micProblem(failure);
+    say(text, code);
   }
 
   function micProblem(error) {
@@ -196,8 +203,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     closeMic(); // the next frames come from the device picked
     try {
       await ensureMic();
-    } catch ([text, code]) {
-      say(text, code);
+    } catch (failure) {
+      report(failure);
     }
   });
 
@@ -235,9 +242,9 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   function stopPlayback({ server = false, by = "user" } = {}) {
     const stopped = player ? player.stopAll() : 0;
     syncSources();
-    if (stopped || server) pt.interruptions.push({ at: performance.now(), by, stopped });
     greetingPlaying = false;
     const last = pt.turns[pt.turns.length - 1];
+    if (stopped || server) pt.interruptions.push({ at: performance.now(), by, stopped, turnChunks: last ? last.chunks : 0 });
     if (inTurn || server || stopped) {
       dropAudio = true;
       if (last) last.interrupted = true;
@@ -268,8 +275,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     send({ type: "audio_stream_start" });
     try {
       await ensureMic();
-    } catch ([text, code]) {
-      say(text, code);
+    } catch (failure) {
+      report(failure);
       mode = null;
       turn = null;
       pt.turns.pop();
@@ -301,6 +308,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     releasing = null;
     mode = null;
     send({ type: "audio_stream_end" });
+    if (turn) turn.endSentAt = performance.now();
     setState("thinking");
     updateControls();
   }
@@ -347,8 +355,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     setState("listening");
     try {
       await ensureMic();
-    } catch ([text, code]) {
-      say(text, code);
+    } catch (failure) {
+      report(failure);
       mode = null;
       setState("idle");
       updateControls();
@@ -382,6 +390,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       chunks: 0,
       replyDoneAt: null,
       llmEndAt: null,
+      endSentAt: null,
+      firstChunkAt: null,
       replyText: "",
       interrupted: false,
       status: null,
@@ -496,6 +506,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     },
     audio_chunk(frame) {
       if (dropAudio || !ctx) return;
+      const received = performance.now();
       const at = player.schedule(frame.audio_base64, frame.audio_sample_rate);
       if (at === null) return;
       syncSources();
@@ -507,6 +518,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       if (!turn) return;
       turn.chunks += 1;
       if (turn.firstAudioAt === null) {
+        turn.firstChunkAt = received;
         turn.firstAudioAt = performance.now();
         turn.firstAudioStartsAt = player.performanceTime(at);
       }
