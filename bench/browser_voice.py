@@ -482,6 +482,8 @@ def main() -> None:
                         "capture_ms": turn["pressed_to_capture_ms"],
                         "first_frame_ms": turn["first_frame_ms"],
                         "flush_ms": turn["flush_ms"],
+                        # the page's own: first audio_chunk received → decoded and scheduled
+                        "schedule_ms": turn["firstAudioAt"] - (turn.get("firstChunkAt") or float("nan")),
                         "captured_s": turn["captured_s"],
                         "page_first": page_first,
                     }
@@ -534,24 +536,27 @@ def table(rows: list[dict], args) -> None:
         "ms from the PTT release (page) / audio_stream_end (socket), both after the WAV's 0.5 s trailing pad:\n"
         "page = first reply chunk scheduled, socket = first audio_chunk received, v2v = first reply audio\n"
         "starting in the page; mic = press → getUserMedia resolved, 1st = that → first PCM frame sent,\n"
-        "flush = release → audio_stream_end sent, got = seconds of audio the page sent (of the WAV's);\n"
+        "flush = release → audio_stream_end sent, sched = first chunk received → scheduled,\n"
+        "got = seconds of audio the page sent (of the WAV's);\n"
         "srv p / srv s = the server's own end of speech → first audio sent (Message.timings) for the page's\n"
         "and the socket's turn; client+ = added less the server's difference (the browser's own share)."
     )
     head = f"{'utterance':24} {'page':>6} {'socket':>6} {'added':>6} {'ratio':>5} {'v2v':>6} {'srv p':>6} {'srv s':>6}"
-    print(f"{head} {'client+':>7} {'mic':>4} {'1st':>4} {'flush':>5} {'got/wav s':>9}")
+    print(f"{head} {'client+':>7} {'mic':>4} {'1st':>4} {'flush':>5} {'sched':>5} {'got/wav s':>9}")
     for r in rows:
         print(
             f"{r['name'][:24]:24} {r['page_ms']:6.0f} {r['socket_ms']:6.0f} {r['added_ms']:+6.0f} "
             f"{r['page_ms'] / r['socket_ms']:5.2f} {r['page_v2v_ms']:6.0f} {r['server_page_ms']:6.0f} "
             f"{r['server_socket_ms']:6.0f} {r['client_added_ms']:+7.0f} {r['capture_ms']:4.0f} "
-            f"{r['first_frame_ms']:4.0f} {r['flush_ms']:5.0f} {r['captured_s']:4.1f}/{r['duration_s']:4.1f}"
+            f"{r['first_frame_ms']:4.0f} {r['flush_ms']:5.0f} {r['schedule_ms']:5.0f} "
+            f"{r['captured_s']:4.1f}/{r['duration_s']:4.1f}"
         )
     ratio = statistics.median(r["page_ms"] / r["socket_ms"] for r in rows)
     print(
         f"{'median':24} {p50('page_ms'):6.0f} {p50('socket_ms'):6.0f} {p50('added_ms'):+6.0f} {ratio:5.2f} "
         f"{p50('page_v2v_ms'):6.0f} {p50('server_page_ms'):6.0f} {p50('server_socket_ms'):6.0f} "
-        f"{p50('client_added_ms'):+7.0f} {p50('capture_ms'):4.0f} {p50('first_frame_ms'):4.0f} {p50('flush_ms'):5.0f}"
+        f"{p50('client_added_ms'):+7.0f} {p50('capture_ms'):4.0f} {p50('first_frame_ms'):4.0f} {p50('flush_ms'):5.0f} "
+        f"{p50('schedule_ms'):5.0f}"
     )
     norm = lambda text: " ".join(text.lower().split())  # noqa: E731
     differ = [r for r in rows if norm(r["page_transcript"]) != norm(r["socket_transcript"])]
