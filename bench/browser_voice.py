@@ -41,15 +41,19 @@ ScriptProcessor on the captured track):
   browser start or page load;
 - every getUserMedia call restarts it from the beginning: after the previous tracks were stopped,
   in a second page of the same browser, and even while another track of the same page was still
-  live (that one hears the restart too);
+  live (the new track heard the file from its start; what the older one heard was not checked);
 - with %noloop it plays once and then gives silence; without it the file loops (the tone came
   back 3.5 s in, the file's length);
 - the file is fixed per browser process, so this bench launches one Chromium per WAV (~0.6 s) and
   logs each in with the same saved cookies. A page that keeps one stream open across turns would
   hear the file only in its first one: hence one turn per browser, and the bench checks that
   getUserMedia resolved after the press (a stream opened earlier would put the speech elsewhere).
+  The chat page does keep its microphone open after the first press (voice.js ensureMic), and it
+  connects its capture worklet after getUserMedia resolves (addModule first): its first PCM frame
+  went ~20-60 ms after the file started, eating into the 0.5 s lead-in only. Press → getUserMedia
+  resolved took 55-160 ms on a first press (the page's, not the file's: the file waits for it).
 
-    .venv/bin/python bench/browser_voice.py [--rounds 1] [--character nova]
+    .venv/bin/python bench/browser_voice.py [--rounds 1] [--utterances N] [--browser-nice 0]
 """
 
 import argparse
