@@ -337,6 +337,33 @@ def test_the_stop_button_silences_a_spoken_reply_at_once(speaking, nova, member)
     page_check(page, "voice-stopped")
 
 
+def test_pressing_to_talk_over_the_reply_stops_it(speaking, nova, member):
+    from apps.realtime.protocol import ErrorCode
+
+    speech = piper_says(SLOW_ASK) + silence(0.2)
+    page = speaking(speech)  # then the microphone hears silence
+    open_chat(page)
+    hold_to_talk(page, speech)
+    page.wait_for_function(
+        "() => window.ptVoice.turns[0].chunks > 0 && window.ptVoice.activeSources > 0", timeout=30_000
+    )
+    page.get_by_role("button", name="Hold to talk").hover()
+    page.mouse.down()  # the user wants to say something else
+    assert page.evaluate("window.ptVoice.activeSources") == 0
+    state = voice(page)
+    assert state["interruptions"][0]["by"] == "ptt" and state["interruptions"][0]["stopped"] >= 1
+    assert state["turns"][0]["interrupted"] is True
+    expect(page.locator("#voice-state")).to_have_text("Listening…")
+    time.sleep(0.6)
+    page.mouse.up()  # … but says nothing: the server's error is shown with its code's meaning
+    error = page.locator("#errors p")
+    expect(error).to_have_attribute("data-code", re.compile("^(no_speech|empty_audio)$"), timeout=30_000)
+    code = error.get_attribute("data-code")
+    expect(error).to_have_text(f"{ErrorCode.DESCRIPTIONS[code].replace('`', '')} ({code})")
+    assert voice(page)["turns"][0]["status"] == "interrupted"
+    expect(page.locator("#voice-state")).to_have_text("Voice: idle")
+
+
 # Init scripts run in every frame, about:blank included (no mediaDevices there).
 def test_a_call_dropped_with_the_socket_ends_and_can_start_again(speaking, web, nova, member):
     page = speaking(silence(30))
@@ -360,6 +387,17 @@ def test_a_call_dropped_with_the_socket_ends_and_can_start_again(speaking, web, 
     expect(page.get_by_role("button", name="Start a call")).to_be_enabled()
     time.sleep(0.3)
     expect(page.locator("#errors")).to_be_empty()  # the hang-up was for a call the new socket knows
+    # Another microphone from the picker: the stream is opened again on it.
+    page.get_by_text("Microphone settings").click()
+    picker = page.get_by_label("Microphone", exact=True)
+    values = picker.locator("option").evaluate_all("(options) => options.map((o) => o.value)")
+    assert len(values) >= 2, values  # Chromium's fake device and its two fake inputs
+    opened = voice(page)["micOpenedAt"]
+    picker.select_option(values[-1])
+    page.wait_for_function(f"() => window.ptVoice.micOpenedAt > {opened}")
+    assert page.evaluate("window.ptVoice.micOpenedAt") > opened
+    expect(picker).to_have_value(values[-1])
+    expect(page.locator("#voice-problem")).to_be_empty()
 
 
 DENY = """if (navigator.mediaDevices)
@@ -404,6 +442,8 @@ def test_every_error_code_has_its_meaning_on_the_page(speaking, nova, member):
 
 
 def test_timings_view_shows_only_my_replies(client, django_user_model, nova, member):
+    from django.test import Client
+
     from apps.conversations.models import ChatSession, Message
 
     session = ChatSession.objects.create(user=member, character=nova)
@@ -419,8 +459,9 @@ def test_timings_view_shows_only_my_replies(client, django_user_model, nova, mem
     client.login(username="mallory", password=PASSWORD)
     assert client.get(f"/messages/{reply.pk}/timings").status_code == 404
     assert client.get("/messages/not-a-uuid/timings").status_code == 404
-    client.logout()
-    assert client.get(f"/messages/{reply.pk}/timings").status_code == 302  # to the login page
+    # A fresh client, not logout(): logging out ends the user's sockets through the channel layer,
+    # which cannot run in this thread while the module's sync Playwright holds an event loop in it.
+    assert Client().get(f"/messages/{reply.pk}/timings").status_code == 302  # to the login page
 
 
 # Renders a tone through the capture worklet in an OfflineAudioContext at `rate`; returns the 16 kHz

@@ -43,11 +43,14 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   let player = null;
   let mic = null; // {stream, source, node}
   let micReady = null; // the promise of `mic` while it is being opened
+  let workletLoaded = null; // the capture module, added to the context once
   let connected = false;
   let mode = null; // "ptt" while the button is held, "call" during a call
   let releasing = null; // the push-to-talk release in progress (a promise)
-  let turn = null; // the voice turn in progress (an object of pt.turns)
-  let inTurn = false; // between asr_start/thinking and turn_end
+  let next = null; // the utterance being captured (push-to-talk: from the press; a call: its first partial)
+  let turn = null; // the voice turn the server runs (from asr_start to turn_end): an object of pt.turns
+  let inTurn = false; // between asr_start/thinking and turn_end (a typed message's turn too)
+  let playing = null; // whose audio was scheduled last: a turn of pt.turns, or "greeting"
   let dropAudio = false; // the current turn was interrupted: its late chunks are not played
   let forming = null; // the user's message being formed from partial transcripts
   let greetingPlaying = false;
@@ -141,7 +144,14 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     } catch (error) {
       throw micProblem(error);
     }
-    await ctx.audioWorklet.addModule(new URL("./capture-worklet.js", import.meta.url));
+    workletLoaded = workletLoaded || ctx.audioWorklet.addModule(new URL("./capture-worklet.js", import.meta.url));
+    try {
+      await workletLoaded;
+    } catch (error) {
+      workletLoaded = null; // try again next time (a dropped connection, say)
+      stream.getTracks().forEach((track) => track.stop());
+      throw error;
+    }
     const source = ctx.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(ctx, "pt-capture", {
       numberOfInputs: 1,
@@ -152,7 +162,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     source.connect(node);
     pt.micOpenedAt = performance.now();
     problem.replaceChildren();
-    fillPicker();
+    fillPicker().catch(() => {}); // the picker keeps its default entry
     return { stream, source, node };
   }
 
@@ -239,16 +249,20 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
 
   // --- interruptions ----------------------------------------------------------------------
 
-  function stopPlayback({ server = false, by = "user" } = {}) {
+  // Stops every scheduled source; the voice turn running, or the one (or the greeting) whose audio
+  // was still playing, is marked interrupted, and chunks that still come for it are dropped.
+  function stopPlayback({ by = "user" } = {}) {
     const stopped = player ? player.stopAll() : 0;
     syncSources();
     greetingPlaying = false;
-    const last = pt.turns[pt.turns.length - 1];
-    if (stopped || server) pt.interruptions.push({ at: performance.now(), by, stopped, turnChunks: last ? last.chunks : 0 });
-    if (inTurn || server || stopped) {
-      dropAudio = true;
-      if (last) last.interrupted = true;
+    const heard = stopped ? playing : null;
+    if (heard === "greeting" && pt.greeting) pt.greeting.stopped = true;
+    const target = turn || (heard !== "greeting" ? heard : null);
+    if (stopped || by === "server") {
+      pt.interruptions.push({ at: performance.now(), by, stopped, turnChunks: target ? target.chunks : 0 });
     }
+    if (target) target.interrupted = true;
+    if (turn || stopped) dropAudio = true;
     changed();
     return stopped;
   }
@@ -256,7 +270,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   // The user's Stop/interrupt button (chat.js sends `stop`).
   function interrupt() {
     const stopped = stopPlayback();
-    if (stopped || inTurn) setState("interrupted");
+    if (stopped || turn) setState("interrupted");
   }
 
   // --- push-to-talk -----------------------------------------------------------------------
@@ -269,7 +283,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       send({ type: "stop" }); // a reply still running or playing: the server interrupts it
     }
     mode = "ptt";
-    turn = newTurn("ptt");
+    next = newTurn("ptt");
     setState("listening");
     updateControls();
     send({ type: "audio_stream_start" });
@@ -278,8 +292,8 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     } catch (failure) {
       report(failure);
       mode = null;
-      turn = null;
-      pt.turns.pop();
+      pt.turns.splice(pt.turns.indexOf(next), 1);
+      next = null;
       setState("idle");
       updateControls();
       cancelled = true;
@@ -290,7 +304,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   async function release() {
     if (mode !== "ptt" || releasing) return;
     const speechEndAt = performance.now();
-    if (turn) turn.speechEndAt = speechEndAt;
+    if (next) next.speechEndAt = speechEndAt;
     releasing = { resolve: null };
     if (micReady) {
       try {
@@ -308,7 +322,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     releasing = null;
     mode = null;
     send({ type: "audio_stream_end" });
-    if (turn) turn.endSentAt = performance.now();
+    if (next) next.endSentAt = performance.now();
     setState("thinking");
     updateControls();
   }
@@ -324,9 +338,10 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
   function spaceTalks(event) {
     const target = event.target;
     if (event.code !== "Space" || event.ctrlKey || event.altKey || event.metaKey) return false;
-    if (target instanceof HTMLTextAreaElement || target instanceof HTMLInputElement) return false;
-    if (target instanceof HTMLSelectElement || target.isContentEditable) return false;
-    return !(target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement) || target === talk;
+    if (target === talk) return true;
+    // Space keeps its own meaning on every other control (typing, pressing, toggling, opening).
+    const control = "button, a[href], input, textarea, select, summary, [contenteditable], [role=button]";
+    return !(target instanceof Element && target.closest(control));
   }
 
   document.addEventListener("keydown", (event) => {
@@ -469,15 +484,16 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
     },
     transcription(frame) {
       if (frame.is_partial) {
-        if (!turn) turn = newTurn(mode === "call" ? "call" : "ptt");
-        turn.partials += 1;
+        if (!next) next = newTurn(mode === "call" ? "call" : "ptt");
+        next.partials += 1;
       } else if (turn) {
         turn.transcript = frame.text;
       }
       if (frame.text) userText(frame.text);
     },
     asr_start() {
-      if (!turn || turn.speechEndAt !== null && turn.mode === "call") turn = newTurn(mode === "call" ? "call" : "ptt");
+      turn = next || newTurn(mode === "call" ? "call" : "ptt");
+      next = null;
       if (turn.mode === "call") turn.speechEndAt = lastLoudSentAt ?? performance.now();
       inTurn = true;
       dropAudio = false;
@@ -511,6 +527,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       if (at === null) return;
       syncSources();
       setState("speaking");
+      playing = inTurn ? turn : "greeting";
       if (!inTurn) {
         if (pt.greeting) pt.greeting.chunks += 1;
         return;
@@ -527,14 +544,14 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       if (turn && inTurn) turn.llmEndAt = performance.now();
     },
     interrupted() {
-      stopPlayback({ server: true, by: "server" });
-      setState("interrupted");
+      stopPlayback({ by: "server" });
+      if (mode !== "ptt") setState("interrupted"); // pressing to talk interrupted it: the page listens
     },
     turn_end(frame) {
       const t = turn;
       inTurn = false;
       turn = null;
-      if (forming) {
+      if (forming && !next) {
         forming.element.remove(); // no transcript came (no speech): nothing was said
         forming = null;
       }
@@ -555,9 +572,9 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       }
       if (["empty_audio", "no_speech", "asr_failed", "tts_failed", "turn_in_progress"].includes(frame.code)) {
         if (pt.state === "thinking") setState(mode === "call" ? "listening" : "idle");
-        if (turn && !inTurn) {
-          turn.status = "failed";
-          turn = null;
+        if (next && !inTurn) {
+          next.status = "failed"; // refused before its turn began
+          next = null;
         }
         if (forming && !inTurn) {
           forming.element.remove();
@@ -585,6 +602,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       stopPlayback();
       inTurn = false;
       turn = null;
+      next = null;
       setState("idle");
       updateControls();
     },
