@@ -66,7 +66,7 @@ def _reply_failed(kwargs: dict, message: str) -> None:
     """The user's message is saved (it was, before the job was queued): save the reply as failed,
     then end the turn (also when the save fails: the session may be gone)."""
     from apps.conversations.models import Message
-    from apps.conversations.services import turn_finish
+    from apps.conversations.services import turn_end_status, turn_finish
 
     status, message_id = "failed", None
     try:
@@ -79,7 +79,7 @@ def _reply_failed(kwargs: dict, message: str) -> None:
             status=Message.Status.FAILED,
             timings={"error": message},
         )
-        status, message_id = saved.status, str(saved.pk)
+        status, message_id = turn_end_status(reply=saved), str(saved.pk)
     except Exception:
         log.exception("turn %s: could not save the failed reply", kwargs["turn_id"])
     _turn_frames(

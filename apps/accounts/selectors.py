@@ -19,3 +19,19 @@ def access_ended_reason(*, user_id, token_id=None, session_key: str | None = Non
     if session_key is not None and not import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key):
         return sockets.LOGGED_OUT
     return None
+
+
+def tokens_of(*, user: User, limit: int = 100) -> list[ApiToken]:
+    """The user's live API tokens, newest first (the key itself is never kept: name, prefix and dates)."""
+    return list(ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at", "-pk")[:limit])
+
+
+def token_get_for_user(*, user: User, token_id) -> ApiToken | None:
+    """One of the user's live tokens; any other id (malformed, someone else's, revoked) reads as None."""
+    try:
+        pk = int(str(token_id))
+    except ValueError:
+        return None
+    if not 0 < pk < 2**63:
+        return None
+    return ApiToken.objects.filter(pk=pk, user=user, revoked_at__isnull=True).first()

@@ -5,13 +5,11 @@ the tts and asr queues; the view waits for the job's answer on a channel of its 
 edge needs no models. Each request counts against the user's QUOTA_SPEECH_REQUESTS (429 when over).
 """
 
-import asyncio
 import io
 import json
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.files.uploadedfile import InMemoryUploadedFile
@@ -29,8 +27,8 @@ from apps.characters.selectors import voice_spec_of
 from apps.conversations.reply import EMOTIONS
 from apps.conversations.utterances import utterance_put
 from apps.core.audio import AudioError, probe
+from apps.core.events import queue_and_wait
 from apps.realtime import protocol as p
-from workers.dispatch import enqueue
 
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an upload at the size cap
@@ -52,17 +50,6 @@ async def _user(request):
         return token.user if token else None
     user = await request.auser()
     return user if user.is_authenticated else None
-
-
-async def queue_and_wait(task: str, timeout: float, **kwargs) -> dict:
-    """Queue the task named `task` with a reply channel and wait for its one answer (a protocol Event's message)."""
-    layer = get_channel_layer()
-    # The default prefix: channels_redis receives every process-local channel sharing a prefix with one
-    # BZPOPMIN; a "rest." channel would wait for the lock held by the sockets' receive until one of them
-    # gets a message (a REST search on a process with an open, idle socket timed out).
-    channel = await layer.new_channel()
-    await sync_to_async(enqueue)(task, reply_channel=channel, **kwargs)
-    return await asyncio.wait_for(layer.receive(channel), timeout)
 
 
 @require_GET

@@ -48,6 +48,11 @@ def session_history(*, session_id, limit: int = 40) -> list[Message]:
     return rows
 
 
+def reply_saved(*, turn_id) -> bool:
+    """Whether the reply of this turn is saved, whatever its status (the turn id is its id)."""
+    return Message.objects.filter(pk=turn_id).exists()
+
+
 def session_latest(*, user, character) -> ChatSession | None:
     """The session a socket's `connect` opens for this user and character (the latest live one), if any."""
     return (

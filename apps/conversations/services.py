@@ -130,28 +130,52 @@ def turn_finish(
     return message
 
 
-def turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Message:
-    """The user cut the character off: keep only what was actually said, marked interrupted."""
+def turn_end_status(*, reply: Message) -> str:
+    """The `turn_end` status a saved reply gives its turn: its own, but `interrupted` for one set aside
+    (`replaced`) since; a job that finds it so is late, and the socket has moved on."""
+    return Message.Status.INTERRUPTED if reply.status == Message.Status.REPLACED else reply.status
+
+
+def turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict, emotion: str | None = None) -> Message:
+    """The user cut the character off: keep only what they were given (said, or sent as text), marked
+    interrupted. Whether the turn's job saved its reply first or saves it later, one row results
+    (the turn id is its id) and it holds this; a reply already set aside by `regenerate` is left alone.
+    `emotion`: the reply's, if known (else the job's stays, or the job adds it: turn_stop_note).
+    """
     with transaction.atomic():
-        return _turn_interrupt(turn_id=turn_id, session_id=session_id, spoken=spoken, timings=timings)
+        return _turn_interrupt(turn_id=turn_id, session_id=session_id, spoken=spoken, timings=timings, emotion=emotion)
 
 
-def _turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict) -> Message:
+def _turn_interrupt(*, turn_id, session_id, spoken: str, timings: dict, emotion: str | None) -> Message:
     message, created = Message.objects.select_for_update().get_or_create(
         id=turn_id,
         defaults={
             "session_id": session_id,
             "role": Message.Role.ASSISTANT,
             "content": spoken,
+            "emotion": emotion or "neutral",
             "status": Message.Status.INTERRUPTED,
             "timings": timings,
         },
     )
-    if not created:
+    if not created and message.status != Message.Status.REPLACED:
         message.content, message.status = spoken, Message.Status.INTERRUPTED
+        message.emotion = emotion or message.emotion
         message.timings = {**message.timings, **timings}
-        message.save(update_fields=["content", "status", "timings"])
+        message.save(update_fields=["content", "emotion", "status", "timings"])
     return message
+
+
+def turn_stop_note(*, turn_id, emotion: str, timings: dict) -> None:
+    """A stopped job letting go: add what only it knows (the reply's emotion, how long it took to
+    stop) to the reply the socket saved; content and status stay as the socket (or a later
+    `regenerate`) left them."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(pk=turn_id).first()
+        if message is not None:
+            message.emotion = emotion
+            message.timings = {**message.timings, **timings}
+            message.save(update_fields=["emotion", "timings"])
 
 
 def turn_timings_merge(*, turn_id, timings: dict) -> None:

@@ -20,8 +20,15 @@ from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
-from apps.conversations.selectors import session_get_for_turn, session_history
-from apps.conversations.services import reply_replace, turn_finish, turn_start, turn_timings_merge
+from apps.conversations.selectors import reply_saved, session_get_for_turn, session_history
+from apps.conversations.services import (
+    reply_replace,
+    turn_end_status,
+    turn_finish,
+    turn_start,
+    turn_stop_note,
+    turn_timings_merge,
+)
 from apps.core.audio import PCM_RATE, wav_bytes
 from apps.core.errors import EngineError
 from apps.realtime import protocol as p
@@ -204,9 +211,9 @@ def text_turn_run(
     if session is None:  # deleted while queued: nothing to answer
         out.frame(p.TurnEnd(status="failed", message_id=None))
         return
-    history = session_history(session_id=session_id)
-    if any(str(m.pk) == turn_id for m in history):  # already answered (a redelivered job)
+    if reply_saved(turn_id=turn_id):  # already answered (a redelivered job), or stopped before it started
         return
+    history = session_history(session_id=session_id)
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
     status, error, memories_used = Message.Status.COMPLETE, None, []
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
@@ -274,8 +281,9 @@ def text_turn_run(
     )
     if settings.MEMORY_EXTRACTION and status != Message.Status.FAILED:
         enqueue("workers.embed.tasks.memory_extract", turn_id=turn_id, session_id=session_id)
-    if status == Message.Status.INTERRUPTED:  # the socket may have saved the cut-off reply first
-        turn_timings_merge(turn_id=turn_id, timings={"llm_stop_ms": timings["llm_stop_ms"]})
+    if message.status != status or status == Message.Status.INTERRUPTED:  # the socket saved the cut-off reply
+        stopped = {"llm_stop_ms": timings["llm_stop_ms"]} if "llm_stop_ms" in timings else {}
+        turn_stop_note(turn_id=turn_id, emotion=reply.emotion, timings=stopped)
     reachable = out.send_error is None
     if error:
         out.frame(p.Error(code=p.ErrorCode.LLM_FAILED, message=error))
@@ -283,7 +291,7 @@ def text_turn_run(
         out.frame(p.LlmEnd(elapsed_time=round(elapsed, 3)), units=speaker.units)
     else:
         out.frame(p.LlmEnd(elapsed_time=round(elapsed, 3)))
-        out.frame(p.TurnEnd(status=message.status, message_id=str(message.pk)))
+        out.frame(p.TurnEnd(status=turn_end_status(reply=message), message_id=str(message.pk)))
     if reachable and out.send_error is not None:  # the last frames did not arrive: note it on the saved reply
         turn_timings_merge(turn_id=turn_id, timings={"send_error": out.send_error})
 

@@ -1,4 +1,5 @@
-"""Send events to a socket's channel from synchronous code (jobs, and the edge's worker threads).
+"""Send events to a socket's channel from synchronous code (jobs, and the edge's worker threads), and
+wait for a job's one answer on a channel of its own (the web edge asks the workers, which hold the models).
 
 One event loop per process, on a daemon thread, owns the channel-layer connections, so a
 streaming job does not pay for a new loop and Redis connection on every message.
@@ -8,9 +9,11 @@ import asyncio
 import os
 import threading
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from apps.realtime.protocol import Event
+from workers.dispatch import enqueue
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -44,3 +47,17 @@ def channel_send(channel: str, event: Event, *, timeout: float = 10.0) -> None:
     """
     layer = get_channel_layer()
     asyncio.run_coroutine_threadsafe(layer.send(channel, event.message()), _publisher_loop()).result(timeout)
+
+
+async def queue_and_wait(task: str, timeout: float, **kwargs) -> dict:
+    """Queue the task named `task` with a reply channel and wait for its one answer (a protocol Event's message).
+
+    Raises TimeoutError when no answer came within `timeout` seconds.
+    """
+    layer = get_channel_layer()
+    # The default prefix: channels_redis receives every process-local channel sharing a prefix with one
+    # BZPOPMIN; a "rest." channel would wait for the lock held by the sockets' receive until one of them
+    # gets a message (a REST search on a process with an open, idle socket timed out).
+    channel = await layer.new_channel()
+    await sync_to_async(enqueue)(task, reply_channel=channel, **kwargs)
+    return await asyncio.wait_for(layer.receive(channel), timeout)

@@ -2,11 +2,16 @@
 
 import logging
 import time
+import uuid
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Q, QuerySet
 
+from apps.characters.models import Character
 from apps.core.errors import AppError
+from apps.core.events import queue_and_wait
 from apps.memory import index as vector_index
 from apps.memory.embedding import embedder
 from apps.memory.models import EmbeddingIndex, Job, Memory
@@ -52,6 +57,37 @@ def memories_of(*, user_id, character_id=None, limit: int = 100) -> list[Memory]
     return list(rows.order_by("-updated_at")[:limit])
 
 
+def memories_newest(*, user_id, character_id) -> QuerySet[Memory]:
+    """The user's memories of one character, newest first (a query to page through)."""
+    return Memory.objects.filter(user_id=user_id, character_id=character_id).order_by("-created_at", "-pk")
+
+
+def memory_characters(*, user_id) -> list[Character]:
+    """The characters the user has memories with, the most recently remembered first; each with
+    `memory_count` and `newest_memory_at`."""
+    rows = Character.objects.filter(memories__user_id=user_id).annotate(
+        memory_count=Count("memories"), newest_memory_at=Max("memories__created_at")
+    )
+    return list(rows.order_by("-newest_memory_at", "pk"))
+
+
+def memory_character_get(*, user_id, slug: str) -> Character | None:
+    """A character whose memories of the user may be shown: a published one, or one with memories of them."""
+    if not isinstance(slug, str) or not slug:
+        return None
+    visible = Q(is_published=True) | Q(pk__in=Memory.objects.filter(user_id=user_id).values("character_id"))
+    return Character.objects.filter(visible, slug=slug).first()
+
+
+def memory_get_for_user(*, user_id, memory_id) -> Memory | None:
+    """One of the user's memories; any other id (malformed, someone else's) reads as None."""
+    try:
+        pk = uuid.UUID(str(memory_id))
+    except ValueError:
+        return None
+    return Memory.objects.select_related("character").filter(pk=pk, user_id=user_id).first()
+
+
 class MemoryIndexUnavailable(AppError):
     """The vector index (or its model) could not answer."""
 
@@ -82,6 +118,33 @@ def memories_search(
     owned = Memory.objects.filter(user_id=user_id, character_id=character_id).select_related("character")
     rows = {str(pk): m for pk, m in owned.in_bulk([i for i, _ in hits]).items()}
     return [(rows[i], s) for i, s in hits if i in rows]  # a vector whose row was deleted is skipped
+
+
+MEMORY_SEARCH_TIMEOUT_S = 20.0  # as the REST search waits: a cold embedding worker loads its model first
+
+
+def memories_search_by_worker(
+    *, user_id, character_id, query: str, k: int, timeout: float = MEMORY_SEARCH_TIMEOUT_S
+) -> list[tuple[Memory, float]]:
+    """`memories_search` run by the embed queue's job (the process holding the model), waited for here.
+
+    For interfaces without a socket to receive the answer on (the web pages): in the scaled mode the
+    web process loads no model (the `embed` worker has it); in the embedded mode the job runs in this
+    process's task threads, as every job there. Raises AppError: `memory_timeout` when no worker
+    answered in time, `memory_unavailable` (or the job's own code) when the index could not be searched.
+    """
+    try:
+        answer = async_to_sync(queue_and_wait)(
+            "workers.embed.tasks.memory_search", timeout, user_id=user_id, character_id=character_id, query=query, k=k
+        )
+    except TimeoutError:
+        raise AppError(ErrorCode.MEMORY_TIMEOUT, "No embedding worker answered in time; try again.") from None
+    if answer.get("error"):
+        raise AppError(answer["error"]["code"], answer["error"]["message"])
+    hits = [(item["id"], item["similarity"]) for item in answer.get("items") or []]
+    owned = Memory.objects.filter(user_id=user_id, character_id=character_id).select_related("character")
+    rows = {str(pk): m for pk, m in owned.in_bulk([i for i, _ in hits]).items()}
+    return [(rows[i], s) for i, s in hits if i in rows]  # deleted since the job read it: skipped
 
 
 def memories_recall(*, user_id, character_id, query: str) -> tuple[list[Memory], dict]:

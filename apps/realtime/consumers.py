@@ -298,7 +298,10 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
     async def end_turn(self, *, cancel: bool, notify: bool = True) -> None:
         """Stop the turn in flight (if any); the client gets its `turn_end` as interrupted.
 
-        A spoken reply is saved with only the units whose speech had started.
+        The cut-off reply is saved here, before `turn_end`, so a `regenerate` or `message` sent on
+        seeing it finds it (the job notices the stop a moment later, and keeps this row: replies
+        are saved once per turn id). A text reply is saved as far as it was sent to the client, a
+        spoken one with only the units whose speech had started.
         """
         turn = self.turn
         if turn is None:
@@ -310,6 +313,8 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
             await database_sync_to_async(turn_cancel)(turn_id=turn.id)
         if turn.voice:
             await database_sync_to_async(services.turn_mark_interrupted)(turn=turn, now=time.time())
+        else:
+            await database_sync_to_async(services.text_turn_mark_interrupted)(turn=turn)
         if notify:
             await self.finish_turn(turn, status="interrupted")
 
@@ -347,5 +352,6 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
             if isinstance(frame, p.Error):
                 turn.failed = True
             await self.send_frame(frame)
+            turn.sent(frame)
         if turn.voice:
             await self.maybe_finish_voice_turn(turn)

@@ -58,9 +58,14 @@ def _type_name(annotation) -> str:
 
 
 def _frame_section(cls: type[p.Frame], heading: str) -> list[str]:
+    """One frame's section, under its first `type`; any other `type` it accepts is named as an alias."""
     doc = inspect.cleandoc(cls.__doc__ or "")
-    type_value = typing.get_args(cls.model_fields["type"].annotation)[0]
-    out = [f"{heading} `{type_value}`", "", doc, ""]
+    type_value, *aliases = typing.get_args(cls.model_fields["type"].annotation)
+    out = [f"{heading} `{type_value}`", ""]
+    if aliases:
+        names = ", ".join(f"`{a}`" for a in aliases)
+        out += [f"Also accepted as {names} (the ChatAnon name{'s' if len(aliases) > 1 else ''}): the same frame.", ""]
+    out += [doc, ""]
     fields = [(n, f) for n, f in cls.model_fields.items() if n != "type"]
     if fields:
         out += ["| field | type | required | default |", "| --- | --- | --- | --- |"]
@@ -75,7 +80,7 @@ def _frame_section(cls: type[p.Frame], heading: str) -> list[str]:
 
 def render() -> str:
     lines = [INTRO, "## Client → server", ""]
-    for cls in p.CLIENT_FRAMES.values():
+    for cls in dict.fromkeys(p.CLIENT_FRAMES.values()):  # a class with aliases is listed under several types
         lines += _frame_section(cls, "###")
     lines += ["## Server → client", ""]
     for cls in p.SERVER_FRAMES:

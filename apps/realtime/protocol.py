@@ -93,6 +93,9 @@ class Regenerate(Frame):
     …, `turn_end` with the new reply's `message_id`). Refused with `nothing_to_regenerate` when
     the session has no reply to replace (only the greeting), with `turn_in_progress` while a
     turn runs (send `stop` first); it counts as a turn for the quota.
+
+    Sent at once after a stopped turn's `turn_end`, it replaces the stopped reply: that reply is
+    saved before its `turn_end` is sent (see `stop`), so no wait or retry is needed.
     """
 
     type: Literal["regenerate"]
@@ -101,9 +104,13 @@ class Regenerate(Frame):
 class Stop(Frame):
     """Interrupt the character, as the Stop button does; the session goes on.
 
-    With a turn in flight: `interrupted`, then `turn_end` with status `interrupted`; the reply is
-    saved as far as it was written (spoken: as far as it was played), marked interrupted. After a
-    spoken reply whose audio may still be playing: `interrupted` alone. Otherwise `no_turn`.
+    With a turn in flight: `interrupted`, then `turn_end` with status `interrupted` and the
+    reply's `message_id`. The reply is saved as far as it was sent to you (its `text_delta`s, or
+    its `response`s without them; spoken: the units whose audio had started playing), marked
+    interrupted, before that `turn_end` is sent: a `regenerate` or `message` sent on seeing it
+    always finds the stopped reply saved, in its place before your next message. The job that
+    was writing it stops a moment later and never changes that text or status. After a spoken
+    reply whose audio may still be playing: `interrupted` alone. Otherwise `no_turn`.
     """
 
     type: Literal["stop"]
@@ -144,7 +151,7 @@ class AudioStreamEnd(Frame):
 class VoiceCallStart(Frame):
     """Start a hands-free call: the server listens, decides when you stopped talking, and answers.
 
-    Speaking while the character talks interrupts it (barge-in). Alias: `agent_mode_start`.
+    Speaking while the character talks interrupts it (barge-in).
 
     Answered with `voice_call_listening`. On a new session (you have said nothing in it yet) the
     character then speaks its greeting at once, from audio rendered ahead of time: `tts_start`
@@ -159,15 +166,14 @@ class VoiceCallStart(Frame):
 
 
 class VoiceCallAudioChunk(Frame):
-    """Microphone audio during a call: 16 kHz mono s16le PCM, base64 (or binary frames).
-    Alias: `agent_audio_chunk`."""
+    """Microphone audio during a call: 16 kHz mono s16le PCM, base64 (or binary frames)."""
 
     type: Literal["voice_call_audio_chunk", "agent_audio_chunk"]
     audio_base64: str
 
 
 class VoiceCallStop(Frame):
-    """Hang up: the call ends and a reply in progress is interrupted. Alias: `agent_mode_stop`."""
+    """Hang up: the call ends and a reply in progress is interrupted."""
 
     type: Literal["voice_call_stop", "agent_mode_stop"]
 
@@ -646,7 +652,7 @@ class ErrorCode:
         UNKNOWN_VOICE: "No voice has that name (GET /api/voices lists them).",
         TTS_TIMEOUT: "No text-to-speech worker answered in time (REST; HTTP 504).",
         ASR_TIMEOUT: "No speech-recognition worker answered in time (REST; HTTP 504).",
-        MEMORY_TIMEOUT: "No embedding worker answered a memory search in time (REST; HTTP 504).",
+        MEMORY_TIMEOUT: "No embedding worker answered a memory search in time (REST and the memories page; HTTP 504).",
         JOB_RUNNING: "A re-embedding job is already running (admin, `reembed_memories`).",
         JOB_NOT_RESUMABLE: "That re-embedding job is not in a state that can be resumed.",
         JOB_NOT_RUNNING: "That re-embedding job is not running, so it cannot be cancelled.",

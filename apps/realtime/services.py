@@ -167,6 +167,13 @@ def turn_mark_interrupted(*, turn, now: float) -> None:
     )
 
 
+def text_turn_mark_interrupted(*, turn) -> None:
+    """Save a text reply cut short: as far as the client was sent it, marked interrupted."""
+    turn_interrupt(
+        turn_id=turn.id, session_id=turn.session_id, spoken=turn.text_shown, emotion=turn.emotion, timings={}
+    )
+
+
 def memories_list(*, user_id, character_id, limit: int) -> list[dict]:
     """The user's memories of this character as `memories` items, newest first."""
     return [memory_item(m) for m in memories_of(user_id=user_id, character_id=character_id, limit=limit)]

@@ -43,6 +43,22 @@ class Turn:
     failed: bool = False
     first_audio_at: float | None = None
     last_audio_at: float | None = None
+    deltas: list[str] = field(default_factory=list)  # `text_delta`s sent, for a text reply cut short
+    sentences: list[str] = field(default_factory=list)  # `response`s sent
+    emotion: str | None = None  # the reply's, once a `response` has told it
+
+    def sent(self, frame: p.ServerFrame) -> None:
+        """Note reply text this socket has sent to the client (what a stop keeps)."""
+        if isinstance(frame, p.TextDelta):
+            self.deltas.append(frame.content)
+        elif isinstance(frame, p.Response):
+            self.sentences.append(frame.content)
+            self.emotion = frame.emotion
+
+    @property
+    def text_shown(self) -> str:
+        """The reply as far as the client was sent it: its deltas (when it asked for them), else its sentences."""
+        return "".join(self.deltas).strip() if self.deltas else " ".join(self.sentences)
 
     def spoken_by(self, now: float) -> str:
         """The units whose audio the client had started playing by `now` (playing from first audio on)."""

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth
 from django.urls import path, reverse_lazy
 
-from apps.web import views
+from apps.web import account, views
 
 app_name = "web"
 
@@ -15,6 +15,12 @@ urlpatterns = [
     path("sessions/search/", views.session_search_view, name="session-search"),
     path("sessions/<str:session_id>/rename", views.session_rename_view, name="session-rename"),
     path("sessions/<str:session_id>/delete", views.session_delete_view, name="session-delete"),
+    path("account/", account.account, name="account"),
+    path("account/tokens/", account.tokens, name="tokens"),
+    path("account/tokens/<str:token_id>/revoke", account.token_revoke_view, name="token-revoke"),
+    path("account/memories/", account.memories, name="memories"),
+    path("account/memories/<slug:slug>/", account.character_memories, name="character-memories"),
+    path("account/memory/<str:memory_id>/delete", account.memory_delete_view, name="memory-delete"),
     path("signup/", views.sign_up, name="signup"),
     path(
         "login/", auth.LoginView.as_view(template_name=T + "login.html", redirect_authenticated_user=True), name="login"

@@ -40,6 +40,17 @@ def test_server_frames_and_events_refuse_what_the_protocol_does_not_define():
     p.Connect.model_validate({"type": "connect", "character_name": "nova", "client_version": "chatanon-1"})  # lenient
 
 
+def test_each_client_frame_has_one_section_naming_its_aliases():
+    text = DOC.read_text()
+    for name, cls in p.CLIENT_FRAMES.items():
+        first, *aliases = cls.model_fields["type"].annotation.__args__
+        assert text.count(f"### `{name}`") == (name == first), name  # aliases have no section of their own
+        section = text.split(f"### `{first}`", 1)[1].split("\n### ", 1)[0]
+        for alias in aliases:
+            assert f"`{alias}`" in section, (first, alias)
+    assert "Also accepted as `agent_mode_start`" in text
+
+
 def test_every_event_is_documented():
     for cls in p.EVENTS:
         assert (cls.__doc__ or "").strip(), f"{cls.__name__} has no docstring"

@@ -151,7 +151,7 @@ def test_stop_interrupts_a_streamed_reply_and_regenerate_writes_it_again(page, n
 
 
 def test_regenerate_at_once_after_stop(page, nova, member):
-    """Regenerate clicked the moment a stopped reply ends, before its worker has saved it."""
+    """Regenerate clicked the moment a stopped reply ends (before its job has let go) replaces it at once."""
     log_in(page, "lena", PASSWORD)
     open_chat(page)
     send(page, "dawdle, then again")

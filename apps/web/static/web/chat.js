@@ -35,7 +35,6 @@ let attempts = 0; // failed connections in a row, for the back-off
 let reply = null; // the reply being written: {element, text, streamed}
 let turnPending = false; // a message or regenerate was sent and its turn has not ended
 let replacing = null; // the reply element a regenerate writes again, until its turn starts
-let regenerateRetries = 0; // see the error handler
 
 function setStatus(text, state) {
   connection.textContent = text;
@@ -115,6 +114,7 @@ function endReply(status) {
     return;
   }
   reply.element.classList.remove("pending");
+  reply.element.removeAttribute("aria-busy"); // screen readers read the finished reply once
   if (status && status !== "complete") reply.element.classList.add(`msg-${status}`);
   if (status === "interrupted") addNote(reply.element, "(stopped)");
   if (status === "failed") addNote(reply.element, "(no reply)");
@@ -144,18 +144,19 @@ const handlers = {
       ({ element, text } = addMessage("assistant", ""));
     }
     element.classList.add("pending");
+    element.setAttribute("aria-busy", "true"); // not announced word by word while it is written
     reply = { element, text, streamed: false };
     updateSend();
   },
   text_delta(frame) {
     if (reply === null) return;
     reply.streamed = true;
-    reply.text.textContent += frame.content;
+    reply.text.append(frame.content); // a new text node: only the addition is new to the live region
     scrollToEnd();
   },
   response(frame) {
     if (reply === null) return;
-    if (!reply.streamed) reply.text.textContent += (reply.text.textContent ? " " : "") + frame.content;
+    if (!reply.streamed) reply.text.append((reply.text.textContent ? " " : "") + frame.content);
     showEmotion(reply.element, frame.emotion);
   },
   turn_end(frame) {
@@ -163,13 +164,6 @@ const handlers = {
   },
   error(frame) {
     if (frame.code === "no_turn") return; // Stop just after the reply ended: nothing to say
-    // A stopped reply is saved by the worker when it notices the stop, a moment after turn_end:
-    // a Regenerate clicked at once can find it not saved yet. Ask again a few times, quietly.
-    if (frame.code === "nothing_to_regenerate" && replacing && replacing.querySelector(".note") && regenerateRetries < 4) {
-      regenerateRetries += 1;
-      setTimeout(() => connected && socket.send(JSON.stringify({ type: "regenerate" })), 400);
-      return;
-    }
     showError(frame.code, frame.message);
     if (frame.code === "unknown_session") setStatus("Not connected", "closed"); // the socket stays unconnected
     if (reply === null) {
@@ -247,7 +241,6 @@ regenerate.addEventListener("click", () => {
   errors.replaceChildren();
   const messages = history.querySelectorAll(".msg");
   replacing = messages[messages.length - 1];
-  regenerateRetries = 0;
   turnPending = true;
   socket.send(JSON.stringify({ type: "regenerate" }));
   updateSend();
