@@ -15,7 +15,12 @@ silence before and after and written as a 16 kHz 16-bit mono WAV:
   PCM as binary 100 ms frames paced in real time, sends `audio_stream_end` and times the first
   `audio_chunk`, as bench/voice_turn.py does.
 
-Page and socket alternate which goes first per utterance, so load drift hits both alike.
+For each utterance the page's turn comes first; once its reply has played out, the plain client
+makes the same turn with that Chromium still open (its microphone live, its capture worklet running,
+as between a user's turns), so both halves run on a machine carrying the same browser; then again
+with no browser at all (`bare`). On this bench's one small machine the browser's audio threads take
+CPU from the workers: `browser_load` (socket − bare) shows that cost apart, which a user's browser,
+on the user's own device, does not impose on the server.
 browser_added = page (release → first chunk scheduled) − socket (end → first chunk received),
 paired per utterance; browser_voice_to_voice = release → first reply audio starting in the page.
 Both halves include the 0.5 s trailing pad before the release (the same for both). Each reply's
@@ -24,7 +29,9 @@ is read too: on a loaded machine the server's time varies from turn to turn by f
 browser adds, and "client+" (page − its server figure) − (socket − its server figure) is the
 browser's own share. Chromium runs on the same machine as the workers here, and its audio threads
 (capture stays open after the first press) take CPU from them, which a user's browser would not:
-that shows in the server figures of the page's turns, not in client+.
+that shows in browser_load and in the server figures, not in client+. Turns whose transcript came
+from a partial (the final ASR pass skipped: Message.timings.asr_from_partial) are counted for each
+half, and browser_added is also given over the pairs that took the same path.
 Bench-side hooks, installed with add_init_script (the page is not changed), record when
 getUserMedia resolves, the press, and every frame the page sends on its socket: how long after
 capture starts the first PCM frame goes, and release → `audio_stream_end` (the worklet's flush).
@@ -185,6 +192,19 @@ class SocketClient:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def asr_from_partial(reply_id) -> bool:
+    """Whether the turn's transcript was a partial standing in for the final ASR pass (the user
+    message the reply answers has `asr_from_partial` in its timings): such turns skip a stage."""
+    from apps.conversations.models import Message
+
+    reply = Message.objects.filter(pk=reply_id).first() if reply_id else None
+    if reply is None:
+        return False
+    asked = Message.objects.filter(session_id=reply.session_id, role="user", created_at__lte=reply.created_at)
+    timings = asked.order_by("-created_at").values_list("timings", flat=True).first() or {}
+    return bool(timings.get("asr_from_partial"))
 
 
 def server_first_audio_ms(message_id) -> float:
@@ -452,15 +472,10 @@ def main() -> None:
                 browser.close()
             client.turn(pcm)
 
-            order = 0
             for _ in range(args.rounds):
                 for name, pcm, wav, duration in clips:
-                    order += 1
-                    page_first = order % 2 == 1
-                    socket, turn = None, None
-                    if not page_first or not voice:
-                        socket = client.turn(pcm)
                     if not voice:
+                        socket = client.turn(pcm)
                         print(
                             f"  {name[:28]:28} {duration:4.1f} s  socket {socket['first_audio_ms']:6.0f} ms", flush=True
                         )
@@ -470,16 +485,21 @@ def main() -> None:
                         page = open_chat(browser, url, state, args.character)
                         turn = page_turn(page, duration)
                         problems += page.bench_problems
+                        poll(page, "window.ptVoice.activeSources === 0", 60)  # the reply has played out
+                        # The baseline with the same Chromium still open, its microphone live and its
+                        # capture worklet running (as between a user's turns): on one small machine the
+                        # browser's audio threads take CPU from the workers, and both halves pay it alike.
+                        socket = client.turn(pcm)
                     finally:
                         browser.close()
-                    if page_first:
-                        socket = client.turn(pcm)
+                    bare = client.turn(pcm)  # and with no browser on the machine, to show that cost apart
                     row = {
                         "name": name,
                         "duration_s": duration,
                         "page_ms": turn["firstAudioAt"] - turn["speechEndAt"],
                         "page_v2v_ms": turn["firstAudioStartsAt"] - turn["speechEndAt"],
                         "socket_ms": socket["first_audio_ms"],
+                        "bare_ms": bare["first_audio_ms"],
                         "page_transcript": turn.get("transcript") or "",
                         "socket_transcript": socket.get("transcript") or "",
                         "status": turn.get("status"),
@@ -489,13 +509,15 @@ def main() -> None:
                         # the page's own: first audio_chunk received → decoded and scheduled
                         "schedule_ms": turn["firstAudioAt"] - (turn.get("firstChunkAt") or float("nan")),
                         "captured_s": turn["captured_s"],
-                        "page_first": page_first,
+                        "page_partial": asr_from_partial(turn.get("messageId")),
+                        "socket_partial": asr_from_partial(socket.get("message_id")),
                     }
                     row["added_ms"] = row["page_ms"] - row["socket_ms"]
+                    row["browser_load_ms"] = row["socket_ms"] - row["bare_ms"]
                     row["server_page_ms"] = server_first_audio_ms(turn.get("messageId"))
                     row["server_socket_ms"] = server_first_audio_ms(socket.get("message_id"))
                     # what each client adds to the server's own figure, the page's less the plain client's:
-                    # the browser's share with the server's turn-to-turn drift (CPU contention) taken out
+                    # the browser's share with the server's turn-to-turn drift taken out
                     row["client_added_ms"] = (row["page_ms"] - row["server_page_ms"]) - (
                         row["socket_ms"] - row["server_socket_ms"]
                     )
@@ -503,8 +525,8 @@ def main() -> None:
                     print(
                         f"  {name[:28]:28} {duration:4.1f} s  page {row['page_ms']:6.0f}  socket "
                         f"{row['socket_ms']:6.0f}  added {row['added_ms']:+5.0f} (beyond the server's "
-                        f"{row['client_added_ms']:+4.0f})  page v2v {row['page_v2v_ms']:6.0f} ms"
-                        f"  ({'page' if page_first else 'socket'} first)",
+                        f"{row['client_added_ms']:+4.0f})  page v2v {row['page_v2v_ms']:6.0f}  socket, no browser "
+                        f"{row['bare_ms']:6.0f} ms",
                         flush=True,
                     )
         client.close()
@@ -526,6 +548,24 @@ def report(rows: list[dict], weights: dict[str, int], problems: list[str], args)
         print(f"  {size / 1024:7.1f} KB  {u}")
     if rows:
         table(rows, args)
+        # A partial transcript standing in for the final pass skips a stage: turns where page and
+        # socket took different paths are counted and reported apart.
+        same = [r for r in rows if r["page_partial"] == r["socket_partial"]]
+        print(
+            f"transcript from a partial (final ASR pass skipped): page {sum(r['page_partial'] for r in rows)} "
+            f"of {len(rows)}, socket {sum(r['socket_partial'] for r in rows)} of {len(rows)}; "
+            f"{len(same)} pairs took the same path"
+        )
+        if same:
+            print(f"  browser_added p50 over those {len(same)}: {pct([r['added_ms'] for r in same], 0.5):+.0f} ms")
+        if len(same) < len(rows):
+            others = [r["added_ms"] for r in rows if r not in same]
+            print(f"  browser_added p50 over the {len(others)} others: {pct(others, 0.5):+.0f} ms")
+        print(
+            "browser_load: the plain client's figure with Chromium open (mic live) less with no browser on "
+            "the machine: the CPU the browser takes from the workers here, which a user's own device would not"
+        )
+        print(f"RESULT browser_load_ms_p50={p50('browser_load_ms'):.0f}")
         print("browser_client_added: what the page adds beyond the plain client, the server's own difference taken out")
         print(f"RESULT browser_client_added_ms_p50={p50('client_added_ms'):.0f}")
         print(f"RESULT browser_added_ms_p50={p50('added_ms'):.0f}")
@@ -538,27 +578,31 @@ def table(rows: list[dict], args) -> None:
     print(
         f"{len(rows)} utterances; Whisper tiny.en, SmolLM2-135M (greedy, {args.max_new_tokens} tokens), Piper joe.\n"
         "ms from the PTT release (page) / audio_stream_end (socket), both after the WAV's 0.5 s trailing pad:\n"
-        "page = first reply chunk scheduled, socket = first audio_chunk received, v2v = first reply audio\n"
+        "page = first reply chunk scheduled, socket = first audio_chunk received (the page's Chromium still\n"
+        "open), bare = the same with no browser running, v2v = first reply audio\n"
         "starting in the page; mic = press → getUserMedia resolved, 1st = that → first PCM frame sent,\n"
         "flush = release → audio_stream_end sent, sched = first chunk received → scheduled,\n"
         "got = seconds of audio the page sent (of the WAV's);\n"
         "srv p / srv s = the server's own end of speech → first audio sent (Message.timings) for the page's\n"
         "and the socket's turn; client+ = added less the server's difference (the browser's own share)."
     )
-    head = f"{'utterance':24} {'page':>6} {'socket':>6} {'added':>6} {'ratio':>5} {'v2v':>6} {'srv p':>6} {'srv s':>6}"
-    print(f"{head} {'client+':>7} {'mic':>4} {'1st':>4} {'flush':>5} {'sched':>5} {'got/wav s':>9}")
+    head = f"{'utterance':24} {'page':>6} {'socket':>6} {'added':>6} {'ratio':>5} {'v2v':>6} {'bare':>6} {'srv p':>6}"
+    print(
+        f"{head} {'srv s':>6} {'client+':>7} {'mic':>4} {'1st':>4} {'flush':>5} {'sched':>5} {'got/wav s':>9} partial"
+    )
     for r in rows:
         print(
             f"{r['name'][:24]:24} {r['page_ms']:6.0f} {r['socket_ms']:6.0f} {r['added_ms']:+6.0f} "
-            f"{r['page_ms'] / r['socket_ms']:5.2f} {r['page_v2v_ms']:6.0f} {r['server_page_ms']:6.0f} "
-            f"{r['server_socket_ms']:6.0f} {r['client_added_ms']:+7.0f} {r['capture_ms']:4.0f} "
-            f"{r['first_frame_ms']:4.0f} {r['flush_ms']:5.0f} {r['schedule_ms']:5.0f} "
-            f"{r['captured_s']:4.1f}/{r['duration_s']:4.1f}"
+            f"{r['page_ms'] / r['socket_ms']:5.2f} {r['page_v2v_ms']:6.0f} {r['bare_ms']:6.0f} "
+            f"{r['server_page_ms']:6.0f} {r['server_socket_ms']:6.0f} {r['client_added_ms']:+7.0f} "
+            f"{r['capture_ms']:4.0f} {r['first_frame_ms']:4.0f} {r['flush_ms']:5.0f} {r['schedule_ms']:5.0f} "
+            f"{r['captured_s']:4.1f}/{r['duration_s']:4.1f} {'p' if r['page_partial'] else '-'}/"
+            f"{'s' if r['socket_partial'] else '-'}"
         )
     ratio = statistics.median(r["page_ms"] / r["socket_ms"] for r in rows)
     print(
         f"{'median':24} {p50('page_ms'):6.0f} {p50('socket_ms'):6.0f} {p50('added_ms'):+6.0f} {ratio:5.2f} "
-        f"{p50('page_v2v_ms'):6.0f} {p50('server_page_ms'):6.0f} {p50('server_socket_ms'):6.0f} "
+        f"{p50('page_v2v_ms'):6.0f} {p50('bare_ms'):6.0f} {p50('server_page_ms'):6.0f} {p50('server_socket_ms'):6.0f} "
         f"{p50('client_added_ms'):+7.0f} {p50('capture_ms'):4.0f} {p50('first_frame_ms'):4.0f} {p50('flush_ms'):5.0f} "
         f"{p50('schedule_ms'):5.0f}"
     )
