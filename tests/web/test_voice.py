@@ -26,8 +26,9 @@ from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, log_in, page_c
 pytestmark = pytest.mark.django_db(transaction=True)
 
 RATE = 16000
-# "slow": the scripted engine writes 50 ms a word, so the reply's first sentence is spoken while the rest is written.
-SLOW_ASK = "Please answer slow. Take your time with every single word, because I really like to listen to you."
+# "slowly": the scripted engine writes 200 ms a word, so the reply's first sentence is spoken while the rest is
+# written, with seconds to spare on a loaded machine (at "slow"'s 50 ms a word TTS once lost the race: 0.3 s).
+SLOW_ASK = "Please answer slowly. Take your time with every single word, because I really like to listen to you."
 
 
 def wav_file(path, pcm: bytes) -> str:

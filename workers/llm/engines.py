@@ -324,7 +324,9 @@ class ScriptedEngine:
 
     The reply to a last user message X is "[happy] You said: X. I am <Name>. Anything else?",
     where <Name> comes from "You are <Name>" in the system prompt, yielded word by word. If X
-    contains "slow" each word takes 50 ms (so tests can interrupt a turn); if it contains "explode"
+    contains "slow" each word takes 50 ms (so tests can interrupt a turn), "slowly" 200 ms (a spoken
+    reply whose first audio must come while it is still being written, on a loaded machine too);
+    if it contains "explode"
     the engine raises EngineError after the first word. If X asks "what do you remember", the reply
     lists the memories the prompt holds: "[happy] I remember: A | B." (or "nothing").
 
@@ -357,7 +359,9 @@ class ScriptedEngine:
             if i == 1 and "deadlock" in said:
                 subprocess.Popen(["sleep", "3599"])  # left running: the kill must reach it too
                 _native_deadlock()
-            if "slow" in said:
+            if "slowly" in said:
+                time.sleep(0.2)
+            elif "slow" in said:
                 time.sleep(0.05)
             if "dawdle" in said:
                 time.sleep(0.5)
