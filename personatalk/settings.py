@@ -270,6 +270,12 @@ LLM_TOP_P = env.float("LLM_TOP_P", default=0.9)
 LLM_REPETITION_PENALTY = env.float("LLM_REPETITION_PENALTY", default=1.1)
 LLM_SEED = env.int("LLM_SEED", default=0)  # 0 = random
 LLM_PROMPT_TOKENS = env.int("LLM_PROMPT_TOKENS", default=1536)
+# Each session's keys and values kept in the LLM worker process, so a turn prefills only the tokens
+# after the prefix it shares with the session's last turn; least recently used sessions dropped
+# past this. SmolLM2-135M holds 45 KiB a token (30 layers x 2 x 3 heads x 64 x 4 bytes): a session
+# at the prompt budget (~1.7k tokens with its reply) ~75 MiB, so 512 keeps ~6 long sessions or
+# dozens of short ones. 0 = no cache.
+LLM_KV_CACHE_MB = env.int("LLM_KV_CACHE_MB", default=512)
 LLM_SOFT_TIME_LIMIT_S = env.int("LLM_SOFT_TIME_LIMIT_S", default=60)
 LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
 # Past the soft limit a job ends its turn with an error; past the hard one its process is killed

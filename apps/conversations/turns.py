@@ -248,7 +248,8 @@ def text_turn_run(
                 raise SoftTimeLimitExceeded()
             return out.send_error is not None or turn_is_cancelled(turn_id=turn_id)
 
-        for piece in engine.stream(messages, should_stop=stop):
+        # Keyed by session: the engine may reuse what it computed for this session's last prompt.
+        for piece in engine.stream(messages, should_stop=stop, cache_key=session_id, stats=timings):
             if "first_token_ms" not in timings:
                 timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
                 if speech_end_at:

@@ -129,6 +129,9 @@ def test_scaled_stack_multi_turn_with_smollm2(scaled_stack, nova, user):
     assert str(name.pk) in recalled.memories_used  # in the prompt SmolLM2 answered
     session = recalled.session
     assert [m.role for m in session.messages.order_by("created_at")] == ["assistant"] + ["user", "assistant"] * 3
+    # One pool process, so the worker's KV cache still holds the session: turn 2 reuses at least the persona.
+    assert recalled.timings["cached_tokens"] > 0
+    assert recalled.timings["prefill_tokens"] + recalled.timings["cached_tokens"] == recalled.timings["prompt_tokens"]
 
 
 def test_embedded_mode_one_process_with_smollm2(tmp_path):

@@ -12,8 +12,10 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +40,17 @@ class ChatEngine(Protocol):
         *,
         should_stop: Callable[[], bool] = _never,
         max_new_tokens: int | None = None,
-    ) -> Iterator[str]: ...
+        cache_key: str | None = None,
+        stats: dict | None = None,
+    ) -> Iterator[str]:
+        """Yield the reply as text deltas.
+
+        `cache_key` (a session id) lets an engine keep what it computed for the prompt and reuse
+        its prefix on the next call with the same key; `stats`, when given, gets figures about the
+        call (the local engine: `prompt_tokens`, `cached_tokens`, `prefill_tokens`). Engines
+        without such a cache ignore both.
+        """
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -104,6 +116,82 @@ def converted_model_dir(gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
+def kv_cache_nbytes(cache) -> int:
+    """Bytes the cache's tensors hold in memory (their storages, so a cropped view counts in full)."""
+    storages = {}
+    for layer in getattr(cache, "layers", ()):
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if tensor is not None:
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def kv_cache_length(cache) -> int | None:
+    """Tokens every layer of the cache holds, or None when the layers disagree (a forward pass cut short)."""
+    lengths = {layer.get_seq_length() for layer in getattr(cache, "layers", ())}
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+class KvCacheStore:
+    """Each session's keys and values in this process, least recently used dropped past a byte budget.
+
+    An entry is the token ids a model has seen and its DynamicCache over exactly those ids. A
+    stream takes its session's entry out (so two threads never share one) and puts it back when
+    it ends; memory is the sum of the stored tensors' bytes. A budget of 0 keeps nothing.
+    """
+
+    def __init__(self, *, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[list[int], object, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def take(self, key: str) -> tuple[list[int], object] | None:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is None:
+                return None
+            self.bytes -= entry[2]
+            return entry[0], entry[1]
+
+    def put(self, key: str, ids: list[int], cache) -> None:
+        size = kv_cache_nbytes(cache)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[2]
+            if size > self.budget_bytes:  # bigger than the whole budget (or a budget of 0): not kept
+                return
+            self._entries[key] = (ids, cache, size)
+            self.bytes += size
+            while self.bytes > self.budget_bytes:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _Run:
+    """What one stream has fed the model so far, and the cache over exactly those ids."""
+
+    def __init__(self, ids: list[int], cache):
+        self.ids, self.cache = ids, cache
+
+
 class TransformersEngine:
     """A causal LM run with transformers, token by token with a KV cache (CPU or CUDA)."""
 
@@ -120,6 +208,7 @@ class TransformersEngine:
         repetition_penalty: float = 1.1,
         max_new_tokens: int = 160,
         seed: int = 0,
+        kv_cache_mb: int = 0,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -153,6 +242,8 @@ class TransformersEngine:
         configured = self.model.generation_config.eos_token_id
         eos.update(configured if isinstance(configured, list) else [configured])
         self.eos_ids = {i for i in eos if isinstance(i, int) and i >= 0}
+        # One store per engine, so per model and process: keys computed by one model never reach another.
+        self.kv_cache = KvCacheStore(budget_bytes=kv_cache_mb << 20) if kv_cache_mb > 0 else None
 
     @classmethod
     def from_settings(cls) -> "TransformersEngine":
@@ -169,6 +260,7 @@ class TransformersEngine:
             repetition_penalty=settings.LLM_REPETITION_PENALTY,
             max_new_tokens=settings.LLM_MAX_NEW_TOKENS,
             seed=settings.LLM_SEED,
+            kv_cache_mb=settings.LLM_KV_CACHE_MB,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -193,33 +285,52 @@ class TransformersEngine:
             return int(order[torch.multinomial(sorted_probs, 1, generator=self.generator)])
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
-    def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
+    def stream(self, messages, *, should_stop=_never, max_new_tokens=None, cache_key=None, stats=None) -> Iterator[str]:
         import torch
 
         limit = max_new_tokens or self.max_new_tokens
+        store = self.kv_cache if cache_key else None
         with torch.inference_mode():
             prompt = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"].to(self.device)
+            ids = prompt[0].tolist()
+            run = _Run([], None)
+            entry = store.take(cache_key) if store is not None else None
+            if entry is not None:
+                cached_ids, cache = entry
+                # The last prompt token is always fed again: its logits pick the reply's first token.
+                keep = min(common_prefix_length(cached_ids, ids), len(ids) - 1)
+                if keep > 0 and kv_cache_length(cache) == len(cached_ids):
+                    if len(cached_ids) > keep:
+                        cache.crop(keep - len(cached_ids))  # a negative count: tokens removed from the end
+                    run = _Run(ids[:keep], cache)
+            reused = len(run.ids)
+            if stats is not None:
+                stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
             seen = prompt[0].unique()
             try:
-                yield from self._decode(prompt, seen, limit, should_stop)
+                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run)
             finally:
                 if self.decode_threads:
                     torch.set_num_threads(self.prefill_threads)
+                # Kept only when every layer holds exactly the ids fed (not after a forward cut short).
+                if store is not None and run.cache is not None and kv_cache_length(run.cache) == len(run.ids):
+                    store.put(cache_key, run.ids, run.cache)
 
-    def _decode(self, step_input, seen, limit, should_stop) -> Iterator[str]:
+    def _decode(self, step_input, seen, limit, should_stop, run: _Run) -> Iterator[str]:
         import torch
 
-        past, generated, shown = None, [], ""
+        generated, shown = [], ""
         for step in range(limit):
             if should_stop():
                 return
             if step == 1 and self.decode_threads:
                 torch.set_num_threads(self.decode_threads)
             # Last position only: full prefill logits are prompt x vocab floats (~300 MB at 1.5k tokens).
-            out = self.model(input_ids=step_input, past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = out.past_key_values
+            out = self.model(input_ids=step_input, past_key_values=run.cache, use_cache=True, logits_to_keep=1)
+            run.cache = out.past_key_values
+            run.ids.extend(step_input[0].tolist())
             token = self._next_token(out.logits[0, -1], seen)
             if token in self.eos_ids:
                 return
@@ -279,7 +390,7 @@ class OpenAIEngine:
     def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1  # the server's tokenizer is unknown here; close enough for budgets
 
-    def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
+    def stream(self, messages, *, should_stop=_never, max_new_tokens=None, cache_key=None, stats=None) -> Iterator[str]:
         import httpx
 
         payload = {
@@ -343,7 +454,7 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, messages, *, should_stop=_never, max_new_tokens=None) -> Iterator[str]:
+    def stream(self, messages, *, should_stop=_never, max_new_tokens=None, cache_key=None, stats=None) -> Iterator[str]:
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         found = re.search(r"You are ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)", system)
         said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")

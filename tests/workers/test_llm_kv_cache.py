@@ -1,0 +1,184 @@
+"""The local engine's per-session KV cache, with the real SmolLM2: greedy replies are the same with
+and without it, later turns prefill only what follows the shared prefix, a changed prefix reuses
+no stale keys, a stopped reply leaves a usable cache, and the byte budget holds."""
+
+import statistics
+import time
+
+import pytest
+from django.conf import settings
+
+from workers.llm.engines import KvCacheStore, TransformersEngine, kv_cache_length, kv_cache_nbytes
+
+SYSTEM = (
+    "You are Nova, a cheerful astronomy guide who loves telling people about stars, planets and "
+    "comets. You answer in one or two short sentences and stay in character."
+)
+USER_LINES = [
+    "Hi! What is your name?",
+    "What is the brightest star in the night sky?",
+    "Can you tell me something about Mars?",
+    "Why do stars twinkle?",
+]
+
+
+@pytest.fixture(scope="module")
+def greedy():
+    return TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=24, kv_cache_mb=64)
+
+
+def converse(engine, *, key, system=SYSTEM, lines=USER_LINES):
+    """Each user line in turn, the engine's reply appended to the history; replies and stats per turn."""
+    messages, replies, stats = [{"role": "system", "content": system}], [], []
+    for line in lines:
+        messages.append({"role": "user", "content": line})
+        turn = {}
+        reply = "".join(engine.stream(messages, cache_key=key, stats=turn))
+        messages.append({"role": "assistant", "content": reply})
+        replies.append(reply)
+        stats.append(turn)
+    return replies, stats
+
+
+@pytest.mark.model
+def test_greedy_replies_are_the_same_with_and_without_the_cache(greedy):
+    plain, plain_stats = converse(greedy, key=None)
+    cached, cached_stats = converse(greedy, key="same-a")
+    assert cached == plain
+    assert all(s["cached_tokens"] == 0 for s in plain_stats)
+    assert cached_stats[0]["cached_tokens"] == 0
+    for turn in cached_stats[1:]:  # later turns reuse the whole earlier conversation, or nearly
+        assert turn["cached_tokens"] > 0.6 * turn["prompt_tokens"]
+        assert turn["prefill_tokens"] == turn["prompt_tokens"] - turn["cached_tokens"]
+        assert turn["prefill_tokens"] < 60
+
+
+@pytest.mark.model
+def test_the_same_prompt_again_feeds_only_its_last_token(greedy):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER_LINES[1]}]
+    first, again = {}, {}
+    reply = "".join(greedy.stream(messages, cache_key="regen", stats=first))
+    assert "".join(greedy.stream(messages, cache_key="regen", stats=again)) == reply
+    assert again["cached_tokens"] == again["prompt_tokens"] - 1 and again["prefill_tokens"] == 1
+
+
+@pytest.mark.model
+def test_the_kept_keys_are_those_of_a_fresh_prefill_of_the_kept_ids(greedy):
+    """Off by one anywhere (crop, ids fed, ids kept) and the positions no longer line up."""
+    import torch
+
+    converse(greedy, key="aligned", lines=USER_LINES[:2])  # the second turn crops the first's cache
+    ids, cache = greedy.kv_cache.take("aligned")
+    assert kv_cache_length(cache) == len(ids)
+    with torch.inference_mode():
+        fresh = greedy.model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+    for layer in (0, len(cache.layers) - 1):
+        assert torch.allclose(cache.layers[layer].keys, fresh.layers[layer].keys, atol=1e-3)
+        assert torch.allclose(cache.layers[layer].values, fresh.layers[layer].values, atol=1e-3)
+
+
+@pytest.mark.model
+def test_a_changed_system_prompt_reuses_no_stale_keys(greedy):
+    converse(greedy, key="persona", lines=USER_LINES[:1])
+    other = "You are Rex, a grumpy pirate who answers in one short sentence."
+    expected, _ = converse(greedy, key=None, system=other, lines=USER_LINES[:2])
+    replies, stats = converse(greedy, key="persona", system=other, lines=USER_LINES[:2])
+    assert replies == expected
+    assert stats[0]["cached_tokens"] < 8  # "<|im_start|>system\nYou are" and no more
+    assert stats[1]["cached_tokens"] > 30  # then this persona's own first turn is reused
+
+
+@pytest.mark.model
+def test_a_stopped_reply_leaves_a_cache_the_next_turn_can_use(greedy):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER_LINES[2]}]
+    pieces = []
+    for piece in greedy.stream(messages, cache_key="stopped", should_stop=lambda: len(pieces) >= 3):
+        pieces.append(piece)
+    ids, cache = greedy.kv_cache.take("stopped")
+    assert kv_cache_length(cache) == len(ids)
+    greedy.kv_cache.put("stopped", ids, cache)
+    # The cut-off reply goes into the history, as an interrupted turn does.
+    follow = messages + [{"role": "assistant", "content": "".join(pieces)}, {"role": "user", "content": "Go on."}]
+    stats = {}
+    assert "".join(greedy.stream(follow, cache_key="stopped", stats=stats)) == "".join(greedy.stream(follow))
+    assert stats["cached_tokens"] > 40
+
+    # A generator dropped half way (the socket went away) also keeps a consistent cache.
+    stream = greedy.stream(messages, cache_key="dropped")
+    next(stream)
+    stream.close()
+    ids, cache = greedy.kv_cache.take("dropped")
+    assert kv_cache_length(cache) == len(ids) > 40
+
+
+@pytest.mark.model
+def test_least_recently_used_sessions_go_first_and_the_budget_holds(greedy):
+    config = greedy.model.config
+    per_token = (
+        config.num_hidden_layers
+        * 2
+        * config.num_key_value_heads
+        * (config.hidden_size // config.num_attention_heads)
+        * 4
+    )
+    assert per_token == 46080  # SmolLM2-135M: the figure LLM_KV_CACHE_MB's default is sized by
+    lines = USER_LINES[:1]
+    store, greedy.kv_cache = greedy.kv_cache, KvCacheStore(budget_bytes=0)
+    try:
+        converse(greedy, key="a", lines=lines)
+        assert len(greedy.kv_cache) == 0  # a budget of 0 keeps nothing
+        greedy.kv_cache = KvCacheStore(budget_bytes=1 << 30)
+        converse(greedy, key="a", lines=lines)
+        ids, cache = greedy.kv_cache.take("a")
+        one = kv_cache_nbytes(cache)
+        assert one == len(ids) * per_token  # real bytes: the tensors, no more, no less
+        greedy.kv_cache = KvCacheStore(budget_bytes=int(2.5 * one))
+        for key in ("a", "b", "c"):
+            converse(greedy, key=key, lines=lines)
+            assert greedy.kv_cache.bytes <= greedy.kv_cache.budget_bytes
+        assert "a" not in greedy.kv_cache and "b" in greedy.kv_cache and "c" in greedy.kv_cache
+        converse(greedy, key="b", lines=lines)  # b is now the most recently used: d pushes c out
+        converse(greedy, key="d", lines=lines)
+        assert "b" in greedy.kv_cache and "c" not in greedy.kv_cache and "d" in greedy.kv_cache
+        assert greedy.kv_cache.bytes == 2 * one
+    finally:
+        greedy.kv_cache = store
+
+
+@pytest.mark.model
+def test_figure_first_token_on_a_long_conversation_with_and_without_the_cache(greedy):
+    """Time to the first token of turn N once the history fills ~1.4k tokens (prints a FIGURE line)."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    turn = 0
+    while greedy.count_tokens(" ".join(m["content"] for m in messages)) < 1300:
+        messages.append({"role": "user", "content": f"{USER_LINES[turn % 4]} Please tell me more, turn {turn}."})
+        messages.append(
+            {"role": "assistant", "content": "The night sky holds many wonders, from bright stars to faint galaxies."}
+        )
+        turn += 1
+
+    def first_token_ms(msgs, key):
+        t0 = time.perf_counter()
+        stream = greedy.stream(msgs, cache_key=key, stats=stats)
+        next(stream)
+        elapsed = (time.perf_counter() - t0) * 1000
+        for _ in stream:  # the whole reply, as a turn does, so the cache holds it too
+            pass
+        return elapsed
+
+    with_cache, without, stats = [], [], {}
+    store, greedy.kv_cache = greedy.kv_cache, KvCacheStore(budget_bytes=512 << 20)  # the default (64 MiB: ~1.4k)
+    try:
+        for i in range(3):
+            history = messages + [{"role": "user", "content": f"And what about comet number {i}?"}]
+            first_token_ms(messages[:-1], "long")  # the turn before (its own reply differs from the saved one)
+            without.append(first_token_ms(history, None))
+            with_cache.append(first_token_ms(history, "long"))
+            assert stats["cached_tokens"] > 1000
+    finally:
+        greedy.kv_cache = store
+    print(
+        f"\nFIGURE kv_cache ttft_ms prompt_tokens={stats['prompt_tokens']} prefill_tokens={stats['prefill_tokens']} "
+        f"without={statistics.median(without):.0f} with={statistics.median(with_cache):.0f}"
+    )
+    assert statistics.median(with_cache) < statistics.median(without)
