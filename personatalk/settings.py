@@ -7,6 +7,7 @@ in-process, local model files. Setting DATABASE_URL and REDIS_URL gives the scal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -276,6 +277,9 @@ LLM_PROMPT_TOKENS = env.int("LLM_PROMPT_TOKENS", default=1536)
 # at the prompt budget (~1.7k tokens with its reply) ~75 MiB, so 512 keeps ~6 long sessions or
 # dozens of short ones. 0 = no cache.
 LLM_KV_CACHE_MB = env.int("LLM_KV_CACHE_MB", default=512)
+# Old turns leave the prompt this many at a time (counted from the session's start), so the prompt's
+# prefix stays byte-identical between drops and engines can reuse its prefill.
+LLM_HISTORY_BLOCK_TURNS = env.int("LLM_HISTORY_BLOCK_TURNS", default=4)
 LLM_SOFT_TIME_LIMIT_S = env.int("LLM_SOFT_TIME_LIMIT_S", default=60)
 LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
 # Past the soft limit a job ends its turn with an error; past the hard one its process is killed
@@ -348,6 +352,13 @@ CHROMA_URL = env("CHROMA_URL", default="")
 CHROMA_PATH = Path(env("CHROMA_PATH", default=str(VAR_DIR / "chroma")))
 MEMORY_TOP_K = env.int("MEMORY_TOP_K", default=5)  # memories retrieved into each prompt
 MEMORY_PROMPT_TOKENS = env.int("MEMORY_PROMPT_TOKENS", default=160)  # their share of the prompt
+# Where the notes go, just before the user's line (apps/conversations/prompt.py LAYOUTS): exchange,
+# system, inline; system_prompt (the old layout, which changes the prompt's prefix) to compare.
+MEMORY_PROMPT_LAYOUT = env("MEMORY_PROMPT_LAYOUT", default="exchange")
+if MEMORY_PROMPT_LAYOUT not in ("exchange", "system", "inline", "system_prompt"):
+    raise ImproperlyConfigured(
+        f"MEMORY_PROMPT_LAYOUT={MEMORY_PROMPT_LAYOUT!r}: use exchange, system, inline or system_prompt."
+    )
 MEMORY_MIN_SIMILARITY = env.float("MEMORY_MIN_SIMILARITY", default=0.15)  # below this a memory is off topic
 # A new memory this similar (cosine) to one the user already has replaces its text instead of piling
 # up. MiniLM puts restatements at ~0.95 but "I live in Lisbon" / "I work in Lisbon" at 0.89.

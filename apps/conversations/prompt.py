@@ -1,39 +1,111 @@
-"""Build the chat prompt: persona, example dialogue and as many recent turns as fit a token budget."""
+"""Build the chat prompt: persona, example dialogue, as many recent turns as fit a token budget, then
+what the character remembers of the user and the user's new line.
+
+What changes every turn comes last, so the prompt's prefix (the system prompt and the older turns)
+stays byte-identical from one turn to the next: an engine that keeps the keys and values of the
+previous prompt (the local engine's KV cache, vLLM's automatic prefix caching, hosted prompt caching)
+prefills only the new tail. Two rules keep it so:
+
+- the memory notes, retrieved anew every turn, go just before the user's new line (never into the
+  system prompt), and their share of the budget is reserved whether or not any are found, so
+  finding more or fewer notes never moves the history's cut;
+- old turns are dropped in blocks: the history starts at a block boundary (every `block_turns`
+  turns counted from the session's start, by the messages' positions in the session), the first
+  one from which the rest fits. The cut is a function of the history alone and stays put until
+  the history outgrows the budget again, several turns later; it never slides by one turn.
+"""
+
+from collections.abc import Sequence
 
 from apps.conversations.reply import EMOTIONS
 
 _PER_MESSAGE_OVERHEAD = 4  # role markers and separators of the chat template
 
+MEMORY_HEADING = "What you remember about the user from earlier conversations:"
+MEMORY_ACK = "I'll remember that."
+_USER_SAID = "The user said: "  # how workers/embed/extract.py frames what the user said
+
+# Where the memory notes go (MEMORY_PROMPT_LAYOUT). All but the last keep the prefix stable.
+#   exchange       an earlier exchange just before the user's line: the user's own words (one note a
+#                  line), then the character's "I'll remember that."
+#   system         a second system message (MEMORY_HEADING and the notes) just before the user's line
+#   inline         MEMORY_HEADING and the notes in front of the user's line, in the same message
+#   system_prompt  inside the system prompt (the layout before issue 11; the prefix changes whenever
+#                  the notes do): kept to compare against
+LAYOUTS = ("exchange", "system", "inline", "system_prompt")
+DEFAULT_LAYOUT = "exchange"  # by hand with SmolLM2 (issue 11): 5/6 answers used the fact vs 3/6, 3/6, 1/6
+
 
 def system_prompt(*, persona: str, character_name: str, example_dialogue: str, memory_notes: str = "") -> str:
-    """The persona, one line on emotion tags and staying in character, what the character remembers
-    of this user, then the example dialogue."""
+    """The persona, one line on emotion tags and staying in character, then the example dialogue.
+
+    `memory_notes` (the old "system_prompt" layout only) go between the emotion line and the example.
+    """
     parts = [
         persona.strip(),
         f"You are {character_name}: stay in character. You may begin a reply with one emotion tag in "
         f"square brackets, one of: {', '.join(EMOTIONS)} (e.g. [happy]).",
-        memory_notes,
+        f"{MEMORY_HEADING}\n{memory_notes}" if memory_notes else "",
     ]
     if example_dialogue.strip():
         parts.append(f"An example of how {character_name} talks:\n{example_dialogue.strip()}")
     return "\n\n".join(part for part in parts if part)
 
 
-MEMORY_HEADING = "What you remember about the user from earlier conversations:"
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"Unknown memory prompt layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
 
 
-def memory_notes(memories: list, *, engine, budget_tokens: int) -> tuple[str, list[str]]:
-    """The prompt section for retrieved memories (best first) that fit `budget_tokens`, and their ids."""
-    lines, used, left = [MEMORY_HEADING], [], budget_tokens - engine.count_tokens(MEMORY_HEADING)
+def _wrapper_cost(*, engine, layout: str) -> int:
+    """What the notes' framing costs on top of the note lines, in tokens."""
+    if layout == "exchange":  # a user message and the assistant's acknowledgement
+        return engine.count_tokens(MEMORY_ACK) + 2 * _PER_MESSAGE_OVERHEAD
+    if layout == "system":
+        return engine.count_tokens(MEMORY_HEADING) + _PER_MESSAGE_OVERHEAD
+    return engine.count_tokens(MEMORY_HEADING) + 2  # inline, system_prompt: the heading and a blank line
+
+
+def memory_notes(memories: list, *, engine, budget_tokens: int, layout: str = DEFAULT_LAYOUT) -> tuple[str, list[str]]:
+    """The note lines ("- ..." each) for the retrieved memories (best first) that fit `budget_tokens`
+    together with their framing in `layout`, and their ids. In the exchange layout a note keeps the
+    user's own words ("The user said: " dropped), as the user said them."""
+    _check_layout(layout)
+    lines, used, left = [], [], budget_tokens - _wrapper_cost(engine=engine, layout=layout)
     for memory in memories:
-        line = f"- {memory.text}"
+        text = memory.text
+        if layout == "exchange" and text.startswith(_USER_SAID):
+            text = text[len(_USER_SAID) :]
+        line = f"- {text}"
         cost = engine.count_tokens(line) + 1
         if cost > left:
             continue  # a shorter one further down may still fit
         lines.append(line)
         used.append(str(memory.pk))
         left -= cost
-    return ("\n".join(lines) if used else ""), used
+    return "\n".join(lines), used
+
+
+def _history_start(history: Sequence[tuple[str, str]], positions: Sequence[int], fit: int, block_messages: int) -> int:
+    """Where the kept history starts: the first user line at or after the first block boundary at or
+    after `fit` (the oldest message from which the rest fits), the last message if none comes before it.
+
+    The boundaries are every `block_messages` positions from the session's start, so the same start
+    is chosen turn after turn until the history outgrows the budget past the next boundary. When the
+    budget holds less than a block, smaller blocks (halved each time) keep what fits.
+    """
+    last = len(history) - 1
+    if fit == 0 and positions[0] == 0:  # everything since the session's start fits (a greeting too)
+        return 0
+    size = max(block_messages, 1)
+    while True:
+        boundary = -(-positions[fit] // size) * size
+        for i in range(fit, last):
+            if positions[i] >= boundary and history[i][0] == "user":
+                return i
+        if size == 1:
+            return last
+        size //= 2
 
 
 def build_messages(
@@ -41,30 +113,54 @@ def build_messages(
     persona: str,
     character_name: str,
     example_dialogue: str,
-    history: list[tuple[str, str]],
+    history: Sequence[tuple[str, str]],
     engine,
     budget_tokens: int,
     memory_notes: str = "",
+    memory_budget_tokens: int = 0,
+    layout: str = DEFAULT_LAYOUT,
+    positions: Sequence[int] | None = None,
+    block_turns: int = 4,
 ) -> list[dict[str, str]]:
-    """Chat messages for the engine: the system prompt, then the newest turns that fit the budget.
+    """Chat messages for the engine: the system prompt, the kept history, the memory notes (framed as
+    `layout` says), then the history's last message (the user's new line).
 
-    Oldest turns are dropped first; the last one is always kept, even alone over budget. A kept
-    history never starts with an assistant line unless it is the conversation's opening greeting
-    and the whole history fits. Each message is counted once (`engine.count_tokens`).
+    `memory_budget_tokens` is set aside for the notes whether or not there are any (`memory_notes`
+    must fit it, as `memory_notes()` makes them), so they never move the cut. `positions` are the
+    history messages' positions in the session (default 0, 1, ...: the history is the whole
+    session); old turns are dropped in blocks of `block_turns` turns counted from there (see
+    `_history_start`). The last message is always kept, even alone over budget. A kept history never
+    starts with an assistant line unless it is the session's opening greeting and the whole history
+    fits. Each message is counted once (`engine.count_tokens`), the oldest not at all once the
+    budget is spent.
     """
-    system = system_prompt(
-        persona=persona, character_name=character_name, example_dialogue=example_dialogue, memory_notes=memory_notes
-    )
-    left = budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
-    kept: list[tuple[str, str]] = []
-    for role, content in reversed(history):
-        cost = engine.count_tokens(content) + _PER_MESSAGE_OVERHEAD
-        if kept and cost > left:
+    _check_layout(layout)
+    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
+    left = budget_tokens - memory_budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
+    if layout == "system_prompt":
+        system = system_prompt(
+            persona=persona,
+            character_name=character_name,
+            example_dialogue=example_dialogue,
+            memory_notes=memory_notes,
+        )
+    positions = range(len(history)) if positions is None else positions
+    if len(positions) != len(history):
+        raise ValueError("positions must give one position per history message")
+    fit = len(history)
+    for i in range(len(history) - 1, -1, -1):
+        cost = engine.count_tokens(history[i][1]) + _PER_MESSAGE_OVERHEAD
+        if fit < len(history) and cost > left:
             break
-        kept.append((role, content))
         left -= cost
-    kept.reverse()
-    whole = len(kept) == len(history)
-    while len(kept) > 1 and kept[0][0] == "assistant" and not whole:
-        kept.pop(0)
-    return [{"role": "system", "content": system}] + [{"role": r, "content": c} for r, c in kept]
+        fit = i
+    kept = list(history[_history_start(history, positions, fit, 2 * block_turns) :]) if history else []
+    messages = [{"role": "system", "content": system}] + [{"role": r, "content": c} for r, c in kept[:-1]]
+    last = [{"role": r, "content": c} for r, c in kept[-1:]]
+    if memory_notes and layout == "exchange":
+        messages += [{"role": "user", "content": memory_notes}, {"role": "assistant", "content": MEMORY_ACK}]
+    elif memory_notes and layout == "system":
+        messages.append({"role": "system", "content": f"{MEMORY_HEADING}\n{memory_notes}"})
+    elif memory_notes and layout == "inline" and last:
+        last[0]["content"] = f"{MEMORY_HEADING}\n{memory_notes}\n\n{last[0]['content']}"
+    return messages + last

@@ -2,8 +2,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import F, OuterRef, Subquery, Window
+from django.db.models.functions import Coalesce, RowNumber
 
 from apps.conversations.models import ChatSession, Message
 
@@ -46,6 +46,22 @@ def session_history(*, session_id, limit: int = 40) -> list[Message]:
     )
     rows.reverse()
     return rows
+
+
+def session_history_positioned(*, session_id, limit: int = 80) -> list[tuple[int, Message]]:
+    """The session's last `limit` messages, oldest first, each with its position in the session (0 =
+    its first message; replaced ones are neither returned nor counted), in one query.
+
+    The positions let the prompt drop old turns in blocks counted from the session's start.
+    """
+    rows = list(
+        Message.objects.filter(session_id=session_id)
+        .exclude(status=Message.Status.REPLACED)
+        .annotate(position=Window(RowNumber(), order_by=F("created_at").asc()))
+        .order_by("-created_at")[:limit]
+    )
+    rows.reverse()
+    return [(row.position - 1, row) for row in rows]
 
 
 def reply_saved(*, turn_id) -> bool:

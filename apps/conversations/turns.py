@@ -20,7 +20,7 @@ from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
-from apps.conversations.selectors import reply_saved, session_get_for_turn, session_history
+from apps.conversations.selectors import reply_saved, session_get_for_turn, session_history_positioned
 from apps.conversations.services import (
     reply_replace,
     turn_end_status,
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, p.Event], None]  # apps.core.events.channel_send, or a stand-in
 Recall = Callable[..., tuple[list, dict]]  # apps.memory.selectors.memories_recall(user_id, character_id, query)
+
+# Messages read for a prompt: more than the token budget holds, so the budget (and the blocks in
+# which old turns are dropped) decides the cut, not this window sliding by one turn.
+PROMPT_HISTORY_MESSAGES = 120
 
 
 # --- queueing a turn ---------------------------------------------------------------------------
@@ -213,7 +217,8 @@ def text_turn_run(
         return
     if reply_saved(turn_id=turn_id):  # already answered (a redelivered job), or stopped before it started
         return
-    history = session_history(session_id=session_id)
+    positioned = session_history_positioned(session_id=session_id, limit=PROMPT_HISTORY_MESSAGES)
+    history = [m for _, m in positioned]
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
     status, error, memories_used = Message.Status.COMPLETE, None, []
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
@@ -227,15 +232,23 @@ def text_turn_run(
             recall(user_id=session.user_id, character_id=session.character_id, query=said) if said else ([], {})
         )
         timings.update(recall_timings)
-        notes, memories_used = memory_notes(recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS)
+        layout = settings.MEMORY_PROMPT_LAYOUT
+        notes, memories_used = memory_notes(
+            recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS, layout=layout
+        )
+        usable = [(at, m) for at, m in positioned if m.status != Message.Status.FAILED and m.content]
         messages = build_messages(
             persona=character.persona,
             character_name=character.name,
             example_dialogue=character.example_dialogue,
-            history=[(m.role, m.content) for m in history if m.status != Message.Status.FAILED and m.content],
+            history=[(m.role, m.content) for _, m in usable],
+            positions=[at for at, _ in usable],
             engine=engine,
             budget_tokens=settings.LLM_PROMPT_TOKENS,
             memory_notes=notes,
+            memory_budget_tokens=settings.MEMORY_PROMPT_TOKENS,
+            layout=layout,
+            block_turns=settings.LLM_HISTORY_BLOCK_TURNS,
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 

@@ -439,7 +439,7 @@ class ScriptedEngine:
     reply whose first audio must come while it is still being written, on a loaded machine too);
     if it contains "explode"
     the engine raises EngineError after the first word. If X asks "what do you remember", the reply
-    lists the memories the prompt holds: "[happy] I remember: A | B." (or "nothing").
+    lists the memories the prompt holds (its "- " lines): "[happy] I remember: A | B." (or "nothing").
 
     Engines that hang, for the time limits: with "dawdle" each word takes 500 ms (a reply that
     runs past a short soft limit, and is stopped there); with "deadlock" the engine starts a
@@ -460,7 +460,8 @@ class ScriptedEngine:
         said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         reply = f"[happy] You said: {said}. I am {found.group(1) if found else 'here'}. Anything else?"
         if "what do you remember" in said.lower():
-            notes = [line[2:] for line in system.splitlines() if line.startswith("- ")]
+            # the memory notes, wherever the layout put them (apps/conversations/prompt.py)
+            notes = [line[2:] for m in messages for line in m["content"].splitlines() if line.startswith("- ")]
             reply = f"[happy] I remember: {' | '.join(notes) or 'nothing'}."
         for i, piece in enumerate(re.findall(r"\S+\s*", reply)):
             if should_stop():

@@ -1,0 +1,176 @@
+"""Whether the default model uses what it remembers, for each place the memory notes can go.
+
+One user tells Nova a fact about themselves per session (32 facts: names, pets, places, tastes, so
+that the notes compete as real memories do); after each, the embed worker's `memory_extract` job
+remembers it (the real MiniLM embedder and the active vector index). Then, for each layout, every
+question is asked in a new session through the real turn (`text_turn_run`: recall from the index,
+the prompt, SmolLM2 greedy), and a reply counts when it names the fact's answer. Retrieval is counted
+apart (`memories_used` holds the fact's memory), so a miss says whether the model or the search failed.
+
+    DATABASE_URL=... REDIS_URL=... CHROMA_URL=... .venv/bin/python bench/memory_recall.py \
+        [--layouts exchange,system_prompt] [--pairs 32] [--max-new-tokens 48]
+
+Uses DATABASE_URL / REDIS_URL / CHROMA_URL from the environment (a database of its own is made and
+migrated if missing); without them, personatalk_recall, Redis db 12 and a local Chroma directory.
+Prints `RESULT recall_rate_<layout>=` as each layout ends, then `RESULT recall_rate=` for the
+configured one (MEMORY_PROMPT_LAYOUT, default exchange). On this 2-core machine a layout takes 8-10
+minutes (48 new tokens a reply, greedy).
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# (what the user says in the first session, the question in a later one, words of a right answer)
+PAIRS = [
+    ("I have a dog called Biscuit.", "What is my dog called?", ["biscuit"]),
+    ("My cat is named Pepper.", "What is my cat's name?", ["pepper"]),
+    ("My name is Priya.", "What is my name?", ["priya"]),
+    ("I live in Porto.", "Which city do I live in?", ["porto"]),
+    ("I work as a nurse.", "What is my job?", ["nurse"]),
+    ("My favorite color is teal.", "What is my favorite color?", ["teal"]),
+    ("My sister is called Lena.", "What is my sister's name?", ["lena"]),
+    ("I have a cello that I play every day.", "What instrument do I play?", ["cello"]),
+    ("My birthday is on the third of March.", "When is my birthday?", ["march"]),
+    ("I love eating mango.", "What fruit do I love?", ["mango"]),
+    ("I grew up in Nairobi.", "Where did I grow up?", ["nairobi"]),
+    ("I speak Portuguese at home.", "What language do I speak at home?", ["portuguese"]),
+    ("My brother is called Tomas.", "What is my brother's name?", ["tomas"]),
+    ("I study chemistry at university.", "What do I study?", ["chemistry"]),
+    ("My favorite planet is Neptune.", "Which planet is my favorite?", ["neptune"]),
+    ("I have a red bicycle.", "What color is my bicycle?", ["red"]),
+    ("My boss is called Mr Okafor.", "What is my boss's name?", ["okafor"]),
+    ("I moved to Canada last year.", "Which country did I move to last year?", ["canada"]),
+    ("I hate broccoli.", "Which vegetable do I hate?", ["broccoli"]),
+    ("My hometown is Valencia.", "What is my hometown?", ["valencia"]),
+    ("I have a parrot named Kiwi.", "What is my parrot called?", ["kiwi"]),
+    ("My friend Omar builds robots.", "What does my friend Omar build?", ["robot", "robots"]),
+    ("I work at a bakery.", "Where do I work?", ["bakery"]),
+    ("I was born in 1990.", "What year was I born?", ["1990"]),
+    ("My daughter is called Mia.", "What is my daughter's name?", ["mia"]),
+    ("I enjoy playing chess.", "Which game do I enjoy playing?", ["chess"]),
+    ("My favorite food is ramen.", "What is my favorite food?", ["ramen"]),
+    ("I have a blue car.", "What color is my car?", ["blue"]),
+    ("My mother lives in Lisbon.", "Where does my mother live?", ["lisbon"]),
+    ("I have two kids.", "How many kids do I have?", ["two", "2"]),
+    ("I used to be a pilot.", "What job did I use to have?", ["pilot"]),
+    ("My favorite season is autumn.", "Which season is my favorite?", ["autumn", "fall"]),
+]
+
+
+def environment() -> None:
+    from tests import stack
+
+    env = {
+        "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/personatalk_recall"),
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12"),
+        "SECRET_KEY": "bench",
+        "LLM_BACKEND": "transformers",
+        "LLM_TEMPERATURE": "0",
+        "MEMORY_EXTRACTION": "false",  # the facts are remembered below, by the embed job itself
+        "QUOTA_TURNS": "0",
+    }
+    if os.environ.get("CHROMA_URL"):
+        env["CHROMA_URL"] = os.environ["CHROMA_URL"]
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "personatalk.settings"
+    stack.manage("ensure_database", env=env)
+    stack.manage("migrate", "--noinput", env=env)
+    stack.manage("seed_demo", env=env)
+
+
+def answered(reply: str, answers: list[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(a)}\b", reply, re.I) for a in answers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layouts", default="exchange,system_prompt")
+    parser.add_argument("--pairs", type=int, default=len(PAIRS))
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args()
+    environment()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from apps.characters.models import Character
+    from apps.conversations.models import Message
+    from apps.conversations.services import session_create, turn_finish, turn_start
+    from apps.conversations.turns import text_turn_run
+    from apps.memory.models import Memory
+    from apps.memory.selectors import memories_recall
+    from workers.embed.tasks import memory_extract
+    from workers.llm.engines import TransformersEngine
+
+    chosen = settings.MEMORY_PROMPT_LAYOUT
+    layouts = list(dict.fromkeys([chosen, *args.layouts.split(",")]))
+    pairs = PAIRS[: args.pairs]
+    nova = Character.objects.get(slug="nova")
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=f"recall-{uuid.uuid4().hex[:8]}", password="x")
+
+    started = time.monotonic()
+    fact_memory = {}
+    for fact, _, _ in pairs:  # one session per fact; the embed job remembers it
+        session = session_create(user=user, character=nova)
+        turn_start(session=session, content=fact)
+        reply_id = uuid.uuid4()
+        turn_finish(
+            turn_id=reply_id, session_id=session.pk, content="Got it.", emotion="happy", status="complete", timings={}
+        )
+        memory_extract(turn_id=str(reply_id), session_id=str(session.pk))
+        found = Memory.objects.filter(user=user, text__endswith=fact).first()
+        fact_memory[fact] = str(found.pk) if found else None
+    remembered = sum(1 for v in fact_memory.values() if v)
+    print(f"remembered {remembered}/{len(pairs)} facts in {time.monotonic() - started:.1f} s", flush=True)
+
+    engine = TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=args.max_new_tokens)
+    results = {}
+    for layout in layouts:
+        settings.MEMORY_PROMPT_LAYOUT = layout
+        hits = retrieved = 0
+        t0 = time.monotonic()
+        for fact, question, answers in pairs:
+            session = session_create(user=user, character=nova)  # a new session: nothing to copy from
+            turn_start(session=session, content=question)
+            turn_id = str(uuid.uuid4())
+            text_turn_run(
+                turn_id=turn_id,
+                session_id=str(session.pk),
+                reply_channel="bench",
+                text_deltas=False,
+                submitted_at=time.time(),
+                engine=engine,
+                recall=memories_recall,
+                send=lambda channel, event: None,
+            )
+            reply = Message.objects.get(pk=turn_id)
+            used = fact_memory[fact] in (reply.memories_used or [])
+            ok = answered(reply.content, answers)
+            hits += ok
+            retrieved += used
+            mark = f"{'OK ' if ok else 'no '}{'R' if used else '-'}"  # R: the fact's memory was in the prompt
+            print(f"  {layout:13} {mark} {question!r} -> {reply.content!r}", flush=True)
+        results[layout] = (hits / len(pairs), retrieved / len(pairs), time.monotonic() - t0)
+        print(f"RESULT recall_rate_{layout}={hits / len(pairs):.3f}", flush=True)  # as each layout ends
+    print()
+    for layout, (rate, found, seconds) in results.items():
+        print(f"{layout:13} recall {rate:.3f}  retrieved {found:.3f}  ({seconds:.0f} s)")
+    print(f"RESULT layout={chosen}")
+    print(f"RESULT recall_rate={results[chosen][0]:.3f}")
+    print(f"RESULT retrieved_rate={results[chosen][1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The prompt builder: system prompt first, then the newest turns that fit the token budget (dropped
+in blocks), then the memory notes and the user's new line."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from apps.conversations.prompt import LAYOUTS, MEMORY_ACK, MEMORY_HEADING, build_messages, memory_notes
+from apps.conversations.reply import EMOTIONS
+
+
+class WordEngine:
+    """Counts a token per word, and how many times it was asked."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def count_tokens(self, text: str) -> int:
+        self.calls += 1
+        return len(text.split())
+
+
+PERSONA = "You are Nova, a cheerful astronomy guide."
+OVERHEAD = 4
+
+
+def build(history, budget, example="", engine=None, **kwargs):
+    return build_messages(
+        persona=PERSONA,
+        character_name="Nova",
+        example_dialogue=example,
+        history=history,
+        engine=engine or WordEngine(),
+        budget_tokens=budget,
+        **kwargs,
+    )
+
+
+def cost(messages):
+    return sum(len(m["content"].split()) + OVERHEAD for m in messages)
+
+
+def turns(n):
+    """n user/assistant pairs of five words each: u0 a0 u1 a1 ..."""
+    out = []
+    for i in range(n):
+        out += [("user", f"user says number {i} now"), ("assistant", f"nova answers number {i} now")]
+    return out
+
+
+def test_system_prompt_has_persona_emotion_line_and_example():
+    messages = build([("user", "hi")], 1000, example="User: hi\nNova: [happy] Hello, stargazer!")
+    system = messages[0]
+    assert system["role"] == "system"
+    assert system["content"].startswith(PERSONA)
+    assert "[happy]" in system["content"] and all(e in system["content"] for e in EMOTIONS)
+    assert "in character" in system["content"]
+    assert "example of how Nova talks" in system["content"]
+    assert system["content"].endswith("User: hi\nNova: [happy] Hello, stargazer!")
+    assert messages[1:] == [{"role": "user", "content": "hi"}]
+
+
+def test_no_example_section_without_example_dialogue():
+    assert "example" not in build([("user", "hi")], 1000, example="  \n")[0]["content"].lower()
+
+
+def test_whole_history_kept_when_it_fits_greeting_included():
+    history = [("assistant", "Hello stargazer!")] + turns(3) + [("user", "last question")]
+    messages = build(history, 10_000)
+    assert [(m["role"], m["content"]) for m in messages[1:]] == history
+
+
+def test_budget_respected_and_oldest_dropped_first_in_blocks():
+    history = turns(10) + [("user", "what is a comet")]
+    system_cost = cost(build([], 10_000))
+    for room in range(1, 21):  # room for `room` messages, not one more
+        budget = system_cost + room * (5 + OVERHEAD) + 2
+        messages = build(history, budget, block_turns=2)
+        assert cost(messages) <= budget
+        kept = [(m["role"], m["content"]) for m in messages[1:]]
+        assert kept == history[-len(kept) :]  # a suffix: only the oldest went
+        assert kept[-1] == ("user", "what is a comet")
+        assert kept[0][0] == "user"
+        start = len(history) - len(kept)
+        if room >= 5:  # a block of two turns (four messages) fits: the cut is on a block boundary
+            assert start % 4 == 0 and len(kept) > room - 4, (room, start)
+
+
+def test_kept_history_starts_with_the_user():
+    history = turns(6) + [("user", "and then")]
+    system_cost = cost(build([], 10_000))
+    for extra in range(0, 80):
+        messages = build(history, system_cost + extra)
+        assert messages[1]["role"] == "user"
+        assert messages[-1] == {"role": "user", "content": "and then"}
+        assert cost(messages) <= system_cost + extra or len(messages) == 2
+
+
+def test_last_message_kept_even_alone_over_budget():
+    long = "word " * 500
+    messages = build(turns(2) + [("user", long)], 50)
+    assert messages[1:] == [{"role": "user", "content": long}]
+
+
+def test_leading_greeting_dropped_when_history_is_cut():
+    history = [("assistant", "Hello stargazer, ask me anything")] + turns(3)
+    full = cost(build(history, 10_000))
+    messages = build(history, full - 1)  # everything but one token fits
+    assert messages[1]["role"] == "user"
+    assert ("assistant", "Hello stargazer, ask me anything") not in [(m["role"], m["content"]) for m in messages]
+
+
+def test_each_message_counted_once():
+    engine = WordEngine()
+    build(turns(50), 10_000, engine=engine)
+    assert engine.calls == 1 + 100
+    engine = WordEngine()
+    build(turns(50), 60, engine=engine)
+    assert engine.calls < 10  # stops counting once the budget is spent
+
+
+def test_history_window_counted_from_the_session_start():
+    """With `positions` the history may be the session's last messages only: the blocks are still
+    counted from the session's start, so the cut does not move with the window."""
+    session = [("assistant", "Hello stargazer")] + turns(20) + [("user", "what is a comet")]
+    system_cost = cost(build([], 10_000))
+    budget = system_cost + 12 * (5 + OVERHEAD)
+    whole = build(session, budget, block_turns=2)
+    for window_start in range(0, 20):
+        window = session[window_start:]
+        positions = range(window_start, len(session))
+        assert build(window, budget, block_turns=2, positions=positions) == whole
+
+
+def memories(*texts):
+    return [SimpleNamespace(pk=i, text=text) for i, text in enumerate(texts)]
+
+
+FACTS = memories(
+    "The user said: I have a dog called Biscuit.", "The user said: I live in Porto.", "Nova promised: a tour."
+)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_memory_notes_fit_their_budget_with_their_framing(layout):
+    engine = WordEngine()
+    history = turns(3) + [("user", "what is my dog called")]
+    for budget in range(0, 40):
+        notes, used = memory_notes(FACTS, engine=engine, budget_tokens=budget, layout=layout)
+        bare = build(history, 10_000, layout=layout)
+        messages = build(history, 10_000, layout=layout, memory_notes=notes, memory_budget_tokens=budget)
+        assert cost(messages) - cost(bare) <= budget, (layout, budget)
+        assert len(used) == len(notes.splitlines()) if notes else used == []
+    notes, used = memory_notes(FACTS, engine=engine, budget_tokens=160, layout=layout)
+    assert used == ["0", "1", "2"]
+    if layout == "exchange":  # the user's own words
+        assert notes.splitlines() == [
+            "- I have a dog called Biscuit.",
+            "- I live in Porto.",
+            "- Nova promised: a tour.",
+        ]
+    else:
+        assert notes.splitlines()[0] == "- The user said: I have a dog called Biscuit."
+
+
+def test_memory_notes_go_after_the_history_just_before_the_users_line():
+    history = turns(3) + [("user", "what is my dog called")]
+    notes = "- I have a dog called Biscuit."
+    kept = [{"role": r, "content": c} for r, c in history[:-1]]
+    last = {"role": "user", "content": "what is my dog called"}
+
+    def layout(name):
+        return build(history, 10_000, layout=name, memory_notes=notes, memory_budget_tokens=40)
+
+    system = build(history, 10_000)[0]
+    assert layout("exchange") == [
+        system,
+        *kept,
+        {"role": "user", "content": notes},
+        {"role": "assistant", "content": MEMORY_ACK},
+        last,
+    ]
+    assert layout("system") == [system, *kept, {"role": "system", "content": f"{MEMORY_HEADING}\n{notes}"}, last]
+    assert layout("inline") == [
+        system,
+        *kept,
+        {"role": "user", "content": f"{MEMORY_HEADING}\n{notes}\n\nwhat is my dog called"},
+    ]
+    old = layout("system_prompt")
+    assert old[1:] == [*kept, last] and f"{MEMORY_HEADING}\n{notes}" in old[0]["content"]
+    assert old[0]["content"].startswith(system["content"].split("\n\n")[0])
+    with pytest.raises(ValueError):
+        layout("sideways")
+
+
+def test_notes_and_their_share_never_move_the_cut():
+    """The notes' share is set aside with or without notes: finding more or fewer never moves the cut."""
+    history = turns(12) + [("user", "tell me about my dog")]
+    system_cost = cost(build([], 10_000))
+    for room in range(4, 20):
+        budget = system_cost + 30 + room * (5 + OVERHEAD)
+        without = build(history, budget, memory_budget_tokens=30)
+        for budget_used in range(0, 31, 5):
+            notes, _ = memory_notes(FACTS, engine=WordEngine(), budget_tokens=budget_used)
+            messages = build(history, budget, memory_notes=notes, memory_budget_tokens=30)
+            assert cost(messages) <= budget
+            assert [m for m in messages if m["content"] not in (notes, MEMORY_ACK)] == without
