@@ -101,8 +101,10 @@ async def typed_turn(ws, text: str) -> dict:
     await ws.send(json.dumps({"type": "message", "content": text}))
     marks = {}
     while True:
-        frame = await recv(ws)
-        if frame["type"] == "text_delta":
+        frame = json.loads(await ws.recv())  # an error ends the turn (recorded), not the session
+        if frame["type"] == "error":
+            marks["error"] = frame.get("code")
+        elif frame["type"] == "text_delta":
             marks.setdefault("client_first_token_ms", (time.perf_counter() - t0) * 1000)
         elif frame["type"] == "turn_end":
             return {**marks, "message_id": frame.get("message_id"), "status": frame.get("status")}
@@ -120,9 +122,11 @@ async def spoken_turn(ws, pcm: bytes) -> dict:
     await ws.send(json.dumps({"type": "audio_stream_end"}))
     marks = {}
     while True:
-        frame = await recv(ws)
+        frame = json.loads(await ws.recv())  # an error ends the turn (recorded), not the session
         now = (time.perf_counter() - t0) * 1000
-        if frame["type"] == "asr_end":
+        if frame["type"] == "error":
+            marks["error"] = frame.get("code")
+        elif frame["type"] == "asr_end":
             marks["transcript"] = frame["text"]
         elif frame["type"] == "text_delta":
             marks.setdefault("client_first_token_ms", now)
@@ -221,6 +225,7 @@ def row_line(r: dict) -> str:
         f"{fmt(r.get('client_first_token_ms'), 12)}  {r['load']:4.1f}"
         + ("  memory_error" if r["memory_error"] else "")
         + ("" if r["status"] == "complete" else f"  {r['status']}")
+        + (f"  error {r['error']}" if r.get("error") else "")
     )
 
 
