@@ -24,8 +24,23 @@ target ≤ 1.3), and `first_audio_ms_turn30` the median of the last three voice 
 
     .venv/bin/python bench/long_session.py [--turns 30] [--pause 1.0]
 
-Baseline (2026-11-27, before the stable-prompt-prefix and KV-cache work; 2-core CPU box):
-    (filled in by the first full run; see the commit message)
+Baseline, 2026-11-27 17:43 UTC, before the stable-prompt-prefix and KV-cache work: NOT a clean
+figure. The 2-core box was shared with two other helpers' test runs (load average 3-7.3 during
+the run), so times are several × issue 11's quiet-box ones (409 ms at turn 2); the run was
+stopped at the hard deadline after turn 20+, so there are no RESULT lines yet. Prompt tokens reach
+the 1,536 budget at turn 11 and stay there (history trimmed: 15-19 of 22-40 messages kept):
+    turn  kind   prompt tok  ttft ms  first audio ms  load
+       1  typed         210     5836               -   6.6
+       2  voice         282     4790            6686   6.7
+       3  typed         331     8188               -   6.7
+       6  voice         672    11752           14037   7.3
+       9  typed        1217    17067               -   6.8
+      11  typed        1528    13174               -   5.3
+      15  typed        1392     6168               -   3.4
+      18  voice        1546     6031            8422   2.9
+      20  voice        1443     4985            6459   3.6
+An earlier try (load 5.5-8.4) failed at turn 10: the reply ran past LLM_SOFT_TIME_LIMIT_S (60 s).
+Rerun on a quiet box for figures to compare with.
 """
 
 import argparse
