@@ -26,8 +26,10 @@ target ≤ 1.3), and `first_audio_ms_turn30` the median of the last three voice 
 
 Baseline, 2026-11-27 17:43 UTC, before the stable-prompt-prefix and KV-cache work: NOT a clean
 figure. The 2-core box was shared with two other helpers' test runs (load average 3-7.3 during
-the run), so times are several × issue 11's quiet-box ones (409 ms at turn 2); the run was
-stopped at the hard deadline after turn 20+, so there are no RESULT lines yet. Prompt tokens reach
+the run), so times are several × issue 11's quiet-box ones (409 ms at turn 2), and the load fell
+during the run, which hides the growth: RESULT ttft_ms_turn2=5836 ttft_ms_turn30=7100
+ttft_growth_30=1.217 first_audio_ms_turn30=9287 (0 of 15 transcripts from a partial; memories in
+25 of 30 prompts). Prompt tokens reach
 the 1,536 budget at turn 11 and stay there (history trimmed: 15-19 of 22-40 messages kept):
     turn  kind   prompt tok  ttft ms  first audio ms  load
        1  typed         210     5836               -   6.6
@@ -39,6 +41,8 @@ the 1,536 budget at turn 11 and stay there (history trimmed: 15-19 of 22-40 mess
       15  typed        1392     6168               -   3.4
       18  voice        1546     6031            8422   2.9
       20  voice        1443     4985            6459   3.6
+      28  voice        1524     5509            7492   4.5
+      30  voice        1511    11802           13444   3.9
 An earlier try (load 5.5-8.4) failed at turn 10: the reply ran past LLM_SOFT_TIME_LIMIT_S (60 s).
 Rerun on a quiet box for figures to compare with.
 """
