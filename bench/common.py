@@ -35,14 +35,16 @@ def scaled_environment(max_new_tokens: int) -> dict:
     """Start PostgreSQL/Redis if needed, then a migrated, seeded bench database and a clean Redis db.
 
     The settings also apply to this process, which measures the in-process figures: greedy
-    decoding, so the workers and this process write the same replies.
+    decoding, so the workers and this process write the same replies. BENCH_DATABASE_URL and
+    BENCH_REDIS_URL move a run off the shared bench database and Redis db (the Redis db is flushed,
+    and its queues are served by this run's workers): for benches run side by side.
     """
     from tests import stack
 
     subprocess.run(["bash", str(ROOT / "tests" / "services.sh")], check=True)
     env = {
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/personatalk_bench",
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/personatalk_bench"),
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
         "SECRET_KEY": "bench",
         "DEMO_API_TOKEN": TOKEN,
         "LLM_BACKEND": "transformers",
@@ -60,3 +62,16 @@ def scaled_environment(max_new_tokens: int) -> dict:
     stack.manage("migrate", "--noinput", env=env)
     stack.manage("seed_demo", env=env)
     return env
+
+
+def asr_from_partial(reply_id) -> bool:
+    """Whether the turn's transcript was a partial standing in for the final ASR pass (the user
+    message the reply answers has `asr_from_partial` in its timings): such turns skip a stage."""
+    from apps.conversations.models import Message
+
+    reply = Message.objects.filter(pk=reply_id).first() if reply_id else None
+    if reply is None:
+        return False
+    asked = Message.objects.filter(session_id=reply.session_id, role="user", created_at__lte=reply.created_at)
+    timings = asked.order_by("-created_at").values_list("timings", flat=True).first() or {}
+    return bool(timings.get("asr_from_partial"))

@@ -4,7 +4,9 @@ Starts PostgreSQL/Redis if needed, a fresh database, Daphne and three Celery wor
 with the real models (Whisper tiny.en, SmolLM2-135M, Piper joe), then plays N recorded or
 Piper-made utterances as push-to-talk streams over a real WebSocket. After each turn the same
 stages run in this process on the same input: ASR, the LLM up to its first spoken unit, and TTS
-of that unit; their sum is the floor the architecture is compared with.
+of that unit; their sum is the floor the architecture is compared with. Turns whose transcript
+came from a partial (the final ASR pass skipped: `asr_from_partial` in the user message's timings)
+are reported apart from the others: end of speech → first audio in ms beside its ratio to the floor.
 
     .venv/bin/python bench/voice_turn.py [--turns 12]
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, pct, scaled_environment, worker_rss_mb  # noqa: E402
+from bench.common import LOG_DIR, TOKEN, asr_from_partial, pct, scaled_environment, worker_rss_mb  # noqa: E402
 
 QUESTIONS = [
     "What is the brightest star in the night sky?",
@@ -70,7 +72,7 @@ async def client_turn(ws, pcm: bytes) -> dict:
             marks.setdefault("first_audio", now)
             marks["last_audio"] = now
         elif kind == "turn_end":
-            marks["turn_end"], marks["units"] = now, units
+            marks["turn_end"], marks["units"], marks["message_id"] = now, units, frame.get("message_id")
             return marks
 
 
@@ -211,6 +213,7 @@ async def run(args) -> None:
             for i in range(args.warmup + args.turns):
                 name, pcm = clips[i % len(clips)]
                 client = await client_turn(ws, pcm)
+                client["partial"] = await sync_to_async(asr_from_partial)(client["message_id"])
                 local = in_process({**engines, "pcm": pcm}, character)
                 if i >= args.warmup:
                     e2e.append(client)
@@ -219,7 +222,8 @@ async def run(args) -> None:
                         f"  {name[:32]:32} transcript={client['transcript'] * 1000:5.0f} ms  "
                         f"first audio={client['first_audio'] * 1000:5.0f} ms (floor "
                         f"{(local['asr'] + local['llm_first_unit'] + local['tts_first_unit']) * 1000:5.0f})  "
-                        f"units={client['units']}  first unit={client['first_unit']!r:.40}"
+                        f"units={client['units']}  {'partial' if client['partial'] else 'final  '}  "
+                        f"first unit={client['first_unit']!r:.40}"
                     )
             barge_ins = [await barge_in(ws, clips[i % len(clips)][1], clips[0][1]) for i in range(args.barge_ins)]
         rss = {q: worker_rss_mb(w.popen.pid) for q, w in workers.items()}
@@ -249,6 +253,22 @@ async def run(args) -> None:
     print(f"first audio / floor (asr + llm to first unit + tts of it): median {statistics.median(first_ratio):.3f}")
     print(f"turn end / floor (asr + whole llm + tts of last unit):     median {statistics.median(end_ratio):.3f}")
     print(f"first audio / last audio, replies of ≥3 units (n={len(long)})")
+    # A transcript from a partial skips the final ASR pass: those turns are a different path, so
+    # end of speech → first audio is given for each apart, in ms beside its ratio to the floor.
+    print("end of speech → first audio at the client, and its ratio to the floor (median)")
+    groups = {"all": [True] * len(e2e), "from partial": [m["partial"] for m in e2e]}
+    groups["from final ASR"] = [not m for m in groups["from partial"]]
+    for label, chosen in groups.items():
+        audio = [m["first_audio"] for m, c in zip(e2e, chosen, strict=True) if c]
+        ratio = [r for r, c in zip(first_ratio, chosen, strict=True) if c]
+        if audio:
+            print(f"  {label:15} n={len(audio):2}  {ms(audio)}  ratio {statistics.median(ratio):.3f}")
+        else:
+            print(f"  {label:15} n= 0")
+    for label, key in (("from partial", "partial"), ("from final ASR", "final")):
+        audio = [m["first_audio"] for m, c in zip(e2e, groups[label], strict=True) if c]
+        if audio:
+            print(f"RESULT voice_to_voice_ms_p50_{key}={pct(audio, 0.5) * 1000:.0f}")
     print(f"RESULT first_audio_ratio={statistics.median(first_ratio):.3f}")
     print(f"RESULT turn_end_ratio={statistics.median(end_ratio):.3f}")
     print(f"RESULT first_to_last_audio={statistics.median(long) if long else float('nan'):.3f}")
