@@ -202,7 +202,7 @@ class RecordingEngine:
     def count_tokens(self, text):
         return self.engine.count_tokens(text)
 
-    def stream(self, messages, *, should_stop=lambda: False, max_new_tokens=None):
+    def stream(self, messages, *, should_stop=lambda: False, max_new_tokens=None, cache_key=None, stats=None):
         with self.lock:
             self.prompts.append(messages)
         yield from self.engine.stream(messages, should_stop=should_stop, max_new_tokens=max_new_tokens)
