@@ -64,21 +64,19 @@ ScriptProcessor on the captured track):
 """
 
 import argparse
-import io
 import json
 import os
 import re
 import statistics
 import sys
 import time
-import wave
 from pathlib import Path
 from urllib.parse import urljoin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, pct, scaled_environment  # noqa: E402
+from bench.common import LOG_DIR, TOKEN, asr_from_partial, pct, scaled_environment  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [  # as tests/web/conftest.py
@@ -134,13 +132,9 @@ def padded(pcm: bytes) -> bytes:
 
 
 def wav_file(path: Path, pcm: bytes) -> Path:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm)
-    path.write_bytes(buffer.getvalue())
+    from apps.core.audio import wav_bytes
+
+    path.write_bytes(wav_bytes(pcm, RATE))
     return path
 
 
@@ -192,19 +186,6 @@ class SocketClient:
 
     def close(self) -> None:
         self.ws.close()
-
-
-def asr_from_partial(reply_id) -> bool:
-    """Whether the turn's transcript was a partial standing in for the final ASR pass (the user
-    message the reply answers has `asr_from_partial` in its timings): such turns skip a stage."""
-    from apps.conversations.models import Message
-
-    reply = Message.objects.filter(pk=reply_id).first() if reply_id else None
-    if reply is None:
-        return False
-    asked = Message.objects.filter(session_id=reply.session_id, role="user", created_at__lte=reply.created_at)
-    timings = asked.order_by("-created_at").values_list("timings", flat=True).first() or {}
-    return bool(timings.get("asr_from_partial"))
 
 
 def server_first_audio_ms(message_id) -> float:

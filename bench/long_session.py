@@ -55,7 +55,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -155,29 +154,10 @@ async def spoken_turn(ws, pcm: bytes) -> dict:
             return {**marks, "message_id": frame.get("message_id"), "status": frame.get("status")}
 
 
-def token_counter():
-    """The LLM's tokenizer alone (no weights), with the engines' `count_tokens`."""
-    from django.conf import settings
-    from transformers import AutoTokenizer
-
-    from workers.llm.engines import converted_model_dir, default_gguf_path
-
-    path = Path(settings.LLM_MODEL_PATH) if settings.LLM_MODEL_PATH else default_gguf_path()
-    if path.is_file():
-        path = converted_model_dir(path, Path(settings.LLM_CACHE_DIR))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return SimpleNamespace(
-        tokenizer=tokenizer, count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False))
-    )
-
-
-def turn_row(*, reply_id, session_id, counter, character) -> dict:
-    """What the saved messages say of one turn: the reply's timings, the user's, and the prompt's size."""
-    from django.conf import settings
-
-    from apps.conversations import prompt
+def turn_row(*, reply_id, session_id) -> dict:
+    """What the saved messages say of one turn: the reply's timings (the engine's own prompt size:
+    `prompt_tokens`, of which `cached_tokens` reused and `prefill_tokens` computed) and the user's."""
     from apps.conversations.models import Message
-    from apps.memory.models import Memory
 
     reply = Message.objects.get(pk=reply_id) if reply_id else None
     if reply is None:  # a turn that failed before its reply was saved
@@ -197,33 +177,13 @@ def turn_row(*, reply_id, session_id, counter, character) -> dict:
         "first_audio_ms": t.get("first_audio_at_ms"),
         "prefill": t.get("prefill_tokens"),
         "cached": t.get("cached_tokens"),
+        "prompt_tokens": t.get("prompt_tokens"),
         "memories": len(reply.memories_used or []),
         "memory_error": bool(t.get("memory_error")),
         "partial": bool(said and (said.timings or {}).get("asr_from_partial")),
         "status": reply.status,
         "reply": reply.content,
     }
-    try:  # the prompt the job built, with this checkout's prompt code (its signature may change)
-        used = {str(m.pk): m.text for m in Memory.objects.filter(pk__in=reply.memories_used or [])}
-        texts = [used[i] for i in reply.memories_used or [] if i in used]
-        notes = "\n".join([prompt.MEMORY_HEADING] + [f"- {text}" for text in texts]) if texts else ""
-        messages = prompt.build_messages(
-            persona=character.persona,
-            character_name=character.name,
-            example_dialogue=character.example_dialogue,
-            history=history,
-            engine=counter,
-            budget_tokens=settings.LLM_PROMPT_TOKENS,
-            memory_notes=notes,
-        )
-        row["kept_msgs"] = len([m for m in messages if m["role"] != "system"])
-        ids = counter.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        row["prompt_tokens"] = len(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    except Exception as exc:  # noqa: BLE001 - a figure of the table, not of the bench
-        row["kept_msgs"] = row["prompt_tokens"] = None
-        row["prompt_error"] = f"{exc.__class__.__name__}: {exc}"
-    if row["prefill"] is not None:
-        row["prompt_tokens"] = row["prefill"] + (row["cached"] or 0)
     return row
 
 
@@ -231,14 +191,12 @@ def fmt(value, width: int, digits: int = 0) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
 
-HEADER = (
-    "turn kind   hist msgs  kept  prompt tok  mem  ttft ms  1st audio ms  prefill  cached  partial  client ttft  load"
-)
+HEADER = "turn kind   hist msgs  prompt tok  mem  ttft ms  1st audio ms  prefill  cached  partial  client ttft  load"
 
 
 def row_line(r: dict) -> str:
     return (
-        f"{r['turn']:4} {r['kind']:6} {r['history_msgs']:9} {fmt(r['kept_msgs'], 5)} {fmt(r['prompt_tokens'], 11)} "
+        f"{r['turn']:4} {r['kind']:6} {r['history_msgs']:9} {fmt(r['prompt_tokens'], 11)} "
         f"{r['memories']:4} {fmt(r['ttft_ms'], 8)} {fmt(r['first_audio_ms'], 13)} {fmt(r['prefill'], 8)} "
         f"{fmt(r['cached'], 7)} {('yes' if r['partial'] else '-') if r['kind'] == 'voice' else '':>8} "
         f"{fmt(r.get('client_first_token_ms'), 12)}  {r['load']:4.1f}"
@@ -288,7 +246,6 @@ async def run(args) -> None:
         from apps.memory.models import Memory
 
         character = await sync_to_async(Character.objects.get)(slug=args.character)
-        counter = await sync_to_async(token_counter)()
         conversation = (CONVERSATION * (args.turns // len(CONVERSATION) + 1))[: args.turns]
         speech = {line: piper_says(line) for kind, line in WARMUP + conversation if kind == "v"}
         rows = []
@@ -311,9 +268,7 @@ async def run(args) -> None:
             for n, (kind, line) in enumerate(conversation, 1):
                 await asyncio.sleep(args.pause)
                 marks = await (typed_turn(ws, line) if kind == "t" else spoken_turn(ws, speech[line]))
-                row = await sync_to_async(turn_row)(
-                    reply_id=marks["message_id"], session_id=session_id, counter=counter, character=character
-                )
+                row = await sync_to_async(turn_row)(reply_id=marks["message_id"], session_id=session_id)
                 row.update(
                     turn=n, kind="typed" if kind == "t" else "voice", line=line, load=os.getloadavg()[0], **marks
                 )
@@ -339,9 +294,6 @@ async def run(args) -> None:
     print(HEADER)
     for r in rows:
         print(row_line(r))
-    problems = sorted({r["prompt_error"] for r in rows if r.get("prompt_error")})
-    for problem in problems:
-        print(f"prompt not rebuilt: {problem}")
     last = len(rows)
     head, tail = rows[:WINDOW], rows[-WINDOW:]
     voice_tail = [r for r in rows if r["kind"] == "voice"][-WINDOW:]

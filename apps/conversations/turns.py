@@ -68,16 +68,22 @@ def _reply_queue_on_commit(*, session: ChatSession, reply_channel: str, text_del
     """Queue the text reply to the session's last user message once the open transaction commits."""
     turn_id = str(uuid.uuid4())
     transaction.on_commit(
-        lambda: enqueue(
-            "workers.llm.tasks.llm_reply",
-            turn_id=turn_id,
-            session_id=str(session.pk),
-            reply_channel=reply_channel,
-            text_deltas=text_deltas,
-            submitted_at=time.time(),
-        )
+        lambda: _reply_enqueue(turn_id=turn_id, session=session, reply_channel=reply_channel, text_deltas=text_deltas)
     )
     return turn_id
+
+
+def _reply_enqueue(*, turn_id: str, session: ChatSession, reply_channel: str, text_deltas: bool, **spoken) -> None:
+    """Queue the job that writes the reply (`spoken`: speak and speech_end_at for a voice turn)."""
+    enqueue(
+        "workers.llm.tasks.llm_reply",
+        turn_id=turn_id,
+        session_id=str(session.pk),
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        submitted_at=time.time(),
+        **spoken,
+    )
 
 
 def turn_fail(*, send: Send, reply_channel: str, turn_id: str, code: str, message: str) -> None:
@@ -128,13 +134,11 @@ def transcript_accept(
         audio_wav=wav_bytes(pcm, PCM_RATE) if settings.KEEP_AUDIO else None,
     )
     send(reply_channel, p.TurnFrames(turn_id=turn_id, frames=[p.Thinking()]))
-    enqueue(
-        "workers.llm.tasks.llm_reply",
+    _reply_enqueue(
         turn_id=turn_id,
-        session_id=str(session.pk),
+        session=session,
         reply_channel=reply_channel,
         text_deltas=text_deltas,
-        submitted_at=time.time(),
         speak=speak,
         speech_end_at=speech_end_at,
     )

@@ -14,12 +14,12 @@ The assertions read the page's own voice state, window.ptVoice (see apps/web/sta
 
 import re
 import time
-import wave
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from apps.characters.models import Character
+from apps.core.audio import wav_bytes
 from tests.speech import audioeval_clip, piper_says, silence, words
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, log_in, page_check, phone_page
 
@@ -32,11 +32,7 @@ SLOW_ASK = "Please answer slowly. Take your time with every single word, because
 
 
 def wav_file(path, pcm: bytes) -> str:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm)
+    path.write_bytes(wav_bytes(pcm, RATE))
     return str(path)
 
 
