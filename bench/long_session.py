@@ -158,6 +158,7 @@ def turn_row(*, reply_id, session_id) -> dict:
     """What the saved messages say of one turn: the reply's timings (the engine's own prompt size:
     `prompt_tokens`, of which `cached_tokens` reused and `prefill_tokens` computed) and the user's."""
     from apps.conversations.models import Message
+    from apps.conversations.turns import PROMPT_HISTORY_MESSAGES
 
     reply = Message.objects.get(pk=reply_id) if reply_id else None
     if reply is None:  # a turn that failed before its reply was saved
@@ -165,7 +166,7 @@ def turn_row(*, reply_id, session_id) -> dict:
     before = list(
         Message.objects.filter(session_id=session_id, created_at__lt=reply.created_at)
         .exclude(status=Message.Status.REPLACED)
-        .order_by("-created_at")[:40]  # as selectors.session_history reads it
+        .order_by("-created_at")[:PROMPT_HISTORY_MESSAGES]  # the window the turn reads its history from
     )
     before.reverse()
     said = next((m for m in reversed(before) if m.role == Message.Role.USER), None)
