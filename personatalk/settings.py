@@ -280,6 +280,13 @@ LLM_KV_CACHE_MB = env.int("LLM_KV_CACHE_MB", default=512)
 # Old turns leave the prompt this many at a time (counted from the session's start), so the prompt's
 # prefix stays byte-identical between drops and engines can reuse its prefill.
 LLM_HISTORY_BLOCK_TURNS = env.int("LLM_HISTORY_BLOCK_TURNS", default=4)
+# After each reply the local engine prefills what the session's next prompt will begin with (the
+# system prompt and the history it will keep), while the user reads, so the next turn computes only
+# its memory notes and its line, even on the turn a block of old turns leaves. The user's new line
+# is given LLM_NEW_LINE_TOKENS of the budget (a longer one takes what it needs), so the history's
+# cut is known before the line is.
+LLM_PREFILL_AHEAD = env.bool("LLM_PREFILL_AHEAD", default=True)
+LLM_NEW_LINE_TOKENS = env.int("LLM_NEW_LINE_TOKENS", default=64)
 LLM_SOFT_TIME_LIMIT_S = env.int("LLM_SOFT_TIME_LIMIT_S", default=60)
 LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
 # Past the soft limit a job ends its turn with an error; past the hard one its process is killed

@@ -108,6 +108,34 @@ def _history_start(history: Sequence[tuple[str, str]], positions: Sequence[int],
         size //= 2
 
 
+def _kept_start(
+    history: Sequence[tuple[str, str]],
+    positions: Sequence[int],
+    *,
+    engine,
+    left: int,
+    last_cost: int,
+    block_messages: int,
+) -> int:
+    """Where the kept history starts, the last message (the user's new line) charged `last_cost`
+    whatever its length, so a cut worked out before the line is known (`next_turn_prefix`) is the
+    one the turn makes once it is. Each other message is counted once, the oldest not at all once
+    `left` is spent."""
+    left -= last_cost
+    fit = len(history) - 1
+    for i in range(len(history) - 2, -1, -1):
+        cost = engine.count_tokens(history[i][1]) + _PER_MESSAGE_OVERHEAD
+        if cost > left:
+            break
+        left -= cost
+        fit = i
+    return _history_start(history, positions, fit, block_messages)
+
+
+def _history_budget(*, system: str, engine, budget_tokens: int, memory_budget_tokens: int) -> int:
+    return budget_tokens - memory_budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
+
+
 def build_messages(
     *,
     persona: str,
@@ -121,22 +149,26 @@ def build_messages(
     layout: str = DEFAULT_LAYOUT,
     positions: Sequence[int] | None = None,
     block_turns: int = 4,
+    new_line_tokens: int = 0,
 ) -> list[dict[str, str]]:
     """Chat messages for the engine: the system prompt, the kept history, the memory notes (framed as
     `layout` says), then the history's last message (the user's new line).
 
     `memory_budget_tokens` is set aside for the notes whether or not there are any (`memory_notes`
-    must fit it, as `memory_notes()` makes them), so they never move the cut. `positions` are the
-    history messages' positions in the session (default 0, 1, ...: the history is the whole
-    session); old turns are dropped in blocks of `block_turns` turns counted from there (see
-    `_history_start`). The last message is always kept, even alone over budget. A kept history never
-    starts with an assistant line unless it is the session's opening greeting and the whole history
-    fits. Each message is counted once (`engine.count_tokens`), the oldest not at all once the
-    budget is spent.
+    must fit it, as `memory_notes()` makes them), so they never move the cut; likewise
+    `new_line_tokens` for the user's new line (a longer line takes what it needs), so the cut does
+    not depend on the line when it is no longer than that. `positions` are the history messages'
+    positions in the session (default 0, 1, ...: the history is the whole session); old turns are
+    dropped in blocks of `block_turns` turns counted from there (see `_history_start`). The last
+    message is always kept, even alone over budget. A kept history never starts with an assistant
+    line unless it is the session's opening greeting and the whole history fits. Each message is
+    counted once (`engine.count_tokens`), the oldest not at all once the budget is spent.
     """
     _check_layout(layout)
     system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
-    left = budget_tokens - memory_budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
+    left = _history_budget(
+        system=system, engine=engine, budget_tokens=budget_tokens, memory_budget_tokens=memory_budget_tokens
+    )
     if layout == "system_prompt":
         system = system_prompt(
             persona=persona,
@@ -147,14 +179,13 @@ def build_messages(
     positions = range(len(history)) if positions is None else positions
     if len(positions) != len(history):
         raise ValueError("positions must give one position per history message")
-    fit = len(history)
-    for i in range(len(history) - 1, -1, -1):
-        cost = engine.count_tokens(history[i][1]) + _PER_MESSAGE_OVERHEAD
-        if fit < len(history) and cost > left:
-            break
-        left -= cost
-        fit = i
-    kept = list(history[_history_start(history, positions, fit, 2 * block_turns) :]) if history else []
+    kept = []
+    if history:
+        last_cost = max(new_line_tokens, engine.count_tokens(history[-1][1]) + _PER_MESSAGE_OVERHEAD)
+        start = _kept_start(
+            history, positions, engine=engine, left=left, last_cost=last_cost, block_messages=2 * block_turns
+        )
+        kept = list(history[start:])
     messages = [{"role": "system", "content": system}] + [{"role": r, "content": c} for r, c in kept[:-1]]
     last = [{"role": r, "content": c} for r, c in kept[-1:]]
     if memory_notes and layout == "exchange":
@@ -164,3 +195,47 @@ def build_messages(
     elif memory_notes and layout == "inline" and last:
         last[0]["content"] = f"{MEMORY_HEADING}\n{memory_notes}\n\n{last[0]['content']}"
     return messages + last
+
+
+def next_turn_prefix(
+    *,
+    persona: str,
+    character_name: str,
+    example_dialogue: str,
+    history: Sequence[tuple[str, str]],
+    engine,
+    budget_tokens: int,
+    memory_budget_tokens: int = 0,
+    layout: str = DEFAULT_LAYOUT,
+    positions: Sequence[int] | None = None,
+    block_turns: int = 4,
+    new_line_tokens: int = 0,
+) -> list[dict[str, str]]:
+    """The messages the next turn's prompt will begin with, before its user line is known: the system
+    prompt and the history it will keep (all of `history`, the session so far, or its newest part).
+
+    `build_messages` with the same arguments, `history` plus a user line of at most
+    `new_line_tokens`, gives these messages, then the notes and the line. An engine can prefill them
+    while the user is still reading or typing. Nothing is stable to give for the old layout that puts
+    the notes in the system prompt: [] then.
+    """
+    _check_layout(layout)
+    if layout == "system_prompt":
+        return []
+    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
+    left = _history_budget(
+        system=system, engine=engine, budget_tokens=budget_tokens, memory_budget_tokens=memory_budget_tokens
+    )
+    positions = list(range(len(history)) if positions is None else positions)
+    if len(positions) != len(history):
+        raise ValueError("positions must give one position per history message")
+    ahead = [*history, ("user", "")]  # the line to come, charged new_line_tokens
+    start = _kept_start(
+        ahead,
+        [*positions, positions[-1] + 1 if positions else 0],
+        engine=engine,
+        left=left,
+        last_cost=new_line_tokens,
+        block_messages=2 * block_turns,
+    )
+    return [{"role": "system", "content": system}] + [{"role": r, "content": c} for r, c in history[start:]]

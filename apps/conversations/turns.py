@@ -18,7 +18,7 @@ from django.db import transaction
 
 from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.prompt import build_messages, memory_notes
+from apps.conversations.prompt import build_messages, memory_notes, next_turn_prefix
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
 from apps.conversations.selectors import reply_saved, session_get_for_turn, session_history_positioned
 from apps.conversations.services import (
@@ -240,19 +240,9 @@ def text_turn_run(
         notes, memories_used = memory_notes(
             recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS, layout=layout
         )
-        usable = [(at, m) for at, m in positioned if m.status != Message.Status.FAILED and m.content]
+        history, positions = _prompt_history(positioned)
         messages = build_messages(
-            persona=character.persona,
-            character_name=character.name,
-            example_dialogue=character.example_dialogue,
-            history=[(m.role, m.content) for _, m in usable],
-            positions=[at for at, _ in usable],
-            engine=engine,
-            budget_tokens=settings.LLM_PROMPT_TOKENS,
-            memory_notes=notes,
-            memory_budget_tokens=settings.MEMORY_PROMPT_TOKENS,
-            layout=layout,
-            block_turns=settings.LLM_HISTORY_BLOCK_TURNS,
+            **_prompt_layout(character), history=history, positions=positions, engine=engine, memory_notes=notes
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
@@ -312,6 +302,48 @@ def text_turn_run(
         out.frame(p.TurnEnd(status=turn_end_status(reply=message), message_id=str(message.pk)))
     if reachable and out.send_error is not None:  # the last frames did not arrive: note it on the saved reply
         turn_timings_merge(turn_id=turn_id, timings={"send_error": out.send_error})
+    if settings.LLM_PREFILL_AHEAD and not error:
+        _prefill_ahead(engine=engine, session=session, turn_id=turn_id)
+
+
+def _prompt_layout(character) -> dict:
+    """The prompt's settings for this character, as build_messages and next_turn_prefix take them."""
+    return dict(
+        persona=character.persona,
+        character_name=character.name,
+        example_dialogue=character.example_dialogue,
+        budget_tokens=settings.LLM_PROMPT_TOKENS,
+        memory_budget_tokens=settings.MEMORY_PROMPT_TOKENS,
+        layout=settings.MEMORY_PROMPT_LAYOUT,
+        block_turns=settings.LLM_HISTORY_BLOCK_TURNS,
+        new_line_tokens=settings.LLM_NEW_LINE_TOKENS,
+    )
+
+
+def _prompt_history(positioned: list[tuple[int, Message]]) -> tuple[list[tuple[str, str]], list[int]]:
+    """(role, content) of the messages a prompt shows (not failed, not empty), and their positions."""
+    usable = [(at, m) for at, m in positioned if m.status != Message.Status.FAILED and m.content]
+    return [(m.role, m.content) for _, m in usable], [at for at, _ in usable]
+
+
+def _prefill_ahead(*, engine, session: ChatSession, turn_id: str) -> None:
+    """Have the engine compute what the session's next prompt will begin with, now that the reply is
+    saved and sent, while the user reads it (recorded on the reply as `prefill_ahead_*`). A failure
+    costs the next turn its head start, nothing else."""
+    t0 = time.monotonic()
+    try:
+        positioned = session_history_positioned(session_id=session.pk, limit=PROMPT_HISTORY_MESSAGES)
+        history, positions = _prompt_history(positioned)
+        messages = next_turn_prefix(
+            **_prompt_layout(session.character), history=history, positions=positions, engine=engine
+        )
+        tokens = engine.warm(messages, cache_key=str(session.pk))
+    except Exception:  # noqa: BLE001 - the soft time limit included: the turn itself is done
+        log.warning("turn %s: prefilling the next prompt failed", turn_id, exc_info=True)
+        return
+    if tokens:
+        elapsed = round((time.monotonic() - t0) * 1000, 1)
+        turn_timings_merge(turn_id=turn_id, timings={"prefill_ahead_tokens": tokens, "prefill_ahead_ms": elapsed})
 
 
 class _Speaker:

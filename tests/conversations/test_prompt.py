@@ -5,7 +5,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from apps.conversations.prompt import LAYOUTS, MEMORY_ACK, MEMORY_HEADING, build_messages, memory_notes
+from apps.conversations.prompt import (
+    LAYOUTS,
+    MEMORY_ACK,
+    MEMORY_HEADING,
+    build_messages,
+    memory_notes,
+    next_turn_prefix,
+)
 from apps.conversations.reply import EMOTIONS
 
 
@@ -205,3 +212,59 @@ def test_notes_and_their_share_never_move_the_cut():
             messages = build(history, budget, memory_notes=notes, memory_budget_tokens=30)
             assert cost(messages) <= budget
             assert [m for m in messages if m["content"] not in (notes, MEMORY_ACK)] == without
+
+
+@pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "system_prompt"])
+def test_the_next_turns_prefix_is_known_before_its_line(layout):
+    """next_turn_prefix, worked out before the user's line is known, is how the next prompt begins
+    whenever the line fits its reserve: also on the turns where a block of old turns leaves."""
+    import random
+
+    rng = random.Random(5)
+    engine = WordEngine()
+    history, starts = [("assistant", "Hello stargazer")], set()
+    for n in range(60):
+        ahead = next_turn_prefix(
+            persona=PERSONA,
+            character_name="Nova",
+            example_dialogue="",
+            history=history,
+            engine=engine,
+            budget_tokens=260,
+            memory_budget_tokens=30,
+            layout=layout,
+            block_turns=3,
+            new_line_tokens=12,
+        )
+        line = " ".join(["word"] * rng.randint(1, 8))  # with its overhead, at most the 12 reserved
+        notes = "- the user said: I have a dog" if n % 2 else ""
+        messages = build(
+            history + [("user", line)],
+            260,
+            memory_notes=notes,
+            memory_budget_tokens=30,
+            layout=layout,
+            block_turns=3,
+            new_line_tokens=12,
+        )
+        assert messages[: len(ahead)] == ahead, n
+        assert len(messages) - len(ahead) in (1, 2, 3)  # only the notes and the line come after it
+        starts.add(messages[1]["content"])
+        history += [("user", line), ("assistant", " ".join(["reply"] * rng.randint(3, 30)))]
+    assert len(starts) > 3  # old turns left several times: the cut turns were checked too
+
+
+def test_a_longer_line_than_reserved_takes_the_room_it_needs():
+    history = turns(10)
+    long = " ".join(["word"] * 40)
+    messages = build(history + [("user", long)], 200, new_line_tokens=12)
+    assert cost(messages) <= 200
+    assert messages[-1]["content"] == long
+
+
+def test_no_prefix_to_prefill_for_the_layout_that_puts_notes_in_the_system_prompt():
+    kwargs = dict(persona=PERSONA, character_name="Nova", example_dialogue="", engine=WordEngine())
+    assert next_turn_prefix(history=turns(2), budget_tokens=500, layout="system_prompt", **kwargs) == []
+    assert next_turn_prefix(history=turns(2), budget_tokens=500, **kwargs)[1:] == [
+        {"role": r, "content": c} for r, c in turns(2)
+    ]

@@ -197,7 +197,7 @@ class RecordingEngine:
     name = "recording"
 
     def __init__(self):
-        self.engine, self.prompts, self.lock = ScriptedEngine(), [], threading.Lock()
+        self.engine, self.prompts, self.warmed, self.lock = ScriptedEngine(), [], [], threading.Lock()
 
     def count_tokens(self, text):
         return self.engine.count_tokens(text)
@@ -206,6 +206,11 @@ class RecordingEngine:
         with self.lock:
             self.prompts.append(messages)
         yield from self.engine.stream(messages, should_stop=should_stop, max_new_tokens=max_new_tokens)
+
+    def warm(self, messages, *, cache_key):
+        with self.lock:
+            self.warmed.append((len(self.prompts), cache_key, messages))
+        return len(messages)
 
 
 def test_an_openai_compatible_server_gets_the_same_prefix_turn_after_turn():
@@ -235,10 +240,19 @@ def test_an_openai_compatible_server_gets_the_same_prefix_turn_after_turn():
 
 
 @pytest.mark.django_db
-@override_settings(LLM_PROMPT_TOKENS=420, MEMORY_PROMPT_TOKENS=40, MEMORY_EXTRACTION=False, LLM_HISTORY_BLOCK_TURNS=3)
+@override_settings(
+    LLM_PROMPT_TOKENS=420,
+    MEMORY_PROMPT_TOKENS=40,
+    MEMORY_EXTRACTION=False,
+    LLM_HISTORY_BLOCK_TURNS=3,
+    LLM_NEW_LINE_TOKENS=16,
+)
 def test_a_sessions_turns_keep_their_prefix(user):
     """text_turn_run with the scripted engine: the history read back with its positions in the
-    session, a failed reply left out, the notes recalled for each turn just before the user's line."""
+    session, a failed reply left out, the notes recalled for each turn just before the user's line.
+
+    After each reply the engine is asked to prefill the next prompt's start, and every next prompt
+    does start with it, the turns where a block of old turns leaves included."""
     from apps.characters.models import Character
     from apps.conversations.models import Message
     from apps.conversations.services import session_create, turn_finish, turn_start
@@ -286,3 +300,10 @@ def test_a_sessions_turns_keep_their_prefix(user):
         check_layout(messages, notes, "exchange")
     drops = check_prefix_kept(prompts, json_render)
     assert drops and all(b - a >= 2 for a, b in pairwise(drops)), drops
+    assert len(engine.warmed) == len(engine.prompts)  # after every reply
+    assert {key for _, key, _ in engine.warmed} == {str(session.pk)}
+    ahead = {after: messages for after, _, messages in engine.warmed}
+    started_with = [i for i in range(1, len(engine.prompts)) if engine.prompts[i][: len(ahead[i])] == ahead[i]]
+    # all but the turn after the failed reply (two more lines came in between: the cut may differ)
+    assert len(started_with) >= len(engine.prompts) - 2, started_with
+    assert any(len(engine.prompts[d - 1]) < len(engine.prompts[d - 2]) for d in drops)  # drops were among them

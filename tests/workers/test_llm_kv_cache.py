@@ -112,6 +112,35 @@ def test_a_stopped_reply_leaves_a_cache_the_next_turn_can_use(greedy):
 
 
 @pytest.mark.model
+def test_prefilled_ahead_the_next_turn_computes_only_its_line(greedy):
+    """warm() with what the next prompt begins with (its history, the last reply included, and a
+    changed start as when a block of old turns leaves): the next turn then feeds only its own line,
+    and writes the same greedy reply as without any cache."""
+    history = [{"role": "system", "content": SYSTEM}]
+    for line in USER_LINES[:3]:
+        history.append({"role": "user", "content": line})
+        history.append({"role": "assistant", "content": "".join(greedy.stream(history, cache_key="ahead"))})
+    # the oldest turn leaves: the cached keys match up to the system prompt only
+    ahead = history[:1] + history[3:]
+    computed = greedy.warm(ahead, cache_key="ahead")
+    assert computed > 40
+    assert greedy.warm(ahead, cache_key="ahead") == 0  # already there: nothing computed twice
+    prompt = ahead + [{"role": "user", "content": USER_LINES[3]}]
+    stats = {}
+    reply = "".join(greedy.stream(prompt, cache_key="ahead", stats=stats))
+    assert reply == "".join(greedy.stream(prompt))
+
+    def tokens(messages, **kwargs):
+        return greedy.tokenizer.apply_chat_template(messages, return_dict=True, **kwargs)["input_ids"]
+
+    assert stats["cached_tokens"] == len(tokens(ahead))
+    assert stats["prefill_tokens"] == len(tokens(prompt, add_generation_prompt=True)) - len(tokens(ahead)) > 5
+    ids, cache = greedy.kv_cache.take("ahead")
+    assert kv_cache_length(cache) == len(ids)
+    assert greedy.warm(ahead, cache_key=None) == 0 and greedy.warm([], cache_key="ahead") == 0
+
+
+@pytest.mark.model
 def test_least_recently_used_sessions_go_first_and_the_budget_holds(greedy):
     config = greedy.model.config
     per_token = (

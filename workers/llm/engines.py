@@ -54,6 +54,11 @@ class ChatEngine(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def warm(self, messages: list[dict[str, str]], *, cache_key: str) -> int:
+        """Compute ahead what the next prompt of `cache_key` will begin with (`messages`); returns the
+        tokens computed. Engines without a cache of their own (a server's is its business) do nothing."""
+        ...
+
 
 # --- local model -------------------------------------------------------------------------------
 
@@ -192,6 +197,20 @@ class _Run:
         self.ids, self.cache = ids, cache
 
 
+def _resume(store: KvCacheStore | None, key: str | None, ids: list[int], *, most: int) -> _Run:
+    """Take `key`'s cache out of `store` cut to its longest common prefix with `ids` (at most `most`
+    tokens): what a forward pass over `ids` need not compute again. An empty run when there is none."""
+    entry = store.take(key) if store is not None and key else None
+    if entry is not None:
+        cached_ids, cache = entry
+        keep = min(common_prefix_length(cached_ids, ids), most)
+        if keep > 0 and kv_cache_length(cache) == len(cached_ids):
+            if len(cached_ids) > keep:
+                cache.crop(keep - len(cached_ids))  # a negative count: tokens removed from the end
+            return _Run(ids[:keep], cache)
+    return _Run([], None)
+
+
 class TransformersEngine:
     """A causal LM run with transformers, token by token with a KV cache (CPU or CUDA)."""
 
@@ -295,16 +314,8 @@ class TransformersEngine:
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"].to(self.device)
             ids = prompt[0].tolist()
-            run = _Run([], None)
-            entry = store.take(cache_key) if store is not None else None
-            if entry is not None:
-                cached_ids, cache = entry
-                # The last prompt token is always fed again: its logits pick the reply's first token.
-                keep = min(common_prefix_length(cached_ids, ids), len(ids) - 1)
-                if keep > 0 and kv_cache_length(cache) == len(cached_ids):
-                    if len(cached_ids) > keep:
-                        cache.crop(keep - len(cached_ids))  # a negative count: tokens removed from the end
-                    run = _Run(ids[:keep], cache)
+            # The last prompt token is always fed again: its logits pick the reply's first token.
+            run = _resume(store, cache_key, ids, most=len(ids) - 1)
             reused = len(run.ids)
             if stats is not None:
                 stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
@@ -317,6 +328,33 @@ class TransformersEngine:
                 # Kept only when every layer holds exactly the ids fed (not after a forward cut short).
                 if store is not None and run.cache is not None and kv_cache_length(run.cache) == len(run.ids):
                     store.put(cache_key, run.ids, run.cache)
+
+    def warm(self, messages, *, cache_key: str) -> int:
+        """Prefill `messages`, the start of a prompt to come (`next_turn_prefix`), into the cache kept
+        for `cache_key`, from its longest cached prefix on; returns the tokens computed. Run after a
+        reply, while the user reads it, so that the next turn prefills only what is new: its memory
+        notes and its line (and, when a block of old turns has just left, not the whole history).
+        """
+        import torch
+
+        store = self.kv_cache
+        if store is None or not messages or not cache_key:
+            return 0
+        with torch.inference_mode():
+            ids = self.tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)["input_ids"]
+            ids = ids[0].tolist()
+            run = _resume(store, cache_key, ids, most=len(ids))
+            fresh = ids[len(run.ids) :]
+            try:
+                if fresh:
+                    step_input = torch.tensor([fresh], device=self.device)
+                    out = self.model(input_ids=step_input, past_key_values=run.cache, use_cache=True, logits_to_keep=1)
+                    run.cache = out.past_key_values
+                    run.ids.extend(fresh)
+            finally:
+                if run.cache is not None and kv_cache_length(run.cache) == len(run.ids):
+                    store.put(cache_key, run.ids, run.cache)
+        return len(fresh)
 
     def _decode(self, step_input, seen, limit, should_stop, run: _Run) -> Iterator[str]:
         import torch
@@ -390,6 +428,9 @@ class OpenAIEngine:
     def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1  # the server's tokenizer is unknown here; close enough for budgets
 
+    def warm(self, messages, *, cache_key: str) -> int:
+        return 0  # a prefix-caching server keeps the last prompt's prefix itself
+
     def stream(self, messages, *, should_stop=_never, max_new_tokens=None, cache_key=None, stats=None) -> Iterator[str]:
         import httpx
 
@@ -453,6 +494,9 @@ class ScriptedEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def warm(self, messages, *, cache_key: str) -> int:
+        return 0
 
     def stream(self, messages, *, should_stop=_never, max_new_tokens=None, cache_key=None, stats=None) -> Iterator[str]:
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
