@@ -12,7 +12,9 @@ before the measured session, so every run starts alike.
 Per turn it reads the saved timings (Message.timings) of the reply: `first_token_ms` (LLM job
 start → first token: memory recall, prompt and prefill), `first_audio_at_ms` (voice: end of
 speech → first audio chunk sent), `prefill_tokens` / `cached_tokens` when the engine records them,
-and `asr_from_partial` from the user's message. "prompt tok" is the prompt the LLM job built,
+and `asr_from_partial` from the user's message; `queue_ms` (how long the reply job waited for the
+LLM worker: behind the previous reply and its prefill-ahead) and `prefill_ahead_tokens` / `_ms`
+(what the worker prefilled for the next turn after this reply, LLM_PREFILL_AHEAD). "prompt tok" is the prompt the LLM job built,
 rebuilt here with the same code from the saved history and the memories it used (the engine's
 own prefill + cached figure when the timings have one). "load" is the 1-minute load average at
 the end of the turn: on a shared box other processes' work shows there, and in the times.
@@ -179,6 +181,9 @@ def turn_row(*, reply_id, session_id) -> dict:
         "prefill": t.get("prefill_tokens"),
         "cached": t.get("cached_tokens"),
         "prompt_tokens": t.get("prompt_tokens"),
+        "ahead": t.get("prefill_ahead_tokens"),
+        "ahead_ms": t.get("prefill_ahead_ms"),
+        "queue_ms": t.get("queue_ms"),
         "memories": len(reply.memories_used or []),
         "memory_error": bool(t.get("memory_error")),
         "partial": bool(said and (said.timings or {}).get("asr_from_partial")),
@@ -192,7 +197,10 @@ def fmt(value, width: int, digits: int = 0) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
 
-HEADER = "turn kind   hist msgs  prompt tok  mem  ttft ms  1st audio ms  prefill  cached  partial  client ttft  load"
+HEADER = (
+    "turn kind   hist msgs  prompt tok  mem  ttft ms  1st audio ms  prefill  cached  partial  client ttft  "
+    "queue ms  ahead tok  ahead ms  load"
+)
 
 
 def row_line(r: dict) -> str:
@@ -200,7 +208,8 @@ def row_line(r: dict) -> str:
         f"{r['turn']:4} {r['kind']:6} {r['history_msgs']:9} {fmt(r['prompt_tokens'], 11)} "
         f"{r['memories']:4} {fmt(r['ttft_ms'], 8)} {fmt(r['first_audio_ms'], 13)} {fmt(r['prefill'], 8)} "
         f"{fmt(r['cached'], 7)} {('yes' if r['partial'] else '-') if r['kind'] == 'voice' else '':>8} "
-        f"{fmt(r.get('client_first_token_ms'), 12)}  {r['load']:4.1f}"
+        f"{fmt(r.get('client_first_token_ms'), 12)}  {fmt(r['queue_ms'], 8)}  {fmt(r['ahead'], 9)}  "
+        f"{fmt(r['ahead_ms'], 8)}  {r['load']:4.1f}"
         + ("  memory_error" if r["memory_error"] else "")
         + ("" if r["status"] == "complete" else f"  {r['status']}")
         + (f"  error {r['error']}" if r.get("error") else "")
@@ -317,6 +326,14 @@ async def run(args) -> None:
             f"engine: {prefilled} prompt tokens prefilled, {cached} reused from the cache "
             f"({cached / max(1, prefilled + cached):.0%}) over {len(recorded)} turns"
         )
+    client_start, client_end = (
+        window_median(head, "client_first_token_ms"),
+        window_median(tail, "client_first_token_ms"),
+    )
+    print(
+        f"as the client saw it (queueing behind the previous reply and its prefill-ahead included): first token "
+        f"{fmt(client_start, 0)} ms at the start, {fmt(client_end, 0)} ms at the end"
+    )
     print("worker RSS MB: " + ", ".join(f"{q} {mb:.0f}" for q, mb in rss.items()))
     print(f"RESULT ttft_ms_turn2={fmt(start, 0)}")
     print(f"RESULT ttft_ms_turn{last}={fmt(end, 0)}")
