@@ -122,6 +122,8 @@ class SpeculationMixin:
         """
         spec = self.speculation
         text = spec.partials.final
+        if spec.partials.asked:  # a partial still in flight is moot
+            await database_sync_to_async(turn_cancel)(turn_id=spec.partials.id)
         turn.id = spec.id
         self.begin_turn(turn)
         await self.send_frame(p.AsrStart())
