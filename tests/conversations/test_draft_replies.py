@@ -138,3 +138,23 @@ def test_confirmed_or_dropped_is_decided_once():
     assert turn_drop(turn_id=kept) is False and turn_confirm(turn_id=kept, speech_end_at=2.0)
     assert turn_drop(turn_id=dropped)
     assert turn_confirm(turn_id=dropped, speech_end_at=1.0) is False and turn_drop(turn_id=dropped)
+
+
+def test_a_draft_reply_killed_at_its_time_limit_is_dropped_unless_confirmed(session, monkeypatch):
+    """The worker's hook that answers for a dead reply job (workers/job_failure.py)."""
+    from workers import job_failure
+
+    sent = []
+    monkeypatch.setattr(job_failure, "channel_send", lambda channel, event: sent.append(event))
+    dropped, kept = str(uuid.uuid4()), str(uuid.uuid4())
+    job = {"session_id": str(session.pk), "reply_channel": "test", "draft": DRAFT}
+    job_failure._reply_failed({**job, "turn_id": dropped}, "The reply took too long and was stopped.")
+    assert sent == [] and not Message.objects.filter(pk=dropped).exists()
+    assert turn_confirm(turn_id=dropped, speech_end_at=time.time()) is False  # the socket queues a new reply
+
+    assert turns.transcript_keep(
+        session=session, text=DRAFT, pcm=bytes(3200), timings={}, turn_id=kept, speech_end_at=time.time()
+    )
+    job_failure._reply_failed({**job, "turn_id": kept}, "The reply took too long and was stopped.")
+    assert Message.objects.get(pk=kept).status == "failed"  # confirmed: the user's turn fails as any other
+    assert [f.type for f in sent[0].frames] == ["error", "turn_end"]
