@@ -61,7 +61,8 @@ class Talk:
     def __init__(self, comm):
         self.comm, self.during = comm, []
 
-    async def _tick(self, pcm: bytes, frame_type: str = "binary") -> None:
+    async def send(self, pcm: bytes, frame_type: str = "binary") -> None:
+        """Send one chunk, then read what comes back for a chunk's time (so the audio goes at real time)."""
         if frame_type == "binary":
             await self.comm.send_to(bytes_data=pcm)
         else:
@@ -73,17 +74,17 @@ class Talk:
         """Say `speech`, pause until its partial transcript comes back; returns that partial's text."""
         step, seen = 32 * CHUNK_MS, sum(map(is_partial, self.during))
         for i in range(0, len(speech), step):
-            await self._tick(speech[i : i + step], frame_type)
+            await self.send(speech[i : i + step], frame_type)
         quiet = silence(CHUNK_MS / 1000)
         for _ in range(150):  # at most 15 s
             partials = [f for f in self.during if is_partial(f)]
             if len(partials) > seen and partials[-1]["text"]:
                 break
-            await self._tick(quiet, frame_type)
+            await self.send(quiet, frame_type)
         else:
             raise AssertionError(f"no partial transcript came back: {types(self.during)}")
         for _ in range(round(settle_s * 1000 / CHUNK_MS)):  # the reply is written and spoken meanwhile
-            await self._tick(quiet, frame_type)
+            await self.send(quiet, frame_type)
         return partials[-1]["text"]
 
 
@@ -176,7 +177,7 @@ async def test_hanging_up_while_the_reply_is_started_on_the_partial_leaves_nothi
     await comm.send_json_to({"type": "voice_call_start"})
     assert (await comm.receive_json_from()) == {"type": "voice_call_listening"}
     talk = Talk(comm)
-    await talk._tick(silence(0.3), "voice_call_audio_chunk")
+    await talk.send(silence(0.3), "voice_call_audio_chunk")
     await talk.say(speech, frame_type="voice_call_audio_chunk")
     assert [f for f in talk.during if not is_partial(f)] == []
     await comm.send_json_to({"type": "voice_call_stop"})
