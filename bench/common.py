@@ -75,3 +75,14 @@ def asr_from_partial(reply_id) -> bool:
     asked = Message.objects.filter(session_id=reply.session_id, role="user", created_at__lte=reply.created_at)
     timings = asked.order_by("-created_at").values_list("timings", flat=True).first() or {}
     return bool(timings.get("asr_from_partial"))
+
+
+def reply_start(reply_id) -> tuple[bool, int]:
+    """How the turn's reply started: on a partial transcript and kept (`reply_on_partial` in the reply's
+    timings), and after how many replies started on a partial were dropped (`reply_restarts`)."""
+    from apps.conversations.models import Message
+
+    timings = (
+        Message.objects.filter(pk=reply_id).values_list("timings", flat=True).first() if reply_id else None
+    ) or {}
+    return bool(timings.get("reply_on_partial")), int(timings.get("reply_restarts") or 0)

@@ -7,8 +7,14 @@ stages run in this process on the same input: ASR, the LLM up to its first spoke
 of that unit; their sum is the floor the architecture is compared with. Turns whose transcript
 came from a partial (the final ASR pass skipped: `asr_from_partial` in the user message's timings)
 are reported apart from the others: end of speech → first audio in ms beside its ratio to the floor.
+So are turns whose reply started on a partial transcript before the user let go and was kept
+(`reply_on_partial` in the reply's timings, REPLY_ON_PARTIAL), those where such a start was dropped
+and the reply queued again (`reply_restarts`), and the others.
 
-    .venv/bin/python bench/voice_turn.py [--turns 12]
+`--hold-ms` keeps the button down that long after the clip, streaming silence, as people do before
+they let go; end of speech is then the end of the clip, not the release (0, the default: the same).
+
+    .venv/bin/python bench/voice_turn.py [--turns 12] [--hold-ms 0]
 """
 
 import argparse
@@ -22,7 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, asr_from_partial, pct, scaled_environment, worker_rss_mb  # noqa: E402
+from bench.common import (  # noqa: E402
+    LOG_DIR,
+    TOKEN,
+    asr_from_partial,
+    pct,
+    reply_start,
+    scaled_environment,
+    worker_rss_mb,
+)
 
 QUESTIONS = [
     "What is the brightest star in the night sky?",
@@ -41,8 +55,9 @@ def utterances() -> list[tuple[str, bytes]]:
     return clips
 
 
-async def client_turn(ws, pcm: bytes) -> dict:
-    """Push-to-talk: send the utterance, release, and time each stage from the release."""
+async def client_turn(ws, pcm: bytes, hold_ms: int = 0) -> dict:
+    """Push-to-talk: send the utterance, hold `hold_ms` (silence), release; time each stage from the
+    end of the utterance (the release when `hold_ms` is 0)."""
     await ws.send(json.dumps({"type": "clear_history"}))
     while json.loads(await ws.recv())["type"] != "history_cleared":
         pass
@@ -53,6 +68,9 @@ async def client_turn(ws, pcm: bytes) -> dict:
         await ws.send(pcm[i : i + 3200])
         await asyncio.sleep(0.1)
     t0 = time.perf_counter()
+    for _ in range(hold_ms // 100):  # no frame comes back before the release: nothing to read meanwhile
+        await ws.send(bytes(3200))
+        await asyncio.sleep(0.1)
     await ws.send(json.dumps({"type": "audio_stream_end"}))
     marks, units = {}, 0
     while True:
@@ -212,8 +230,9 @@ async def run(args) -> None:
             assert json.loads(await ws.recv())["type"] == "connected"
             for i in range(args.warmup + args.turns):
                 name, pcm = clips[i % len(clips)]
-                client = await client_turn(ws, pcm)
+                client = await client_turn(ws, pcm, args.hold_ms)
                 client["partial"] = await sync_to_async(asr_from_partial)(client["message_id"])
+                client["on_partial"], client["restarts"] = await sync_to_async(reply_start)(client["message_id"])
                 local = in_process({**engines, "pcm": pcm}, character)
                 if i >= args.warmup:
                     e2e.append(client)
@@ -223,6 +242,7 @@ async def run(args) -> None:
                         f"first audio={client['first_audio'] * 1000:5.0f} ms (floor "
                         f"{(local['asr'] + local['llm_first_unit'] + local['tts_first_unit']) * 1000:5.0f})  "
                         f"units={client['units']}  {'partial' if client['partial'] else 'final  '}  "
+                        f"reply {'on partial' if client['on_partial'] else 'after    '} restarts={client['restarts']}  "
                         f"first unit={client['first_unit']!r:.40}"
                     )
             barge_ins = [await barge_in(ws, clips[i % len(clips)][1], clips[0][1]) for i in range(args.barge_ins)]
@@ -269,6 +289,20 @@ async def run(args) -> None:
         audio = [m["first_audio"] for m, c in zip(e2e, groups[label], strict=True) if c]
         if audio:
             print(f"RESULT voice_to_voice_ms_p50_{key}={pct(audio, 0.5) * 1000:.0f}")
+    # Replies started on a partial transcript (REPLY_ON_PARTIAL): kept, dropped and queued again, neither.
+    starts = {
+        "reply on partial": [m["on_partial"] for m in e2e],
+        "restarted": [not m["on_partial"] and m["restarts"] > 0 for m in e2e],
+        "others": [not m["on_partial"] and not m["restarts"] for m in e2e],
+    }
+    print("end of speech → first audio at the client, by how the reply started")
+    for (label, chosen), key in zip(starts.items(), ("reply_on_partial", "restarted", "others"), strict=True):
+        audio = [m["first_audio"] for m, c in zip(e2e, chosen, strict=True) if c]
+        print(f"  {label:17} n={len(audio):2}  {ms(audio) if audio else ''}")
+        print(f"RESULT turns_{key}={len(audio)}")
+        if audio:
+            print(f"RESULT voice_to_voice_ms_p50_{key}={pct(audio, 0.5) * 1000:.0f}")
+    print(f"RESULT reply_restarts_total={sum(m['restarts'] for m in e2e)}")
     print(f"RESULT first_audio_ratio={statistics.median(first_ratio):.3f}")
     print(f"RESULT turn_end_ratio={statistics.median(end_ratio):.3f}")
     print(f"RESULT first_to_last_audio={statistics.median(long) if long else float('nan'):.3f}")
@@ -297,4 +331,5 @@ if __name__ == "__main__":
     parser.add_argument("--character", default="nova")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--barge-ins", type=int, default=3)
+    parser.add_argument("--hold-ms", type=int, default=0, help="silence streamed after each clip before letting go")
     asyncio.run(run(parser.parse_args()))

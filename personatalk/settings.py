@@ -313,6 +313,10 @@ ASR_HARD_TIME_LIMIT_S = env.int("ASR_HARD_TIME_LIMIT_S", default=75)
 ASR_PARTIALS = env.bool("ASR_PARTIALS", default=True)
 ASR_PARTIAL_INTERVAL_MS = env.int("ASR_PARTIAL_INTERVAL_MS", default=0)
 ASR_PARTIAL_PAUSE_MS = env.int("ASR_PARTIAL_PAUSE_MS", default=200)
+# Start the reply on a partial transcript that covers all the speech at a pause, before the user has
+# finished; kept if the final transcript says the same, else cancelled and queued again. Its frames
+# are held back at the socket until then. Costs an LLM job per restart (speech that goes on).
+REPLY_ON_PARTIAL = env.bool("REPLY_ON_PARTIAL", default=True)
 # Directory of extra Piper voices (<name>.onnx + .onnx.json); the shipped voice is en_US-joe-medium.
 TTS_VOICES_DIR = env("TTS_VOICES_DIR", default="")
 TTS_THREADS = env.int("TTS_THREADS", default=1)  # ONNX threads per Piper voice; 0 = all cores

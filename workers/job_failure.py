@@ -64,10 +64,14 @@ def _turn_frames(kwargs: dict, *frames: p.ServerFrame) -> None:
 
 def _reply_failed(kwargs: dict, message: str) -> None:
     """The user's message is saved (it was, before the job was queued): save the reply as failed,
-    then end the turn (also when the save fails: the session may be gone)."""
+    then end the turn (also when the save fails: the session may be gone). A reply started on a
+    partial transcript that is not confirmed yet is dropped instead, in silence."""
+    from apps.conversations.cancel import turn_drop
     from apps.conversations.models import Message
     from apps.conversations.services import turn_end_status, turn_finish
 
+    if kwargs.get("draft") is not None and turn_drop(turn_id=kwargs["turn_id"]):
+        return  # a reply started on a partial transcript, not confirmed: the socket queues a new one
     status, message_id = "failed", None
     try:
         close_old_connections()  # the parent process may hold a connection from an hour ago

@@ -24,3 +24,44 @@ def turn_stop_ms(*, turn_id) -> float | None:
     """Milliseconds since the turn was cancelled (None if it was not): how long a job took to notice."""
     cancelled_at = cache.get(_key(turn_id))
     return round((time.time() - cancelled_at) * 1000, 1) if cancelled_at else None
+
+
+# --- a reply started on a partial transcript: kept or dropped, decided once ----------------------
+
+
+def _settled_key(turn_id) -> str:
+    return f"turn-settled:{turn_id}"
+
+
+def turn_confirm(*, turn_id, speech_end_at: float) -> bool:
+    """The final transcript confirms a reply started on a partial one (its user message is saved):
+    the job may save and speak it. False when the job had already dropped it (cancelled, failed, or
+    tired of waiting); the first of the two to decide wins (an atomic add)."""
+    cache.add(_settled_key(turn_id), {"confirmed": speech_end_at}, _TTL_S)
+    return "confirmed" in (cache.get(_settled_key(turn_id)) or {})
+
+
+def turn_drop(*, turn_id) -> bool:
+    """Drop a reply started on a partial transcript, unless it is confirmed already; True when dropped."""
+    cache.add(_settled_key(turn_id), {"dropped": time.time()}, _TTL_S)
+    return "dropped" in (cache.get(_settled_key(turn_id)) or {})
+
+
+def turn_confirmed_wait(*, turn_id, timeout_s: float, poll_s: float = 0.02) -> float | None:
+    """Wait (bounded) until a reply started on a partial transcript is confirmed or dropped.
+
+    Returns the end of speech (wall clock) when it is confirmed; None when it is dropped, which a
+    cancellation or the timeout decides here if nobody has yet.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        settled = cache.get(_settled_key(turn_id)) or {}
+        if "confirmed" in settled:
+            return settled["confirmed"]
+        if "dropped" in settled:
+            return None
+        if turn_is_cancelled(turn_id=turn_id) or time.monotonic() >= deadline:
+            if turn_drop(turn_id=turn_id):
+                return None
+            continue  # confirmed at the same moment: read it
+        time.sleep(poll_s)

@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
+from apps.conversations.cancel import turn_confirm, turn_confirmed_wait, turn_drop, turn_is_cancelled, turn_stop_ms
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes, next_turn_prefix
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, p.Event], None]  # apps.core.events.channel_send, or a stand-in
 Recall = Callable[..., tuple[list, dict]]  # apps.memory.selectors.memories_recall(user_id, character_id, query)
+
+# How long a reply started on a partial transcript waits, written, for the final transcript to confirm
+# it before it gives up (it holds its LLM worker meanwhile); the socket then queues a reply anew.
+DRAFT_CONFIRM_WAIT_S = 15.0
 
 # Messages read for a prompt: more than the token budget holds, so the budget (and the blocks in
 # which old turns are dropped) decides the cut, not this window sliding by one turn.
@@ -74,7 +78,8 @@ def _reply_queue_on_commit(*, session: ChatSession, reply_channel: str, text_del
 
 
 def _reply_enqueue(*, turn_id: str, session: ChatSession, reply_channel: str, text_deltas: bool, **spoken) -> None:
-    """Queue the job that writes the reply (`spoken`: speak and speech_end_at for a voice turn)."""
+    """Queue the job that writes the reply (`spoken`: speak and speech_end_at for a voice turn, and
+    draft for one started on a partial transcript)."""
     enqueue(
         "workers.llm.tasks.llm_reply",
         turn_id=turn_id,
@@ -126,15 +131,9 @@ def transcript_accept(
             code=p.ErrorCode.NO_SPEECH,
             message="No words were heard.",
         )
-    timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
-    turn_start(
-        session=session,
-        content=text,
-        timings=timings,
-        audio_wav=wav_bytes(pcm, PCM_RATE) if settings.KEEP_AUDIO else None,
-    )
+    _utterance_save(session=session, text=text, pcm=pcm, timings=timings, speech_end_at=speech_end_at)
     send(reply_channel, p.TurnFrames(turn_id=turn_id, frames=[p.Thinking()]))
-    _reply_enqueue(
+    voice_reply_queue(
         turn_id=turn_id,
         session=session,
         reply_channel=reply_channel,
@@ -142,6 +141,54 @@ def transcript_accept(
         speak=speak,
         speech_end_at=speech_end_at,
     )
+
+
+def _utterance_save(*, session, text: str, pcm: bytes, timings: dict, speech_end_at: float) -> None:
+    timings = {**timings, "transcript_at_ms": round((time.time() - speech_end_at) * 1000, 1)}
+    turn_start(
+        session=session,
+        content=text,
+        timings=timings,
+        audio_wav=wav_bytes(pcm, PCM_RATE) if settings.KEEP_AUDIO else None,
+    )
+
+
+def voice_reply_queue(
+    *,
+    turn_id: str,
+    session,
+    reply_channel: str,
+    text_deltas: bool,
+    speak: dict,
+    speech_end_at: float | None = None,
+    draft: str | None = None,
+) -> None:
+    """Queue a spoken reply: to the session's last user message, or with `draft` (a partial transcript
+    of what the user is still saying, not saved) to that line, before the user has finished.
+
+    A reply on a draft is only saved once `transcript_keep` confirms it (see `text_turn_run`).
+    """
+    extra = {"draft": draft} if draft is not None else {}
+    _reply_enqueue(
+        turn_id=turn_id,
+        session=session,
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        speak=speak,
+        speech_end_at=speech_end_at,
+        **extra,
+    )
+
+
+def transcript_keep(*, session, text: str, pcm: bytes, timings: dict, turn_id: str, speech_end_at: float) -> bool:
+    """A voice turn whose reply was started on a partial transcript that the final one confirms: save
+    the user's message, then let the reply's job (waiting in `text_turn_run`) save and speak its reply.
+
+    Returns False when the job had already dropped that reply (cancelled, failed, or tired of
+    waiting): the user's message is saved all the same and the caller queues a reply anew.
+    """
+    _utterance_save(session=session, text=text, pcm=pcm, timings=timings, speech_end_at=speech_end_at)
+    return turn_confirm(turn_id=turn_id, speech_end_at=speech_end_at)
 
 
 # --- writing the reply -------------------------------------------------------------------------
@@ -204,8 +251,14 @@ def text_turn_run(
     send: Send,
     speak: dict | None = None,
     speech_end_at: float | None = None,
+    draft: str | None = None,
 ) -> None:
     """Write the character's reply to the session's last user message and stream it to the socket.
+
+    With `draft` (a partial transcript of what the user is still saying) the reply answers that line
+    instead, read as the user's last message but not saved: the socket holds back its frames, and
+    the reply is saved only once the final transcript confirms it (`transcript_keep`, which saves
+    the user's message first); dropped, it saves nothing, sends nothing more and queues no memory job.
 
     With `speak` (voice, sample rate) each completed unit is queued for TTS as soon as it is
     written, and the socket ends the turn once the last unit has played; otherwise sentences go
@@ -223,15 +276,17 @@ def text_turn_run(
         return
     positioned = session_history_positioned(session_id=session_id, limit=PROMPT_HISTORY_MESSAGES)
     history = [m for _, m in positioned]
+    next_position = positioned[-1][0] + 1 if positioned else 0
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
     status, error, memories_used = Message.Status.COMPLETE, None, []
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
-    speaker = _Speaker(turn_id, reply_channel, speak, timings, speech_end_at) if speak else None
+    speaker = _Speaker(turn_id, reply_channel, speak) if speak else None
+    first_token_at = None
     out.frame(p.LlmStart())
-    t0 = time.monotonic()
+    t0, deadline = time.monotonic(), started + settings.LLM_SOFT_TIME_LIMIT_S
     try:
         character = session.character
-        said = next((m.content for m in reversed(history) if m.role == Message.Role.USER), "")
+        said = draft or next((m.content for m in reversed(history) if m.role == Message.Role.USER), "")
         recalled, recall_timings = (
             recall(user_id=session.user_id, character_id=session.character_id, query=said) if said else ([], {})
         )
@@ -241,12 +296,12 @@ def text_turn_run(
             recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS, layout=layout
         )
         history, positions = _prompt_history(positioned)
+        if draft:  # where the user's message will be once the final transcript confirms it
+            history, positions = [*history, (Message.Role.USER, draft)], [*positions, next_position]
         messages = build_messages(
             **_prompt_layout(character), history=history, positions=positions, engine=engine, memory_notes=notes
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
-
-        deadline = started + settings.LLM_SOFT_TIME_LIMIT_S
 
         def stop() -> bool:
             # Past the deadline, raise as the soft time limit does: a worker's pool process gets that
@@ -259,8 +314,7 @@ def text_turn_run(
         for piece in engine.stream(messages, should_stop=stop, cache_key=session_id, stats=timings):
             if "first_token_ms" not in timings:
                 timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
-                if speech_end_at:
-                    timings["first_token_at_ms"] = round((time.time() - speech_end_at) * 1000, 1)
+                first_token_at = time.time()
             _emit(out, reply.feed(piece), text_deltas, speaker)
         _emit(out, reply.finish(), text_deltas, speaker)
         stop_ms = turn_stop_ms(turn_id=turn_id)
@@ -278,6 +332,18 @@ def text_turn_run(
         timings["send_error"] = out.send_error
         if status == Message.Status.COMPLETE:
             status = Message.Status.FAILED
+    if draft is not None:
+        wait_s = max(0.0, min(DRAFT_CONFIRM_WAIT_S, deadline - time.time() - 1))
+        if status == Message.Status.FAILED:  # not the user's turn yet: the final transcript gets a new reply
+            turn_drop(turn_id=turn_id)
+        speech_end_at = turn_confirmed_wait(turn_id=turn_id, timeout_s=wait_s)
+        if speech_end_at is None:  # dropped: as if it had never been written
+            return
+        timings["reply_on_partial"] = True
+    if speech_end_at:  # negative for a reply started on a partial transcript before the user finished
+        for key, at in (("first_token_at_ms", first_token_at), ("first_unit_at_ms", speaker and speaker.first_at)):
+            if at:
+                timings[key] = round((at - speech_end_at) * 1000, 1)
     message = turn_finish(
         turn_id=turn_id,
         session_id=session_id,
@@ -349,13 +415,13 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str) -> None:
 class _Speaker:
     """Queues one TTS job per completed unit of a spoken reply, numbered for in-order playback."""
 
-    def __init__(self, turn_id: str, reply_channel: str, speak: dict, timings: dict, speech_end_at: float | None):
+    def __init__(self, turn_id: str, reply_channel: str, speak: dict):
         self.turn_id, self.reply_channel, self.speak, self.units = turn_id, reply_channel, speak, 0
-        self.timings, self.speech_end_at = timings, speech_end_at
+        self.first_at: float | None = None  # wall clock of the first unit
 
     def say(self, sentence: Sentence) -> None:
-        if self.units == 0 and self.speech_end_at:
-            self.timings["first_unit_at_ms"] = round((time.time() - self.speech_end_at) * 1000, 1)
+        if self.units == 0:
+            self.first_at = time.time()
         enqueue(
             "workers.tts.tasks.tts_speak",
             turn_id=self.turn_id,

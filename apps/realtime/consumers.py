@@ -18,13 +18,14 @@ from apps.realtime import services
 from apps.realtime.access import AccessMixin, access_check_every
 from apps.realtime.frames import frame_parse
 from apps.realtime.limits import QuotaMixin
+from apps.realtime.speculation import SpeculationMixin
 from apps.realtime.state import ClientError, Turn
 from apps.realtime.voice import VoiceMixin
 
 log = logging.getLogger(__name__)
 
 
-class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
+class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.conversation: services.Conversation | None = None
@@ -228,6 +229,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
         await self.send_frame(p.Thinking())
 
     async def on_stop(self, frame: p.Stop):
+        await self.speculation_drop(restart=False)  # nothing of a reply started on a partial plays
         if self.turn is None and (self.playing is None or time.time() >= self.playing.playback_end):
             raise ClientError(p.ErrorCode.NO_TURN, "Nothing to stop: no turn is in flight.")
         await self.barge_in()
@@ -303,6 +305,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
         are saved once per turn id). A text reply is saved as far as it was sent to the client, a
         spoken one with only the units whose speech had started.
         """
+        await self.speculation_drop(restart=False)
         turn = self.turn
         if turn is None:
             return
@@ -339,6 +342,8 @@ class ConversationConsumer(AccessMixin, QuotaMixin, VoiceMixin, AsyncJsonWebsock
     async def turn_frames(self, message):
         """Frames a worker produced for a turn; stale turns (interrupted) are dropped."""
         event = p.TurnFrames.model_validate(message)
+        if self.speculation_hold(event.turn_id, message):
+            return
         turn = self.turn
         if turn is None or event.turn_id != turn.id:
             return

@@ -310,7 +310,12 @@ class AsrStart(ServerFrame):
 
 
 class Transcription(ServerFrame):
-    """What you said: partial guesses while you speak (`is_partial`), then the final text."""
+    """What you said: partial guesses while you speak (`is_partial`), then the final text.
+
+    The reply may already be on its way, started on a partial that covered all the speech (at a
+    pause, REPLY_ON_PARTIAL): none of it is sent before the final text and `asr_end`, and if the
+    final text says something else it is replaced by a reply to that.
+    """
 
     type: Literal["transcription"] = "transcription"
     text: str

@@ -128,13 +128,10 @@ def voice_turn_submit(
         reply_channel=reply_channel,
         speech_end_at=speech_end_at,
         text_deltas=text_deltas,
-        speak={
-            "voice": voice_spec_of(conversation.character.voice, conversation.character.language),
-            "sample_rate": sample_rate,
-        },
+        speak=_speak(conversation, sample_rate),
     )
     if transcript is not None:
-        timings = {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
+        timings = _from_partial(pcm)
         transcript_accept(send=channel_send, text=transcript, pcm=pcm, timings=timings, session=session, **job)
     else:
         enqueue(
@@ -144,6 +141,59 @@ def voice_turn_submit(
             container=container,
             **job,
         )
+
+
+def _speak(conversation: Conversation, sample_rate: int) -> dict:
+    """How a spoken reply is spoken: the character's voice, at the socket's output rate."""
+    character = conversation.character
+    return {"voice": voice_spec_of(character.voice, character.language), "sample_rate": sample_rate}
+
+
+def _from_partial(pcm: bytes) -> dict:
+    """The user message's timings when a partial transcript covered all the speech (no final ASR pass)."""
+    return {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
+
+
+def reply_speculate(
+    *, conversation: Conversation, turn_id: str, draft: str, reply_channel: str, text_deltas: bool, sample_rate: int
+) -> None:
+    """Queue the spoken reply to `draft`, a partial transcript of what the user is still saying (nothing
+    is saved); the socket holds back its frames until `voice_turn_keep` confirms it, or cancels it."""
+    turns.voice_reply_queue(
+        turn_id=turn_id,
+        session=conversation.session,
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        speak=_speak(conversation, sample_rate),
+        draft=draft,
+    )
+
+
+def voice_turn_keep(*, conversation: Conversation, turn_id: str, text: str, pcm: bytes, speech_end_at: float) -> bool:
+    """The final transcript (a partial that covered all the speech) says what the reply started on
+    said: save the user's message and confirm the reply. False when its job had dropped it already."""
+    return turns.transcript_keep(
+        session=conversation.session,
+        text=text,
+        pcm=pcm,
+        timings=_from_partial(pcm),
+        turn_id=turn_id,
+        speech_end_at=speech_end_at,
+    )
+
+
+def voice_reply_requeue(
+    *, conversation: Conversation, turn_id: str, reply_channel: str, text_deltas: bool, sample_rate: int, speech_end_at
+) -> None:
+    """Queue the spoken reply to the user's message just saved (the one started on a partial was dropped)."""
+    turns.voice_reply_queue(
+        turn_id=turn_id,
+        session=conversation.session,
+        reply_channel=reply_channel,
+        text_deltas=text_deltas,
+        speak=_speak(conversation, sample_rate),
+        speech_end_at=speech_end_at,
+    )
 
 
 def partial_request(*, partial_id: str, pcm: bytes, reply_channel: str) -> None:

@@ -46,6 +46,8 @@ class Turn:
     deltas: list[str] = field(default_factory=list)  # `text_delta`s sent, for a text reply cut short
     sentences: list[str] = field(default_factory=list)  # `response`s sent
     emotion: str | None = None  # the reply's, once a `response` has told it
+    restarts: int | None = None  # replies started on a partial transcript and dropped (None: no partials)
+    reply_started_at: float | None = None  # wall clock: the reply was started on a partial transcript then
 
     def sent(self, frame: p.ServerFrame) -> None:
         """Note reply text this socket has sent to the client (what a stop keeps)."""
@@ -80,6 +82,11 @@ class Turn:
         if self.first_audio_at:
             timings["first_audio_at_ms"] = round((self.first_audio_at - self.speech_end_at) * 1000, 1)
             timings["last_audio_at_ms"] = round((self.last_audio_at - self.speech_end_at) * 1000, 1)
+        if self.restarts is not None:
+            timings["reply_on_partial"] = self.reply_started_at is not None
+            timings["reply_restarts"] = self.restarts
+        if self.reply_started_at is not None:  # negative: before the end of speech
+            timings["reply_started_at_ms"] = round((self.reply_started_at - self.speech_end_at) * 1000, 1)
         return timings
 
 
@@ -150,6 +157,8 @@ class Partials:
     heard: int = 0  # bytes covered by the latest partial back
     text: str = ""
     voice_end: int = 0
+    speculated: int = 0  # replies started on these partials (REPLY_ON_PARTIAL)
+    restarts: int = 0  # of those, dropped because the speech went on or the final transcript differed
 
     def track(self, size: int, quiet_ms: float) -> bool:
         """Note the utterance's size and its trailing quiet; True when a partial should be asked for now."""
@@ -169,15 +178,16 @@ class Partials:
         if covered:
             self.heard, self.text = covered, text
 
-    def _covers(self, size: int) -> bool:
+    def covers(self, size: int) -> bool:
+        """Whether the first `size` bytes hold all the speech so far (with a margin)."""
         return size >= self.voice_end + _MARGIN_BYTES
 
     @property
     def final(self) -> str | None:
         """The latest partial, if it covers all the speech."""
-        return self.text if self.heard and self._covers(self.heard) else None
+        return self.text if self.heard and self.covers(self.heard) else None
 
     @property
     def awaited(self) -> bool:
         """The partial in flight will cover all the speech: wait for it rather than transcribe again."""
-        return bool(self.asked) and self._covers(self.asked)
+        return bool(self.asked) and self.covers(self.asked)

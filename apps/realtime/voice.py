@@ -82,6 +82,7 @@ class VoiceMixin:
         await self.start_voice_turn(data, speech_end_at=time.time(), container=container)
 
     async def on_audio_stream_start(self, frame):
+        await self.speculation_drop(restart=False)  # a new stream abandons the one before
         self.stream, self.stream_vad, self.partials = AudioIn(), StreamingVad.from_settings(), Partials()
         await self.send_frame(p.AudioStreamStarted())
 
@@ -121,8 +122,8 @@ class VoiceMixin:
     async def on_voice_call_stop(self, frame):
         if self.call is None:
             raise ClientError(p.ErrorCode.NO_CALL, "No call is running.")
-        self.call = None
-        await self.end_turn(cancel=True)
+        self.call, self.partials = None, None
+        await self.end_turn(cancel=True)  # also drops a reply started on a partial
 
     async def on_binary(self, data: bytes):
         """Raw PCM frames: the cheaper alternative to base64 chunks."""
@@ -165,6 +166,7 @@ class VoiceMixin:
         if call.vad.in_speech:
             await self.track_partials(call.audio.buffer, call.vad)
         if call.vad.in_speech and len(call.audio.buffer) > AudioIn.max_bytes():
+            await self.speculation_drop(restart=False)
             call.audio.buffer = bytearray()
             call.vad = StreamingVad.from_settings()
             raise ClientError(
@@ -194,12 +196,23 @@ class VoiceMixin:
 
         `container`: `pcm` is a file of that container (probed, not decoded), for the ASR job to decode.
         """
-        if not pcm:
-            raise ClientError(p.ErrorCode.EMPTY_AUDIO, "The utterance has no audio.")
-        if self.turn is not None:
-            raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next utterance.")
-        await self.quota_take("turn")
+        keep = self.speculation_matches(partials)
+        try:
+            if not pcm:
+                raise ClientError(p.ErrorCode.EMPTY_AUDIO, "The utterance has no audio.")
+            if self.turn is not None:
+                raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next utterance.")
+            await self.quota_take("turn")
+        except ClientError:
+            await self.speculation_drop(restart=False)
+            raise
+        if not keep:  # a reply started on a partial that the final transcript does not confirm
+            spec = self.speculation
+            await self.speculation_drop(restart=spec is not None and spec.partials is partials)
         turn = Turn(str(uuid.uuid4()), self.conversation.session.pk, voice=True, speech_end_at=speech_end_at)
+        turn.restarts = partials.restarts if partials is not None and partials.speculated else None
+        if keep:
+            return await self.speculation_keep(turn, pcm)
         self.begin_turn(turn)
         await self.send_frame(p.AsrStart())
         if partials is not None and partials.final is None and partials.awaited:
@@ -237,7 +250,11 @@ class VoiceMixin:
 
     async def track_partials(self, buffer: bytearray, vad: StreamingVad):
         partials = self.partials
-        if partials is not None and partials.track(len(buffer), vad.quiet_ms):
+        if partials is None:
+            return
+        asking = partials.track(len(buffer), vad.quiet_ms)
+        await self.speculation_follow(partials)
+        if asking:
             partials.ask(len(buffer))
             await sync_to_async(services.partial_request, thread_sensitive=False)(
                 partial_id=partials.id, pcm=bytes(buffer), reply_channel=self.channel_name
@@ -259,10 +276,13 @@ class VoiceMixin:
         partials.answer(event.covered, event.text)
         if event.text:
             await self.send_frame(p.Transcription(text=event.text, is_partial=True))
+            await self.speculate(partials)
 
     async def turn_unit(self, message):
         """One piece of a spoken unit from a TTS job; units are played strictly in order."""
         event = p.TurnUnit.model_validate(message)
+        if self.speculation_hold(event.turn_id, message):
+            return
         turn = self.turn
         if turn is None or not turn.voice or event.turn_id != turn.id:
             return

@@ -63,3 +63,23 @@ def test_the_vad_tracks_where_speech_last_was():
     assert vad.fed_ms == pytest.approx(900 + len(speech) / MS, abs=1)
     vad.feed(speech[:8000])
     assert vad.quiet_ms < 200
+
+
+@override_settings(ASR_PARTIALS=True, ASR_PARTIAL_INTERVAL_MS=0, ASR_PARTIAL_PAUSE_MS=200)
+def test_a_reply_started_on_a_partial_stands_for_the_same_words_only():
+    from apps.realtime.speculation import Speculation, SpeculationMixin, transcript_normalize
+
+    assert transcript_normalize(" Tell me,  about the MOON! ") == transcript_normalize("tell me about the moon")
+    assert transcript_normalize("Tell me about the moon.") != transcript_normalize("Tell me about the moon and")
+    partials, socket = Partials(), SpeculationMixin()
+    partials.track(2000 * MS, quiet_ms=200)
+    partials.ask(2000 * MS)
+    partials.answer(2000 * MS, "Tell me about the moon.")
+    socket.speculation = Speculation(id="s", partials=partials, covered=partials.heard, draft="tell me about the moon")
+    assert socket.speculation_matches(partials)
+    assert not socket.speculation_matches(Partials())  # another utterance's
+    partials.answer(2000 * MS, "Tell me about the moon and")  # the final transcript says more
+    assert not socket.speculation_matches(partials)
+    partials.answer(2000 * MS, "Tell me about the moon.")
+    partials.track(2400 * MS, quiet_ms=50)  # speech went on past the partial: it is no final transcript
+    assert not partials.covers(socket.speculation.covered) and not socket.speculation_matches(partials)

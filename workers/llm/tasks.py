@@ -26,8 +26,10 @@ def llm_reply(
     submitted_at: float,
     speak: dict | None = None,
     speech_end_at: float | None = None,
+    draft: str | None = None,
 ) -> None:
-    """Write and stream the character's reply for one turn (spoken when `speak` is given)."""
+    """Write and stream the character's reply for one turn (spoken when `speak` is given; to `draft`,
+    a partial transcript not yet confirmed, when given)."""
     text_turn_run(
         turn_id=turn_id,
         session_id=session_id,
@@ -36,6 +38,7 @@ def llm_reply(
         submitted_at=submitted_at,
         speak=speak,
         speech_end_at=speech_end_at,
+        draft=draft,
         engine=get_engine(),
         recall=memories_recall,
         send=channel_send,
