@@ -372,6 +372,21 @@ def text_turn_run(
         _prefill_ahead(engine=engine, session=session, turn_id=turn_id)
 
 
+def prompt_prefill_request(*, session: ChatSession) -> None:
+    """Have an LLM worker prefill the start of the session's next prompt (system prompt, greeting,
+    the history it will keep) once the open transaction commits: a socket opening a session asks
+    for it, so the first turn prefills only its line. Only the local engine keeps such a cache."""
+    if settings.LLM_PREFILL_AHEAD and settings.LLM_BACKEND == "transformers":
+        session_id = str(session.pk)
+        transaction.on_commit(lambda: enqueue("workers.llm.tasks.llm_prefill", session_id=session_id))
+
+
+def prompt_prefill(*, session_id: str, engine) -> int:
+    """Prefill the session's next prompt start on `engine` (the `llm_prefill` job); the tokens computed."""
+    session = session_get_for_turn(session_id=session_id)
+    return _prefill_ahead(engine=engine, session=session, turn_id=None) if session is not None else 0
+
+
 def _prompt_layout(character) -> dict:
     """The prompt's settings for this character, as build_messages and next_turn_prefix take them."""
     return dict(
@@ -392,10 +407,10 @@ def _prompt_history(positioned: list[tuple[int, Message]]) -> tuple[list[tuple[s
     return [(m.role, m.content) for _, m in usable], [at for at, _ in usable]
 
 
-def _prefill_ahead(*, engine, session: ChatSession, turn_id: str) -> None:
+def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None) -> int:
     """Have the engine compute what the session's next prompt will begin with, now that the reply is
-    saved and sent, while the user reads it (recorded on the reply as `prefill_ahead_*`). A failure
-    costs the next turn its head start, nothing else."""
+    saved and sent, while the user reads it (recorded on the reply `turn_id` as `prefill_ahead_*`).
+    A failure costs the next turn its head start, nothing else. Returns the tokens computed."""
     t0 = time.monotonic()
     try:
         positioned = session_history_positioned(session_id=session.pk, limit=PROMPT_HISTORY_MESSAGES)
@@ -405,11 +420,12 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str) -> None:
         )
         tokens = engine.warm(messages, cache_key=str(session.pk))
     except Exception:  # noqa: BLE001 - the soft time limit included: the turn itself is done
-        log.warning("turn %s: prefilling the next prompt failed", turn_id, exc_info=True)
-        return
-    if tokens:
+        log.warning("session %s: prefilling the next prompt failed", session.pk, exc_info=True)
+        return 0
+    if tokens and turn_id:
         elapsed = round((time.monotonic() - t0) * 1000, 1)
         turn_timings_merge(turn_id=turn_id, timings={"prefill_ahead_tokens": tokens, "prefill_ahead_ms": elapsed})
+    return tokens
 
 
 class _Speaker:

@@ -62,6 +62,7 @@ def conversation_open(
         session = session_create(user=user, character=character)
     else:
         session = session_open(user=user, character=character)
+    turns.prompt_prefill_request(session=session)  # the first turn then prefills only its line
     return Conversation(character=character, session=session)
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from apps.conversations.turns import text_turn_run
+from apps.conversations.turns import prompt_prefill, text_turn_run
 from apps.core.events import channel_send
 from apps.memory.selectors import memories_recall
 from workers.job_failure import AnsweringTask
@@ -43,3 +43,9 @@ def llm_reply(
         recall=memories_recall,
         send=channel_send,
     )
+
+
+@shared_task(name="workers.llm.tasks.llm_prefill", soft_time_limit=30, time_limit=40)
+def llm_prefill(*, session_id: str) -> int:
+    """Prefill what a session's next prompt begins with before its first turn (a socket just opened it)."""
+    return prompt_prefill(session_id=session_id, engine=get_engine())

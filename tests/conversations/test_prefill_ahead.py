@@ -1,0 +1,90 @@
+"""Prefilling ahead with the real SmolLM2: a socket opening a session queues `llm_prefill`, which
+computes the prompt's start (system prompt, greeting) before the first turn; that turn then feeds
+the engine only its own line and writes the same greedy reply as without it. After each reply the
+job prefills the next prompt's start, and the next turn reuses all of it."""
+
+import uuid
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from apps.characters.demo import DEMO_CHARACTERS
+from apps.conversations.models import Message
+from apps.conversations.services import session_create, turn_start
+from apps.conversations.turns import prompt_prefill, text_turn_run
+from workers.llm.engines import TransformersEngine
+
+NOVA = next(c for c in DEMO_CHARACTERS if c["slug"] == "nova")
+
+
+@pytest.fixture(scope="module")
+def greedy():
+    return TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=20, kv_cache_mb=64)
+
+
+@pytest.fixture
+def nova(db):
+    from apps.characters.models import Character
+
+    return Character.objects.create(**NOVA, is_published=True)
+
+
+def reply_to(session, line: str, engine) -> Message:
+    turn_start(session=session, content=line)
+    turn_id = str(uuid.uuid4())
+    text_turn_run(
+        turn_id=turn_id,
+        session_id=str(session.pk),
+        reply_channel="test",
+        text_deltas=False,
+        submitted_at=0,
+        engine=engine,
+        recall=lambda **_: ([], {}),
+        send=lambda channel, event: None,
+    )
+    return Message.objects.get(pk=turn_id)
+
+
+@pytest.mark.model
+@pytest.mark.django_db
+@override_settings(MEMORY_EXTRACTION=False, LLM_PREFILL_AHEAD=True)
+def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, user):
+    cold = session_create(user=user, character=nova)
+    plain = reply_to(cold, "What is a comet made of?", greedy)
+    assert plain.timings["cached_tokens"] == 0  # nothing computed for this session before
+
+    warm = session_create(user=user, character=nova)
+    computed = prompt_prefill(session_id=str(warm.pk), engine=greedy)
+    assert computed > 100  # the persona, the example dialogue and the greeting
+    first = reply_to(warm, "What is a comet made of?", greedy)
+    assert first.content == plain.content
+    assert first.timings["cached_tokens"] == computed
+    assert first.timings["prefill_tokens"] < 30  # the user's line and the reply's opening
+    assert prompt_prefill(session_id=str(warm.pk), engine=greedy) == 0  # already done after the reply
+
+    # after each reply the next prompt's start is computed: the next turn reuses all of it
+    assert first.timings["prefill_ahead_tokens"] > 0  # the reply's end: what it wrote is in the cache already
+    second = reply_to(warm, "And where do comets come from?", greedy)
+    assert second.timings["cached_tokens"] == second.timings["prompt_tokens"] - second.timings["prefill_tokens"]
+    assert second.timings["prefill_tokens"] < 30
+    assert prompt_prefill(session_id=str(uuid.uuid4()), engine=greedy) == 0  # a session that is gone
+
+
+@pytest.mark.django_db
+def test_opening_a_session_queues_its_prefill_for_the_local_engine_only(
+    nova, user, monkeypatch, django_capture_on_commit_callbacks
+):
+    from apps.conversations import turns
+    from apps.realtime.services import conversation_open
+
+    queued = []
+    monkeypatch.setattr(turns, "enqueue", lambda name, **kwargs: queued.append((name, kwargs)))
+    with override_settings(LLM_BACKEND="transformers", LLM_PREFILL_AHEAD=True):
+        with django_capture_on_commit_callbacks(execute=True):
+            opened = conversation_open(user=user, character_name="Nova", new_session=True)
+        assert queued == [("workers.llm.tasks.llm_prefill", {"session_id": str(opened.session.pk)})]
+    for other in ({"LLM_BACKEND": "openai"}, {"LLM_BACKEND": "transformers", "LLM_PREFILL_AHEAD": False}):
+        with override_settings(**other), django_capture_on_commit_callbacks(execute=True):
+            conversation_open(user=user, character_name="Nova")
+    assert len(queued) == 1  # a server keeps its own prefix cache; or prefilling ahead is off
