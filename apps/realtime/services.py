@@ -155,17 +155,26 @@ def _from_partial(pcm: bytes) -> dict:
     return {"asr_ms": 0.0, "audio_s": round(len(pcm) / 2 / PCM_RATE, 2), "asr_from_partial": True}
 
 
-def reply_speculate(
-    *, conversation: Conversation, turn_id: str, draft: str, reply_channel: str, text_deltas: bool, sample_rate: int
+def voice_reply_submit(
+    *,
+    conversation: Conversation,
+    turn_id: str,
+    reply_channel: str,
+    text_deltas: bool,
+    sample_rate: int,
+    speech_end_at: float | None = None,
+    draft: str | None = None,
 ) -> None:
-    """Queue the spoken reply to `draft`, a partial transcript of what the user is still saying (nothing
-    is saved); the socket holds back its frames until `voice_turn_keep` confirms it, or cancels it."""
+    """Queue a spoken reply: to `draft`, a partial transcript of what the user is still saying (nothing
+    is saved; the socket holds back its frames until `voice_turn_keep` confirms it, or cancels it),
+    or to the user's message just saved (when the one started on a partial was dropped)."""
     turns.voice_reply_queue(
         turn_id=turn_id,
         session=conversation.session,
         reply_channel=reply_channel,
         text_deltas=text_deltas,
         speak=_speak(conversation, sample_rate),
+        speech_end_at=speech_end_at,
         draft=draft,
     )
 
@@ -179,20 +188,6 @@ def voice_turn_keep(*, conversation: Conversation, turn_id: str, text: str, pcm:
         pcm=pcm,
         timings=_from_partial(pcm),
         turn_id=turn_id,
-        speech_end_at=speech_end_at,
-    )
-
-
-def voice_reply_requeue(
-    *, conversation: Conversation, turn_id: str, reply_channel: str, text_deltas: bool, sample_rate: int, speech_end_at
-) -> None:
-    """Queue the spoken reply to the user's message just saved (the one started on a partial was dropped)."""
-    turns.voice_reply_queue(
-        turn_id=turn_id,
-        session=conversation.session,
-        reply_channel=reply_channel,
-        text_deltas=text_deltas,
-        speak=_speak(conversation, sample_rate),
         speech_end_at=speech_end_at,
     )
 

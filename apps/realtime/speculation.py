@@ -66,7 +66,7 @@ class SpeculationMixin:
         self.speculation = spec = Speculation(
             id=str(uuid.uuid4()), partials=partials, covered=partials.heard, draft=draft
         )
-        await database_sync_to_async(services.reply_speculate)(
+        await database_sync_to_async(services.voice_reply_submit)(
             conversation=self.conversation,
             turn_id=spec.id,
             draft=draft,
@@ -142,7 +142,7 @@ class SpeculationMixin:
             turn.watchdog.cancel()
             turn.id = str(uuid.uuid4())
             self.begin_turn(turn)
-            await database_sync_to_async(services.voice_reply_requeue)(
+            await database_sync_to_async(services.voice_reply_submit)(
                 conversation=self.conversation,
                 turn_id=turn.id,
                 reply_channel=self.channel_name,
