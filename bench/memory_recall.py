@@ -37,13 +37,13 @@ PAIRS = [
     ("I work as a nurse.", "What is my job?", ["nurse"]),
     ("My favorite color is teal.", "What is my favorite color?", ["teal"]),
     ("My sister is called Lena.", "What is my sister's name?", ["lena"]),
-    ("I have a cello that I play every day.", "What instrument do I play?", ["cello"]),
+    ("I have a cello that I play every day.", "What instrument do I play?", ["cello", "cellist"]),
     ("My birthday is on the third of March.", "When is my birthday?", ["march"]),
     ("I love eating mango.", "What fruit do I love?", ["mango"]),
     ("I grew up in Nairobi.", "Where did I grow up?", ["nairobi"]),
     ("I speak Portuguese at home.", "What language do I speak at home?", ["portuguese"]),
     ("My brother is called Tomas.", "What is my brother's name?", ["tomas"]),
-    ("I study chemistry at university.", "What do I study?", ["chemistry"]),
+    ("I study chemistry at university.", "What do I study?", ["chemistry", "chemist"]),
     ("My favorite planet is Neptune.", "Which planet is my favorite?", ["neptune"]),
     ("I have a red bicycle.", "What color is my bicycle?", ["red"]),
     ("My boss is called Mr Okafor.", "What is my boss's name?", ["okafor"]),
@@ -63,6 +63,22 @@ PAIRS = [
     ("I used to be a pilot.", "What job did I use to have?", ["pilot"]),
     ("My favorite season is autumn.", "Which season is my favorite?", ["autumn", "fall"]),
 ]
+
+
+# Questions no memory answers: a reply that names a remembered fact's answer is a false recall.
+UNRELATED = [
+    "How far away is the Moon?",
+    "What is a black hole?",
+    "Why do stars twinkle?",
+    "What is the Milky Way?",
+    "How hot is the Sun?",
+    "Can you tell me a joke?",
+    "What is a comet made of?",
+    "How old is the universe?",
+    "What is gravity?",
+    "What should I look at in the sky tonight?",
+]
+_COMMON_WORDS = {"two", "2"}  # answers any reply may say: not taken as a memory's trace
 
 
 def environment() -> None:
@@ -90,10 +106,22 @@ def answered(reply: str, answers: list[str]) -> bool:
     return any(re.search(rf"\b{re.escape(a)}\b", reply, re.I) for a in answers)
 
 
+def recalled_wrongly(reply: str, question: str, answers_in_prompt: list[list[str]]) -> list[str]:
+    """The answers of the memories in the prompt that a reply to an unrelated question names (and the
+    question did not)."""
+    words = {a for answers in answers_in_prompt for a in answers if a not in _COMMON_WORDS}
+    return sorted(a for a in words if answered(reply, [a]) and not answered(question, [a]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layouts", default="exchange,system_prompt")
+    parser.add_argument(
+        "--layouts",
+        default="user_words,exchange,exchange:0",
+        help="layouts to compare, each as LAYOUT or LAYOUT:NOTES (MEMORY_PROMPT_NOTES for that run; 0: all that fit)",
+    )
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
+    parser.add_argument("--unrelated", type=int, default=len(UNRELATED), help="unrelated questions per layout")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args()
     environment()
@@ -112,8 +140,12 @@ def main() -> None:
     from workers.embed.tasks import memory_extract
     from workers.llm.engines import TransformersEngine
 
-    chosen = settings.MEMORY_PROMPT_LAYOUT
-    layouts = list(dict.fromkeys([chosen, *args.layouts.split(",")]))
+    chosen = f"{settings.MEMORY_PROMPT_LAYOUT}:{settings.MEMORY_PROMPT_NOTES}"
+    runs = list(
+        dict.fromkeys(
+            [chosen, *(r if ":" in r else f"{r}:{settings.MEMORY_PROMPT_NOTES}" for r in args.layouts.split(","))]
+        )
+    )
     pairs = PAIRS[: args.pairs]
     nova = Character.objects.get(slug="nova")
     from django.contrib.auth import get_user_model
@@ -135,41 +167,61 @@ def main() -> None:
     remembered = sum(1 for v in fact_memory.values() if v)
     print(f"remembered {remembered}/{len(pairs)} facts in {time.monotonic() - started:.1f} s", flush=True)
 
+    answers_of = {fact_memory[fact]: answers for fact, _, answers in pairs if fact_memory[fact]}
+    unrelated = UNRELATED[: args.unrelated]
     engine = TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=args.max_new_tokens)
+
+    def ask(question: str) -> Message:
+        """The reply to `question`, asked in a new session (nothing earlier in it to copy from)."""
+        session = session_create(user=user, character=nova)
+        turn_start(session=session, content=question)
+        turn_id = str(uuid.uuid4())
+        text_turn_run(
+            turn_id=turn_id,
+            session_id=str(session.pk),
+            reply_channel="bench",
+            text_deltas=False,
+            submitted_at=time.time(),
+            engine=engine,
+            recall=memories_recall,
+            send=lambda channel, event: None,
+        )
+        return Message.objects.get(pk=turn_id)
+
     results = {}
-    for layout in layouts:
-        settings.MEMORY_PROMPT_LAYOUT = layout
+    for layout in runs:  # "layout:notes"
+        settings.MEMORY_PROMPT_LAYOUT, notes = layout.split(":")
+        settings.MEMORY_PROMPT_NOTES = int(notes)
         hits = retrieved = 0
         t0 = time.monotonic()
         for fact, question, answers in pairs:
-            session = session_create(user=user, character=nova)  # a new session: nothing to copy from
-            turn_start(session=session, content=question)
-            turn_id = str(uuid.uuid4())
-            text_turn_run(
-                turn_id=turn_id,
-                session_id=str(session.pk),
-                reply_channel="bench",
-                text_deltas=False,
-                submitted_at=time.time(),
-                engine=engine,
-                recall=memories_recall,
-                send=lambda channel, event: None,
-            )
-            reply = Message.objects.get(pk=turn_id)
+            reply = ask(question)
             used = fact_memory[fact] in (reply.memories_used or [])
             ok = answered(reply.content, answers)
             hits += ok
             retrieved += used
             mark = f"{'OK ' if ok else 'no '}{'R' if used else '-'}"  # R: the fact's memory was in the prompt
-            print(f"  {layout:13} {mark} {question!r} -> {reply.content!r}", flush=True)
-        results[layout] = (hits / len(pairs), retrieved / len(pairs), time.monotonic() - t0)
-        print(f"RESULT recall_rate_{layout}={hits / len(pairs):.3f}", flush=True)  # as each layout ends
+            print(f"  {layout:15} {mark} {question!r} -> {reply.content!r}", flush=True)
+        false = 0
+        for question in unrelated:
+            reply = ask(question)
+            in_prompt = [answers_of[i] for i in reply.memories_used or [] if i in answers_of]
+            wrong = recalled_wrongly(reply.content, question, in_prompt)
+            false += bool(wrong)
+            mark = f"{'FALSE' if wrong else 'ok   '} {len(reply.memories_used or [])}"  # and the notes in its prompt
+            print(f"  {layout:15} {mark} {question!r} -> {reply.content!r} {wrong or ''}", flush=True)
+        false_rate = false / len(unrelated) if unrelated else 0.0
+        results[layout] = (hits / len(pairs), retrieved / len(pairs), false_rate, time.monotonic() - t0)
+        key = layout.replace(":", "_notes")  # as each layout ends
+        print(f"RESULT recall_rate_{key}={hits / len(pairs):.3f}", flush=True)
+        print(f"RESULT false_recall_rate_{key}={false_rate:.3f}", flush=True)
     print()
-    for layout, (rate, found, seconds) in results.items():
-        print(f"{layout:13} recall {rate:.3f}  retrieved {found:.3f}  ({seconds:.0f} s)")
+    for layout, (rate, found, false_rate, seconds) in results.items():
+        print(f"{layout:15} recall {rate:.3f}  retrieved {found:.3f}  false recall {false_rate:.3f}  ({seconds:.0f} s)")
     print(f"RESULT layout={chosen}")
     print(f"RESULT recall_rate={results[chosen][0]:.3f}")
     print(f"RESULT retrieved_rate={results[chosen][1]:.3f}")
+    print(f"RESULT false_recall_rate={results[chosen][2]:.3f}")
 
 
 if __name__ == "__main__":

@@ -238,7 +238,11 @@ def text_turn_run(
         timings.update(recall_timings)
         layout = settings.MEMORY_PROMPT_LAYOUT
         notes, memories_used = memory_notes(
-            recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS, layout=layout
+            recalled,
+            engine=engine,
+            budget_tokens=settings.MEMORY_PROMPT_TOKENS,
+            layout=layout,
+            limit=settings.MEMORY_PROMPT_NOTES or None,
         )
         usable = [(at, m) for at, m in positioned if m.status != Message.Status.FAILED and m.content]
         messages = build_messages(
