@@ -7,14 +7,43 @@ question is asked in a new session through the real turn (`text_turn_run`: recal
 the prompt, SmolLM2 greedy), and a reply counts when it names the fact's answer. Retrieval is counted
 apart (`memories_used` holds the fact's memory), so a miss says whether the model or the search failed.
 
-    DATABASE_URL=... REDIS_URL=... CHROMA_URL=... .venv/bin/python bench/memory_recall.py \
-        [--layouts exchange,system_prompt] [--pairs 32] [--max-new-tokens 48]
+Then ten questions no memory answers ("What is a black hole?"): a reply that names the answer of
+a memory in its prompt is a false recall (a note parroted into ordinary chat).
 
-Uses DATABASE_URL / REDIS_URL / CHROMA_URL from the environment (a database of its own is made and
-migrated if missing); without them, personatalk_recall, Redis db 12 and a local Chroma directory.
-Prints `RESULT recall_rate_<layout>=` as each layout ends, then `RESULT recall_rate=` for the
-configured one (MEMORY_PROMPT_LAYOUT, default exchange). On this 2-core machine a layout takes 8-10
-minutes (48 new tokens a reply, greedy).
+    DATABASE_URL=... REDIS_URL=... CHROMA_URL=... .venv/bin/python bench/memory_recall.py \
+        [--layouts user_words,exchange,exchange:0] [--pairs 32] [--unrelated 10] [--max-new-tokens 48]
+
+A run is LAYOUT or LAYOUT:NOTES (MEMORY_PROMPT_NOTES for that run; 0: every note that fits
+MEMORY_PROMPT_TOKENS). Uses DATABASE_URL / REDIS_URL / CHROMA_URL from the environment (a database of
+its own is made and migrated if missing); without them, personatalk_recall, Redis db 12 and a local
+Chroma directory. Prints `RESULT recall_rate_<layout>_notes<n>=` and `RESULT false_recall_rate_...=`
+as each run ends, then `RESULT recall_rate=` and `RESULT false_recall_rate=` for the configured one
+(MEMORY_PROMPT_LAYOUT, MEMORY_PROMPT_NOTES). With OMP_NUM_THREADS=1 a run takes 3-4 minutes on this
+2-core machine (48 new tokens a reply, greedy), so two runs fit side by side.
+
+Measured 2026-12-04 (SmolLM2-135M-Instruct Q4_1, greedy, repetition penalty 1.1; 32 pairs, 10
+unrelated questions; retrieval put the fact's memory first 31/32 times: "What job did I use to
+have?" finds "I work as a nurse" before "I used to be a pilot"):
+
+    layout:notes     recall   false recall
+    user_words:1     0.688    0.300   the default: "I have a dog called Biscuit. What is my dog called?"
+    exchange:1       0.531    0.000   the notes as the user's earlier line, then "I'll remember that."
+    inline:1         0.531    0.300   "What you remember about the user...:\n- ...\n\n" + the line
+    system:1         0.469    0.000   a second system message before the line
+    system_prompt:1  0.188    0.000   inside the system prompt (changes the prefix; to compare)
+    exchange:0       0.281    0.000   the default before (every note that fits 160 tokens: five)
+
+With five notes competing SmolLM2 answers with a neighbour's name or place ("My cat's name is
+Kiwi"); with one it still misses a third of the time: it talks as the user ("My favorite season is
+winter"), the repetition penalty over the prompt's tokens bends the name it should copy
+("Biscuzzle", "Tear" for teal), or it answers from its own prior ("born in 2023"). Tried on the same
+retrieval outside the turn (32 tokens a reply, one note): the character restating the note in the
+second person ("Got it: you have a dog called Biscuit.") 0.62 with no false recall; the fact after
+the question 0.69 but 7/10 false; a system-prompt line "answer with what they told you" no better;
+the repetition penalty on the reply's tokens only, or off, no better (without it the model repeats
+"I'll remember that."). The false recalls of user_words are a note glued to an astronomy question
+("How hot is the Sun?" -> "...during the Autumn season"); MEMORY_MIN_SIMILARITY would have to be
+~0.3 to keep those notes out, which also drops "Who am I?" / "My name is Ana." (0.29).
 """
 
 import argparse

@@ -36,7 +36,8 @@ _USER_SAID = "The user said: "  # how workers/embed/extract.py frames what the u
 #   system_prompt  inside the system prompt (the layout before issue 11; the prefix changes whenever
 #                  the notes do): kept to compare against
 LAYOUTS = ("user_words", "exchange", "system", "inline", "system_prompt")
-# bench/memory_recall.py, SmolLM2 greedy, 32 pairs, one note (MEMORY_PROMPT_NOTES=1): see its docstring.
+# bench/memory_recall.py (SmolLM2 greedy, 32 facts, one note): user_words 0.69 of the answers use the
+# fact, exchange 0.53, inline 0.53, system 0.47; exchange with every note (the default before) 0.28.
 DEFAULT_LAYOUT = "user_words"
 
 
