@@ -7,14 +7,43 @@ question is asked in a new session through the real turn (`text_turn_run`: recal
 the prompt, SmolLM2 greedy), and a reply counts when it names the fact's answer. Retrieval is counted
 apart (`memories_used` holds the fact's memory), so a miss says whether the model or the search failed.
 
-    DATABASE_URL=... REDIS_URL=... CHROMA_URL=... .venv/bin/python bench/memory_recall.py \
-        [--layouts exchange,system_prompt] [--pairs 32] [--max-new-tokens 48]
+Then ten questions no memory answers ("What is a black hole?"): a reply that names the answer of
+a memory in its prompt is a false recall (a note parroted into ordinary chat).
 
-Uses DATABASE_URL / REDIS_URL / CHROMA_URL from the environment (a database of its own is made and
-migrated if missing); without them, personatalk_recall, Redis db 12 and a local Chroma directory.
-Prints `RESULT recall_rate_<layout>=` as each layout ends, then `RESULT recall_rate=` for the
-configured one (MEMORY_PROMPT_LAYOUT, default exchange). On this 2-core machine a layout takes 8-10
-minutes (48 new tokens a reply, greedy).
+    DATABASE_URL=... REDIS_URL=... CHROMA_URL=... .venv/bin/python bench/memory_recall.py \
+        [--layouts user_words,exchange,exchange:0] [--pairs 32] [--unrelated 10] [--max-new-tokens 48]
+
+A run is LAYOUT or LAYOUT:NOTES (MEMORY_PROMPT_NOTES for that run; 0: every note that fits
+MEMORY_PROMPT_TOKENS). Uses DATABASE_URL / REDIS_URL / CHROMA_URL from the environment (a database of
+its own is made and migrated if missing); without them, personatalk_recall, Redis db 12 and a local
+Chroma directory. Prints `RESULT recall_rate_<layout>_notes<n>=` and `RESULT false_recall_rate_...=`
+as each run ends, then `RESULT recall_rate=` and `RESULT false_recall_rate=` for the configured one
+(MEMORY_PROMPT_LAYOUT, MEMORY_PROMPT_NOTES). With OMP_NUM_THREADS=1 a run takes 3-4 minutes on this
+2-core machine (48 new tokens a reply, greedy), so two runs fit side by side.
+
+Measured 2026-12-04 (SmolLM2-135M-Instruct Q4_1, greedy, repetition penalty 1.1; 32 pairs, 10
+unrelated questions; retrieval put the fact's memory first 31/32 times: "What job did I use to
+have?" finds "I work as a nurse" before "I used to be a pilot"):
+
+    layout:notes     recall   false recall
+    user_words:1     0.688    0.300   the default: "I have a dog called Biscuit. What is my dog called?"
+    exchange:1       0.531    0.000   the notes as the user's earlier line, then "I'll remember that."
+    inline:1         0.531    0.300   "What you remember about the user...:\n- ...\n\n" + the line
+    system:1         0.469    0.000   a second system message before the line
+    system_prompt:1  0.188    0.000   inside the system prompt (changes the prefix; to compare)
+    exchange:0       0.281    0.000   the default before (every note that fits 160 tokens: five)
+
+With five notes competing SmolLM2 answers with a neighbour's name or place ("My cat's name is
+Kiwi"); with one it still misses a third of the time: it talks as the user ("My favorite season is
+winter"), the repetition penalty over the prompt's tokens bends the name it should copy
+("Biscuzzle", "Tear" for teal), or it answers from its own prior ("born in 2023"). Tried on the same
+retrieval outside the turn (32 tokens a reply, one note): the character restating the note in the
+second person ("Got it: you have a dog called Biscuit.") 0.62 with no false recall; the fact after
+the question 0.69 but 7/10 false; a system-prompt line "answer with what they told you" no better;
+the repetition penalty on the reply's tokens only, or off, no better (without it the model repeats
+"I'll remember that."). The false recalls of user_words are a note glued to an astronomy question
+("How hot is the Sun?" -> "...during the Autumn season"); MEMORY_MIN_SIMILARITY would have to be
+~0.3 to keep those notes out, which also drops "Who am I?" / "My name is Ana." (0.29).
 """
 
 import argparse
@@ -37,13 +66,13 @@ PAIRS = [
     ("I work as a nurse.", "What is my job?", ["nurse"]),
     ("My favorite color is teal.", "What is my favorite color?", ["teal"]),
     ("My sister is called Lena.", "What is my sister's name?", ["lena"]),
-    ("I have a cello that I play every day.", "What instrument do I play?", ["cello"]),
+    ("I have a cello that I play every day.", "What instrument do I play?", ["cello", "cellist"]),
     ("My birthday is on the third of March.", "When is my birthday?", ["march"]),
     ("I love eating mango.", "What fruit do I love?", ["mango"]),
     ("I grew up in Nairobi.", "Where did I grow up?", ["nairobi"]),
     ("I speak Portuguese at home.", "What language do I speak at home?", ["portuguese"]),
     ("My brother is called Tomas.", "What is my brother's name?", ["tomas"]),
-    ("I study chemistry at university.", "What do I study?", ["chemistry"]),
+    ("I study chemistry at university.", "What do I study?", ["chemistry", "chemist"]),
     ("My favorite planet is Neptune.", "Which planet is my favorite?", ["neptune"]),
     ("I have a red bicycle.", "What color is my bicycle?", ["red"]),
     ("My boss is called Mr Okafor.", "What is my boss's name?", ["okafor"]),
@@ -63,6 +92,22 @@ PAIRS = [
     ("I used to be a pilot.", "What job did I use to have?", ["pilot"]),
     ("My favorite season is autumn.", "Which season is my favorite?", ["autumn", "fall"]),
 ]
+
+
+# Questions no memory answers: a reply that names a remembered fact's answer is a false recall.
+UNRELATED = [
+    "How far away is the Moon?",
+    "What is a black hole?",
+    "Why do stars twinkle?",
+    "What is the Milky Way?",
+    "How hot is the Sun?",
+    "Can you tell me a joke?",
+    "What is a comet made of?",
+    "How old is the universe?",
+    "What is gravity?",
+    "What should I look at in the sky tonight?",
+]
+_COMMON_WORDS = {"two", "2"}  # answers any reply may say: not taken as a memory's trace
 
 
 def environment() -> None:
@@ -90,10 +135,22 @@ def answered(reply: str, answers: list[str]) -> bool:
     return any(re.search(rf"\b{re.escape(a)}\b", reply, re.I) for a in answers)
 
 
+def recalled_wrongly(reply: str, question: str, answers_in_prompt: list[list[str]]) -> list[str]:
+    """The answers of the memories in the prompt that a reply to an unrelated question names (and the
+    question did not)."""
+    words = {a for answers in answers_in_prompt for a in answers if a not in _COMMON_WORDS}
+    return sorted(a for a in words if answered(reply, [a]) and not answered(question, [a]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layouts", default="exchange,system_prompt")
+    parser.add_argument(
+        "--layouts",
+        default="user_words,exchange,exchange:0",
+        help="layouts to compare, each as LAYOUT or LAYOUT:NOTES (MEMORY_PROMPT_NOTES for that run; 0: all that fit)",
+    )
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
+    parser.add_argument("--unrelated", type=int, default=len(UNRELATED), help="unrelated questions per layout")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args()
     environment()
@@ -112,8 +169,12 @@ def main() -> None:
     from workers.embed.tasks import memory_extract
     from workers.llm.engines import TransformersEngine
 
-    chosen = settings.MEMORY_PROMPT_LAYOUT
-    layouts = list(dict.fromkeys([chosen, *args.layouts.split(",")]))
+    chosen = f"{settings.MEMORY_PROMPT_LAYOUT}:{settings.MEMORY_PROMPT_NOTES}"
+    runs = list(
+        dict.fromkeys(
+            [chosen, *(r if ":" in r else f"{r}:{settings.MEMORY_PROMPT_NOTES}" for r in args.layouts.split(","))]
+        )
+    )
     pairs = PAIRS[: args.pairs]
     nova = Character.objects.get(slug="nova")
     from django.contrib.auth import get_user_model
@@ -135,41 +196,61 @@ def main() -> None:
     remembered = sum(1 for v in fact_memory.values() if v)
     print(f"remembered {remembered}/{len(pairs)} facts in {time.monotonic() - started:.1f} s", flush=True)
 
+    answers_of = {fact_memory[fact]: answers for fact, _, answers in pairs if fact_memory[fact]}
+    unrelated = UNRELATED[: args.unrelated]
     engine = TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=args.max_new_tokens)
+
+    def ask(question: str) -> Message:
+        """The reply to `question`, asked in a new session (nothing earlier in it to copy from)."""
+        session = session_create(user=user, character=nova)
+        turn_start(session=session, content=question)
+        turn_id = str(uuid.uuid4())
+        text_turn_run(
+            turn_id=turn_id,
+            session_id=str(session.pk),
+            reply_channel="bench",
+            text_deltas=False,
+            submitted_at=time.time(),
+            engine=engine,
+            recall=memories_recall,
+            send=lambda channel, event: None,
+        )
+        return Message.objects.get(pk=turn_id)
+
     results = {}
-    for layout in layouts:
-        settings.MEMORY_PROMPT_LAYOUT = layout
+    for layout in runs:  # "layout:notes"
+        settings.MEMORY_PROMPT_LAYOUT, notes = layout.split(":")
+        settings.MEMORY_PROMPT_NOTES = int(notes)
         hits = retrieved = 0
         t0 = time.monotonic()
         for fact, question, answers in pairs:
-            session = session_create(user=user, character=nova)  # a new session: nothing to copy from
-            turn_start(session=session, content=question)
-            turn_id = str(uuid.uuid4())
-            text_turn_run(
-                turn_id=turn_id,
-                session_id=str(session.pk),
-                reply_channel="bench",
-                text_deltas=False,
-                submitted_at=time.time(),
-                engine=engine,
-                recall=memories_recall,
-                send=lambda channel, event: None,
-            )
-            reply = Message.objects.get(pk=turn_id)
+            reply = ask(question)
             used = fact_memory[fact] in (reply.memories_used or [])
             ok = answered(reply.content, answers)
             hits += ok
             retrieved += used
             mark = f"{'OK ' if ok else 'no '}{'R' if used else '-'}"  # R: the fact's memory was in the prompt
-            print(f"  {layout:13} {mark} {question!r} -> {reply.content!r}", flush=True)
-        results[layout] = (hits / len(pairs), retrieved / len(pairs), time.monotonic() - t0)
-        print(f"RESULT recall_rate_{layout}={hits / len(pairs):.3f}", flush=True)  # as each layout ends
+            print(f"  {layout:15} {mark} {question!r} -> {reply.content!r}", flush=True)
+        false = 0
+        for question in unrelated:
+            reply = ask(question)
+            in_prompt = [answers_of[i] for i in reply.memories_used or [] if i in answers_of]
+            wrong = recalled_wrongly(reply.content, question, in_prompt)
+            false += bool(wrong)
+            mark = f"{'FALSE' if wrong else 'ok   '} {len(reply.memories_used or [])}"  # and the notes in its prompt
+            print(f"  {layout:15} {mark} {question!r} -> {reply.content!r} {wrong or ''}", flush=True)
+        false_rate = false / len(unrelated) if unrelated else 0.0
+        results[layout] = (hits / len(pairs), retrieved / len(pairs), false_rate, time.monotonic() - t0)
+        key = layout.replace(":", "_notes")  # as each layout ends
+        print(f"RESULT recall_rate_{key}={hits / len(pairs):.3f}", flush=True)
+        print(f"RESULT false_recall_rate_{key}={false_rate:.3f}", flush=True)
     print()
-    for layout, (rate, found, seconds) in results.items():
-        print(f"{layout:13} recall {rate:.3f}  retrieved {found:.3f}  ({seconds:.0f} s)")
+    for layout, (rate, found, false_rate, seconds) in results.items():
+        print(f"{layout:15} recall {rate:.3f}  retrieved {found:.3f}  false recall {false_rate:.3f}  ({seconds:.0f} s)")
     print(f"RESULT layout={chosen}")
     print(f"RESULT recall_rate={results[chosen][0]:.3f}")
     print(f"RESULT retrieved_rate={results[chosen][1]:.3f}")
+    print(f"RESULT false_recall_rate={results[chosen][2]:.3f}")
 
 
 if __name__ == "__main__":

@@ -363,12 +363,16 @@ CHROMA_URL = env("CHROMA_URL", default="")
 CHROMA_PATH = Path(env("CHROMA_PATH", default=str(VAR_DIR / "chroma")))
 MEMORY_TOP_K = env.int("MEMORY_TOP_K", default=5)  # memories retrieved into each prompt
 MEMORY_PROMPT_TOKENS = env.int("MEMORY_PROMPT_TOKENS", default=160)  # their share of the prompt
-# Where the notes go, just before the user's line (apps/conversations/prompt.py LAYOUTS): exchange,
-# system, inline; system_prompt (the old layout, which changes the prompt's prefix) to compare.
-MEMORY_PROMPT_LAYOUT = env("MEMORY_PROMPT_LAYOUT", default="exchange")
-if MEMORY_PROMPT_LAYOUT not in ("exchange", "system", "inline", "system_prompt"):
+# At most this many of them go into the prompt, the best first (0: as many as fit MEMORY_PROMPT_TOKENS).
+# One: SmolLM2 answers from the note it is given, but picks a neighbour's name or place when several
+# compete (bench/memory_recall.py: 32 facts of one user, the right one retrieved first 31/32 times).
+MEMORY_PROMPT_NOTES = env.int("MEMORY_PROMPT_NOTES", default=1)
+# Where the notes go, just before the user's line (apps/conversations/prompt.py LAYOUTS): user_words,
+# exchange, system, inline; system_prompt (the old layout, which changes the prompt's prefix) to compare.
+MEMORY_PROMPT_LAYOUT = env("MEMORY_PROMPT_LAYOUT", default="user_words")
+if MEMORY_PROMPT_LAYOUT not in ("user_words", "exchange", "system", "inline", "system_prompt"):
     raise ImproperlyConfigured(
-        f"MEMORY_PROMPT_LAYOUT={MEMORY_PROMPT_LAYOUT!r}: use exchange, system, inline or system_prompt."
+        f"MEMORY_PROMPT_LAYOUT={MEMORY_PROMPT_LAYOUT!r}: use user_words, exchange, system, inline or system_prompt."
     )
 MEMORY_MIN_SIMILARITY = env.float("MEMORY_MIN_SIMILARITY", default=0.15)  # below this a memory is off topic
 # A new memory this similar (cosine) to one the user already has replaces its text instead of piling

@@ -293,7 +293,11 @@ def text_turn_run(
         timings.update(recall_timings)
         layout = settings.MEMORY_PROMPT_LAYOUT
         notes, memories_used = memory_notes(
-            recalled, engine=engine, budget_tokens=settings.MEMORY_PROMPT_TOKENS, layout=layout
+            recalled,
+            engine=engine,
+            budget_tokens=settings.MEMORY_PROMPT_TOKENS,
+            layout=layout,
+            limit=settings.MEMORY_PROMPT_NOTES or None,
         )
         history, positions = _prompt_history(positioned)
         if draft:  # where the user's message will be once the final transcript confirms it

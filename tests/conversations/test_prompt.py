@@ -1,6 +1,7 @@
 """The prompt builder: system prompt first, then the newest turns that fit the token budget (dropped
 in blocks), then the memory notes and the user's new line."""
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -148,6 +149,12 @@ FACTS = memories(
 )
 
 
+def note_count(notes: str, layout: str) -> int:
+    if layout == "user_words":  # sentences run together
+        return len(re.findall(r"[.!?](?:\s|$)", notes))
+    return len(notes.splitlines())
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_memory_notes_fit_their_budget_with_their_framing(layout):
     engine = WordEngine()
@@ -157,7 +164,7 @@ def test_memory_notes_fit_their_budget_with_their_framing(layout):
         bare = build(history, 10_000, layout=layout)
         messages = build(history, 10_000, layout=layout, memory_notes=notes, memory_budget_tokens=budget)
         assert cost(messages) - cost(bare) <= budget, (layout, budget)
-        assert len(used) == len(notes.splitlines()) if notes else used == []
+        assert len(used) == note_count(notes, layout) if notes else used == []
     notes, used = memory_notes(FACTS, engine=engine, budget_tokens=160, layout=layout)
     assert used == ["0", "1", "2"]
     if layout == "exchange":  # the user's own words
@@ -166,8 +173,34 @@ def test_memory_notes_fit_their_budget_with_their_framing(layout):
             "- I live in Porto.",
             "- Nova promised: a tour.",
         ]
+    elif layout == "user_words":  # the user's own words as they said them, the best nearest their new line
+        assert notes == "Nova promised: a tour. I live in Porto. I have a dog called Biscuit."
     else:
         assert notes.splitlines()[0] == "- The user said: I have a dog called Biscuit."
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_at_most_limit_notes_the_best_first(layout):
+    engine = WordEngine()
+    for limit, expected in [(1, ["0"]), (2, ["0", "1"]), (3, ["0", "1", "2"]), (None, ["0", "1", "2"])]:
+        notes, used = memory_notes(FACTS, engine=engine, budget_tokens=160, layout=layout, limit=limit)
+        assert used == expected and note_count(notes, layout) == len(expected)
+    best, _ = memory_notes(FACTS, engine=engine, budget_tokens=160, layout=layout, limit=1)
+    assert "Biscuit" in best and "Porto" not in best
+    # a note too long for what is left does not count against the limit: the next that fits is taken
+    long_first = memories("The user said: " + "very " * 50 + "long.", *(f.text for f in FACTS))
+    _, used = memory_notes(long_first, engine=engine, budget_tokens=30, layout=layout, limit=1)
+    assert used == ["1"]
+
+
+def test_user_words_notes_are_sentences_in_the_users_own_words():
+    notes, used = memory_notes(
+        memories("The user said: My cat is Pepper", "The user said: I live in Porto!", "I was told: hello?"),
+        engine=WordEngine(),
+        budget_tokens=160,
+        layout="user_words",
+    )
+    assert notes == "I was told: hello? I live in Porto! My cat is Pepper." and used == ["0", "1", "2"]
 
 
 def test_memory_notes_go_after_the_history_just_before_the_users_line():
@@ -193,6 +226,12 @@ def test_memory_notes_go_after_the_history_just_before_the_users_line():
         *kept,
         {"role": "user", "content": f"{MEMORY_HEADING}\n{notes}\n\nwhat is my dog called"},
     ]
+    words = "I have a dog called Biscuit."
+    assert build(history, 10_000, layout="user_words", memory_notes=words, memory_budget_tokens=40) == [
+        system,
+        *kept,
+        {"role": "user", "content": "I have a dog called Biscuit. what is my dog called"},
+    ]
     old = layout("system_prompt")
     assert old[1:] == [*kept, last] and f"{MEMORY_HEADING}\n{notes}" in old[0]["content"]
     assert old[0]["content"].startswith(system["content"].split("\n\n")[0])
@@ -200,18 +239,34 @@ def test_memory_notes_go_after_the_history_just_before_the_users_line():
         layout("sideways")
 
 
-def test_notes_and_their_share_never_move_the_cut():
+def without_notes(messages: list[dict], notes: str, layout: str) -> list[dict]:
+    """The messages as they would be without the notes (all but the system_prompt layout)."""
+    if not notes:
+        return messages
+    if layout == "exchange":
+        assert messages[-3:-1] == [{"role": "user", "content": notes}, {"role": "assistant", "content": MEMORY_ACK}]
+        return messages[:-3] + messages[-1:]
+    if layout == "system":
+        assert messages[-2] == {"role": "system", "content": f"{MEMORY_HEADING}\n{notes}"}
+        return messages[:-2] + messages[-1:]
+    framed = {"user_words": f"{notes} ", "inline": f"{MEMORY_HEADING}\n{notes}\n\n"}[layout]
+    assert messages[-1]["content"].startswith(framed)
+    return messages[:-1] + [{**messages[-1], "content": messages[-1]["content"][len(framed) :]}]
+
+
+@pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "system_prompt"])
+def test_notes_and_their_share_never_move_the_cut(layout):
     """The notes' share is set aside with or without notes: finding more or fewer never moves the cut."""
     history = turns(12) + [("user", "tell me about my dog")]
     system_cost = cost(build([], 10_000))
     for room in range(4, 20):
         budget = system_cost + 30 + room * (5 + OVERHEAD)
-        without = build(history, budget, memory_budget_tokens=30)
+        without = build(history, budget, memory_budget_tokens=30, layout=layout)
         for budget_used in range(0, 31, 5):
-            notes, _ = memory_notes(FACTS, engine=WordEngine(), budget_tokens=budget_used)
-            messages = build(history, budget, memory_notes=notes, memory_budget_tokens=30)
+            notes, _ = memory_notes(FACTS, engine=WordEngine(), budget_tokens=budget_used, layout=layout)
+            messages = build(history, budget, memory_notes=notes, memory_budget_tokens=30, layout=layout)
             assert cost(messages) <= budget
-            assert [m for m in messages if m["content"] not in (notes, MEMORY_ACK)] == without
+            assert without_notes(messages, notes, layout) == without
 
 
 @pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "system_prompt"])

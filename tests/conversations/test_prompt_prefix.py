@@ -16,10 +16,9 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
-from django.test import override_settings
 
 from apps.characters.demo import DEMO_CHARACTERS
-from apps.conversations.prompt import LAYOUTS, MEMORY_ACK, build_messages, memory_notes
+from apps.conversations.prompt import DEFAULT_LAYOUT, LAYOUTS, MEMORY_ACK, build_messages, memory_notes
 from tests.workers.openai_server import serve
 from workers.llm.engines import OpenAIEngine, ScriptedEngine
 
@@ -122,8 +121,10 @@ def check_layout(messages: list[dict], notes: str, layout: str) -> None:
         assert messages[-2]["role"] == "system" and messages[-2]["content"].endswith(notes)
     elif layout == "inline":
         assert notes in messages[-1]["content"]
-    if layout != "system_prompt":
-        assert all(notes not in m["content"] for m in messages[:-3])
+    elif layout == "user_words":
+        assert messages[-1]["content"].startswith(f"{notes} ")
+    if layout != "system_prompt":  # (a reply may repeat them: the scripted engine echoes the user's message)
+        assert all(notes not in m["content"] for m in messages[:-3] if m["role"] != "assistant")
 
 
 def run_conversation(engine, *, budget: int, layout: str, render, replies=None):
@@ -240,19 +241,17 @@ def test_an_openai_compatible_server_gets_the_same_prefix_turn_after_turn():
 
 
 @pytest.mark.django_db
-@override_settings(
-    LLM_PROMPT_TOKENS=420,
-    MEMORY_PROMPT_TOKENS=40,
-    MEMORY_EXTRACTION=False,
-    LLM_HISTORY_BLOCK_TURNS=3,
-    LLM_NEW_LINE_TOKENS=16,
-)
-def test_a_sessions_turns_keep_their_prefix(user):
+@pytest.mark.parametrize(("layout", "notes_limit"), [(DEFAULT_LAYOUT, 1), ("exchange", 0)])
+def test_a_sessions_turns_keep_their_prefix(user, settings, layout, notes_limit):
     """text_turn_run with the scripted engine: the history read back with its positions in the
-    session, a failed reply left out, the notes recalled for each turn just before the user's line.
+    session, a failed reply left out, the notes recalled for each turn just before the user's line
+    (the default layout with one note, and the exchange layout with all that fit).
 
     After each reply the engine is asked to prefill the next prompt's start, and every next prompt
     does start with it, the turns where a block of old turns leaves included."""
+    settings.LLM_PROMPT_TOKENS, settings.MEMORY_PROMPT_TOKENS, settings.LLM_HISTORY_BLOCK_TURNS = 420, 40, 3
+    settings.MEMORY_EXTRACTION, settings.MEMORY_PROMPT_LAYOUT, settings.MEMORY_PROMPT_NOTES = False, layout, notes_limit
+    settings.LLM_NEW_LINE_TOKENS = 16
     from apps.characters.models import Character
     from apps.conversations.models import Message
     from apps.conversations.services import session_create, turn_finish, turn_start
@@ -267,9 +266,10 @@ def test_a_sessions_turns_keep_their_prefix(user):
         picked = [SimpleNamespace(pk=i, text=t) for i, t in enumerate(FACTS) if rng.random() < 0.5]
         return picked, {}
 
-    prompts = []
+    prompts, noted = [], 0
     for n in range(24):
-        turn_start(session=session, content=f"turn {n}: " + " ".join(rng.choice(WORDS) for _ in range(8)))
+        said = f"turn {n}: " + " ".join(rng.choice(WORDS) for _ in range(8))
+        turn_start(session=session, content=said)
         if n == 5:  # a reply that failed: out of later prompts, but it keeps its place in the session
             turn_finish(
                 turn_id=uuid.uuid4(),
@@ -280,9 +280,9 @@ def test_a_sessions_turns_keep_their_prefix(user):
                 timings={},
             )
             continue
-        before = len(engine.prompts)
+        before, turn_id = len(engine.prompts), str(uuid.uuid4())
         text_turn_run(
-            turn_id=str(uuid.uuid4()),
+            turn_id=turn_id,
             session_id=str(session.pk),
             reply_channel="test",
             text_deltas=False,
@@ -293,11 +293,18 @@ def test_a_sessions_turns_keep_their_prefix(user):
         )
         assert len(engine.prompts) == before + 1
         messages = engine.prompts[-1]
-        notes = next((m["content"] for m in messages[-3:-2] if m["content"].startswith("- ")), "")
+        if layout == "exchange":
+            notes = next((m["content"] for m in messages[-3:-2] if m["content"].startswith("- ")), "")
+        else:  # user_words: what comes before the user's line in its message
+            notes = messages[-1]["content"].removesuffix(said).strip()
+        used = Message.objects.get(pk=turn_id).memories_used
+        assert len(used) <= (notes_limit or len(FACTS)) and bool(notes) == bool(used)
+        noted += len(used) > 1
         prompts.append((messages, notes))
         assert cost(engine, messages) <= settings.LLM_PROMPT_TOKENS
         assert all(m["content"] != "half a reply" for m in messages)
-        check_layout(messages, notes, "exchange")
+        check_layout(messages, notes, layout)
+    assert noted if not notes_limit else not noted  # with no limit, several notes at once
     drops = check_prefix_kept(prompts, json_render)
     assert drops and all(b - a >= 2 for a, b in pairwise(drops)), drops
     assert len(engine.warmed) == len(engine.prompts)  # after every reply

@@ -493,7 +493,8 @@ class ScriptedEngine:
     reply whose first audio must come while it is still being written, on a loaded machine too);
     if it contains "explode"
     the engine raises EngineError after the first word. If X asks "what do you remember", the reply
-    lists the memories the prompt holds (its "- " lines): "[happy] I remember: A | B." (or "nothing").
+    lists the memories the prompt holds (its "- " lines, or the sentences in front of the question):
+    "[happy] I remember: A | B." (or "nothing").
 
     Engines that hang, for the time limits: with "dawdle" each word takes 500 ms (a reply that
     runs past a short soft limit, and is stopped there); with "deadlock" the engine starts a
@@ -519,6 +520,9 @@ class ScriptedEngine:
         if "what do you remember" in said.lower():
             # the memory notes, wherever the layout put them (apps/conversations/prompt.py)
             notes = [line[2:] for m in messages for line in m["content"].splitlines() if line.startswith("- ")]
+            if not notes:  # the user_words layout: sentences in front of the user's own line
+                before = said[: said.lower().index("what do you remember")].strip()
+                notes = [sentence for sentence in re.split(r"(?<=[.!?])\s+", before) if sentence]
             reply = f"[happy] I remember: {' | '.join(notes) or 'nothing'}."
         for i, piece in enumerate(re.findall(r"\S+\s*", reply)):
             if should_stop():
