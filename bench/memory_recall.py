@@ -23,7 +23,8 @@ as each run ends, then `RESULT recall_rate=` and `RESULT false_recall_rate=` for
 
 Measured 2026-12-04 (SmolLM2-135M-Instruct Q4_1, greedy, repetition penalty 1.1; 32 pairs, 10
 unrelated questions; retrieval put the fact's memory first 31/32 times: "What job did I use to
-have?" finds "I work as a nurse" before "I used to be a pilot"):
+have?" finds "I work as a nurse" before "I used to be a pilot"), MEMORY_MIN_SIMILARITY 0.15 (the
+default then; see below for the floor):
 
     layout:notes     recall   false recall
     user_words:1     0.688    0.300   the default: "I have a dog called Biscuit. What is my dog called?"
@@ -42,8 +43,13 @@ second person ("Got it: you have a dog called Biscuit.") 0.62 with no false reca
 the question 0.69 but 7/10 false; a system-prompt line "answer with what they told you" no better;
 the repetition penalty on the reply's tokens only, or off, no better (without it the model repeats
 "I'll remember that."). The false recalls of user_words are a note glued to an astronomy question
-("How hot is the Sun?" -> "...during the Autumn season"); MEMORY_MIN_SIMILARITY would have to be
-~0.3 to keep those notes out, which also drops "Who am I?" / "My name is Ana." (0.29).
+("How hot is the Sun?" -> "...during the Autumn season").
+
+The similarity floor, user_words:1, same day: MEMORY_MIN_SIMILARITY 0.15 recall 0.688 / false recall
+0.300; 0.25 (the default since) 0.688 / 0.100; 0.3 0.688 / 0.000. No floor keeps every off-topic
+note out and every useful one in: "How hot is the Sun?" vs "...my favorite season is autumn" is
+0.259, "what music should I play?" vs "...I really love jazz music" 0.266 (a test holds that one).
+The issue's target, recall >= 0.8 with the default model, is NOT met: 0.69 is the best measured.
 """
 
 import argparse
