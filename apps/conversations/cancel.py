@@ -26,6 +26,23 @@ def turn_stop_ms(*, turn_id) -> float | None:
     return round((time.time() - cancelled_at) * 1000, 1) if cancelled_at else None
 
 
+# --- a session's reply wanted: an LLM worker prefilling ahead for it gives way -----------------
+
+
+def _wanted_key(session_id) -> str:
+    return f"session-reply-wanted:{session_id}"
+
+
+def session_reply_wanted(*, session_id) -> None:
+    """A reply job for the session is queued (now)."""
+    cache.set(_wanted_key(session_id), time.time(), _TTL_S)
+
+
+def session_reply_wanted_since(*, session_id, since: float) -> bool:
+    """Whether a reply job for the session was queued after `since` (wall clock)."""
+    return (cache.get(_wanted_key(session_id)) or 0.0) > since
+
+
 # --- a reply started on a partial transcript: kept or dropped, decided once ----------------------
 
 

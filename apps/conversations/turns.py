@@ -16,7 +16,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from apps.conversations.cancel import turn_confirm, turn_confirmed_wait, turn_drop, turn_is_cancelled, turn_stop_ms
+from apps.conversations.cancel import (
+    session_reply_wanted,
+    session_reply_wanted_since,
+    turn_confirm,
+    turn_confirmed_wait,
+    turn_drop,
+    turn_is_cancelled,
+    turn_stop_ms,
+)
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes, next_turn_prefix
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
@@ -80,6 +88,7 @@ def _reply_queue_on_commit(*, session: ChatSession, reply_channel: str, text_del
 def _reply_enqueue(*, turn_id: str, session: ChatSession, reply_channel: str, text_deltas: bool, **spoken) -> None:
     """Queue the job that writes the reply (`spoken`: speak and speech_end_at for a voice turn, and
     draft for one started on a partial transcript)."""
+    session_reply_wanted(session_id=session.pk)  # a prefill-ahead of this session's gives way
     enqueue(
         "workers.llm.tasks.llm_reply",
         turn_id=turn_id,
@@ -373,7 +382,7 @@ def text_turn_run(
     if reachable and out.send_error is not None:  # the last frames did not arrive: note it on the saved reply
         turn_timings_merge(turn_id=turn_id, timings={"send_error": out.send_error})
     if settings.LLM_PREFILL_AHEAD and not error:
-        _prefill_ahead(engine=engine, session=session, turn_id=turn_id)
+        _prefill_ahead(engine=engine, session=session, turn_id=turn_id, since=submitted_at)
 
 
 def prompt_prefill_request(*, session: ChatSession) -> None:
@@ -382,13 +391,17 @@ def prompt_prefill_request(*, session: ChatSession) -> None:
     for it, so the first turn prefills only its line. Only the local engine keeps such a cache."""
     if settings.LLM_PREFILL_AHEAD and settings.LLM_BACKEND == "transformers":
         session_id = str(session.pk)
-        transaction.on_commit(lambda: enqueue("workers.llm.tasks.llm_prefill", session_id=session_id))
+        transaction.on_commit(
+            lambda: enqueue("workers.llm.tasks.llm_prefill", session_id=session_id, requested_at=time.time())
+        )
 
 
-def prompt_prefill(*, session_id: str, engine) -> int:
+def prompt_prefill(*, session_id: str, engine, requested_at: float = 0.0) -> int:
     """Prefill the session's next prompt start on `engine` (the `llm_prefill` job); the tokens computed."""
     session = session_get_for_turn(session_id=session_id)
-    return _prefill_ahead(engine=engine, session=session, turn_id=None) if session is not None else 0
+    if session is None:
+        return 0
+    return _prefill_ahead(engine=engine, session=session, turn_id=None, since=requested_at or time.time())
 
 
 def _prompt_layout(character) -> dict:
@@ -411,10 +424,12 @@ def _prompt_history(positioned: list[tuple[int, Message]]) -> tuple[list[tuple[s
     return [(m.role, m.content) for _, m in usable], [at for at, _ in usable]
 
 
-def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None) -> int:
+def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None, since: float) -> int:
     """Have the engine compute what the session's next prompt will begin with, now that the reply is
     saved and sent, while the user reads it (recorded on the reply `turn_id` as `prefill_ahead_*`).
-    A failure costs the next turn its head start, nothing else. Returns the tokens computed."""
+    A reply to the session queued after `since` (this job's own queueing) stops it: that job
+    prefills the rest. A failure costs the next turn its head start, nothing else. Returns the
+    tokens computed."""
     t0 = time.monotonic()
     try:
         positioned = session_history_positioned(session_id=session.pk, limit=PROMPT_HISTORY_MESSAGES)
@@ -422,7 +437,11 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None) -> int:
         messages = next_turn_prefix(
             **_prompt_layout(session.character), history=history, positions=positions, engine=engine
         )
-        tokens = engine.warm(messages, cache_key=str(session.pk))
+        tokens = engine.warm(
+            messages,
+            cache_key=str(session.pk),
+            should_stop=lambda: session_reply_wanted_since(session_id=session.pk, since=since),
+        )
     except Exception:  # noqa: BLE001 - the soft time limit included: the turn itself is done
         log.warning("session %s: prefilling the next prompt failed", session.pk, exc_info=True)
         return 0

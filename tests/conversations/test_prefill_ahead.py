@@ -83,8 +83,55 @@ def test_opening_a_session_queues_its_prefill_for_the_local_engine_only(
     with override_settings(LLM_BACKEND="transformers", LLM_PREFILL_AHEAD=True):
         with django_capture_on_commit_callbacks(execute=True):
             opened = conversation_open(user=user, character_name="Nova", new_session=True)
-        assert queued == [("workers.llm.tasks.llm_prefill", {"session_id": str(opened.session.pk)})]
+        assert [(name, kwargs["session_id"]) for name, kwargs in queued] == [
+            ("workers.llm.tasks.llm_prefill", str(opened.session.pk))
+        ]
     for other in ({"LLM_BACKEND": "openai"}, {"LLM_BACKEND": "transformers", "LLM_PREFILL_AHEAD": False}):
         with override_settings(**other), django_capture_on_commit_callbacks(execute=True):
             conversation_open(user=user, character_name="Nova")
     assert len(queued) == 1  # a server keeps its own prefix cache; or prefilling ahead is off
+
+
+@pytest.mark.model
+def test_a_prefill_ahead_stopped_half_way_keeps_a_prefix_the_turn_builds_on(greedy):
+    from workers.llm.engines import WARM_CHUNK_TOKENS, kv_cache_length
+
+    messages = [{"role": "system", "content": NOVA["persona"]}, {"role": "assistant", "content": NOVA["greeting"]}]
+    for planet in ("Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus"):  # more than one chunk in all
+        messages.append({"role": "user", "content": f"Tell me about {planet}, please: how big is it?"})
+        messages.append({"role": "assistant", "content": f"{planet} is a planet of our solar system, and a fine one."})
+    asked = []
+    computed = greedy.warm(messages, cache_key="halfway", should_stop=lambda: asked.append(1) or len(asked) > 1)
+    assert computed == WARM_CHUNK_TOKENS  # one chunk, then it gave way
+    ids, cache = greedy.kv_cache.take("halfway")
+    assert kv_cache_length(cache) == len(ids) == WARM_CHUNK_TOKENS
+    greedy.kv_cache.put("halfway", ids, cache)
+    prompt = messages + [{"role": "user", "content": "What is a comet made of?"}]
+    stats = {}
+    assert "".join(greedy.stream(prompt, cache_key="halfway", stats=stats)) == "".join(greedy.stream(prompt))
+    assert stats["cached_tokens"] == WARM_CHUNK_TOKENS
+
+
+@pytest.mark.django_db
+@override_settings(MEMORY_EXTRACTION=False, LLM_PREFILL_AHEAD=True)
+def test_a_reply_queued_meanwhile_stops_the_prefill_ahead_of_the_one_before(
+    nova, user, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The job that wrote turn N prefills for turn N+1 until turn N+1's own job is queued."""
+    from apps.conversations import turns
+    from workers.llm.engines import ScriptedEngine
+
+    monkeypatch.setattr(turns, "enqueue", lambda name, **kwargs: None)  # the next turn's job, not run here
+    session = session_create(user=user, character=nova)
+
+    class Warming(ScriptedEngine):
+        def warm(self, messages, *, cache_key, should_stop=lambda: False):
+            self.stops = [should_stop()]
+            with django_capture_on_commit_callbacks(execute=True):
+                turns.text_turn_submit(session=session, content="next line", reply_channel="x", text_deltas=False)
+            self.stops.append(should_stop())
+            return 1
+
+    engine = Warming()
+    reply_to(session, "What is a comet made of?", engine)
+    assert engine.stops == [False, True]  # its own turn's queueing did not count; the next one's did

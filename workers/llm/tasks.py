@@ -46,6 +46,6 @@ def llm_reply(
 
 
 @shared_task(name="workers.llm.tasks.llm_prefill", soft_time_limit=30, time_limit=40)
-def llm_prefill(*, session_id: str) -> int:
+def llm_prefill(*, session_id: str, requested_at: float = 0.0) -> int:
     """Prefill what a session's next prompt begins with before its first turn (a socket just opened it)."""
-    return prompt_prefill(session_id=session_id, engine=get_engine())
+    return prompt_prefill(session_id=session_id, engine=get_engine(), requested_at=requested_at)
