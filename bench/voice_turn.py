@@ -15,6 +15,16 @@ and the reply queued again (`reply_restarts`), and the others.
 they let go; end of speech is then the end of the clip, not the release (0, the default: the same).
 
     .venv/bin/python bench/voice_turn.py [--turns 12] [--hold-ms 0]
+
+Quiet box, 2026-12-04, 12 turns, each on a fresh session (`llm_prefill` at session open):
+  --hold-ms 0:   voice_to_voice_ms_p50=1105 (transcript 402, first token 541); 4 transcripts from a
+                 partial (p50 921), 8 from the final ASR pass (p50 1166); no reply started early.
+  --hold-ms 400: voice_to_voice_ms_p50=1195; reply started on a partial and kept: 5 (p50 858),
+                 others 7 (p50 1219); 0 restarts. The partial came back 454 ms (p50) after the
+                 clip's end: ASR_PARTIAL_PAUSE_MS (200) of quiet, then Whisper's pass (~350 ms on
+                 this CPU, a 30 s window whatever the clip), so with a 400 ms hold it is often late.
+Issue 11's target (p50 <= 760 ms) is NOT met: the stages in series on this 2-core CPU are ASR
+~350 ms, the LLM to its first spoken unit (4+ words) ~550 ms with its prompt cached, TTS ~130 ms.
 """
 
 import argparse
