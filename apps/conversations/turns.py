@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 from apps.conversations.cancel import (
@@ -54,6 +55,7 @@ DRAFT_CONFIRM_WAIT_S = 15.0
 # Messages read for a prompt: more than the token budget holds, so the budget (and the blocks in
 # which old turns are dropped) decides the cut, not this window sliding by one turn.
 PROMPT_HISTORY_MESSAGES = 120
+PREFILL_REQUEST_EVERY_S = 2  # a user's opened sessions get one prefill in this many seconds (~0.15 s of CPU each)
 
 
 # --- queueing a turn ---------------------------------------------------------------------------
@@ -388,8 +390,14 @@ def text_turn_run(
 def prompt_prefill_request(*, session: ChatSession) -> None:
     """Have an LLM worker prefill the start of the session's next prompt (system prompt, greeting,
     the history it will keep) once the open transaction commits: a socket opening a session asks
-    for it, so the first turn prefills only its line. Only the local engine keeps such a cache."""
-    if settings.LLM_PREFILL_AHEAD and settings.LLM_BACKEND == "transformers":
+    for it, so the first turn prefills only its line. Only the local engine keeps such a cache.
+
+    At most one per user every PREFILL_REQUEST_EVERY_S: a client clearing its history in a loop
+    would otherwise fill the LLM queue with prefills (each ~250 tokens) for free.
+    """
+    if not (settings.LLM_PREFILL_AHEAD and settings.LLM_BACKEND == "transformers"):
+        return
+    if cache.add(f"llm-prefill-asked:{session.user_id}", 1, PREFILL_REQUEST_EVERY_S):
         session_id = str(session.pk)
         transaction.on_commit(
             lambda: enqueue("workers.llm.tasks.llm_prefill", session_id=session_id, requested_at=time.time())

@@ -75,17 +75,23 @@ def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, us
 def test_opening_a_session_queues_its_prefill_for_the_local_engine_only(
     nova, user, monkeypatch, django_capture_on_commit_callbacks
 ):
+    from django.core.cache import cache
+
     from apps.conversations import turns
     from apps.realtime.services import conversation_open
 
+    cache.delete(f"llm-prefill-asked:{user.pk}")  # the cache outlives a test's database
     queued = []
     monkeypatch.setattr(turns, "enqueue", lambda name, **kwargs: queued.append((name, kwargs)))
     with override_settings(LLM_BACKEND="transformers", LLM_PREFILL_AHEAD=True):
         with django_capture_on_commit_callbacks(execute=True):
             opened = conversation_open(user=user, character_name="Nova", new_session=True)
+            for _ in range(20):  # a client clearing its history in a loop gets no more for a while
+                conversation_open(user=user, character_name="Nova", new_session=True)
         assert [(name, kwargs["session_id"]) for name, kwargs in queued] == [
             ("workers.llm.tasks.llm_prefill", str(opened.session.pk))
         ]
+    cache.delete(f"llm-prefill-asked:{user.pk}")  # the next checks start with the user's allowance
     for other in ({"LLM_BACKEND": "openai"}, {"LLM_BACKEND": "transformers", "LLM_PREFILL_AHEAD": False}):
         with override_settings(**other), django_capture_on_commit_callbacks(execute=True):
             conversation_open(user=user, character_name="Nova")
