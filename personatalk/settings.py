@@ -306,6 +306,10 @@ ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
 # Limits of a voice turn's transcription job (s); a 30 s utterance takes ~2 s on a CPU.
 ASR_SOFT_TIME_LIMIT_S = env.int("ASR_SOFT_TIME_LIMIT_S", default=60)
 ASR_HARD_TIME_LIMIT_S = env.int("ASR_HARD_TIME_LIMIT_S", default=75)
+# Whisper reads 30 s windows; a clip that fits a multiple of this many seconds under 30 (with 1 s to
+# spare) is encoded in that shorter window, 8x faster on a CPU, and decoded again the standard way if
+# the result looks wrong (0 = always 30 s).
+ASR_WINDOW_S = env.float("ASR_WINDOW_S", default=10.0)
 # Partial transcripts while the user speaks (push-to-talk and calls): one whenever speech pauses
 # for ASR_PARTIAL_PAUSE_MS and, with ASR_PARTIAL_INTERVAL_MS, one every that much new audio
 # (0 = at pauses only: on CPUs a partial still decoding when the user lets go slows the final

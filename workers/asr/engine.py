@@ -1,11 +1,23 @@
-"""Speech recognition with faster-whisper (CTranslate2). Default: Whisper tiny.en, int8 on CPU."""
+"""Speech recognition with faster-whisper (CTranslate2). Default: Whisper tiny.en, int8 on CPU.
 
+Whisper's encoder reads 30 s of audio whatever the clip, and on a CPU that pass is most of the
+time a short utterance takes (tiny.en, int8, 2 cores: ~255 ms of ~300 for a 2 s question). A clip
+that fits ASR_WINDOW_S (with a second of silence after it) is encoded in that shorter window
+instead (10 s: ~30 ms) and decoded greedily with faster-whisper's own options; a result that looks
+wrong there (a repetition loop, a low average log-probability) is decoded again the standard way,
+so the short window never returns worse text than the model would on 30 s.
+"""
+
+import dataclasses
 import logging
+import math
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from apps.core.errors import EngineConfigError
 from workers.audio import PCM_RATE, pcm_to_float
@@ -43,6 +55,7 @@ class AsrEngine:
         threads: int = 0,
         language: str | None = "en",
         beam_size: int = 1,
+        window_s: float = 10.0,
     ):
         from faster_whisper import WhisperModel
 
@@ -56,7 +69,9 @@ class AsrEngine:
         log.info("loaded ASR %s on %s in %.1f s", path, device, time.monotonic() - started)
         self.name = f"faster-whisper:{path.name}"
         self.language, self.beam_size = language or None, beam_size
+        self.window_s = window_s
         self._lock = threading.Lock()  # one decode at a time per model copy
+        self.short_windows = self.full_windows = 0  # decodes by path, for the benches
 
     @classmethod
     def from_settings(cls) -> "AsrEngine":
@@ -69,6 +84,7 @@ class AsrEngine:
             threads=settings.ASR_THREADS,
             language=settings.ASR_LANGUAGE,
             beam_size=settings.ASR_BEAM_SIZE,
+            window_s=settings.ASR_WINDOW_S,
         )
 
     def transcribe(self, pcm: bytes) -> Transcript:
@@ -76,20 +92,70 @@ class AsrEngine:
         audio = pcm_to_float(pcm)
         started = time.monotonic()
         with self._lock:
-            segments, _ = self.model.transcribe(
-                audio,
-                language=self.language,
-                beam_size=self.beam_size,
-                vad_filter=False,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-            )
-            text = " ".join(s.text.strip() for s in segments).strip()
+            text = self._short_window(audio)
+            if text is None:
+                self.full_windows += 1
+                segments, _ = self._transcribe(audio)
+                text = " ".join(s.text.strip() for s in segments).strip()
+            else:
+                self.short_windows += 1
         return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=time.monotonic() - started)
+
+    def warm(self) -> None:
+        """The first decode of each window size is much slower: do them before a user waits."""
+        with self._lock:
+            silence = np.zeros(PCM_RATE, dtype=np.float32)
+            self._short_window(silence)
+            list(self._transcribe(silence)[0])
+
+    def _transcribe(self, audio):
+        return self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+        )
+
+    def _short_window(self, audio) -> str | None:
+        """The text of a clip that fits a window shorter than Whisper's 30 s, or None to decode it the
+        standard way (too long, no short window set, or a result faster-whisper would retry)."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        model, full = self.model, self.model.feature_extractor.chunk_length
+        if not self.window_s or (self.language is None and model.model.is_multilingual):
+            return None  # (language detection reads the standard window)
+        window_s = self.window_s * math.ceil((len(audio) / PCM_RATE + 1.0) / self.window_s)
+        if window_s >= full:
+            return None
+        if not hasattr(self, "_options"):
+            # The options faster-whisper's transcribe() would use with these arguments (greedy only:
+            # a first pass that needs a warmer temperature goes the standard way instead).
+            _, info = self._transcribe(audio[:PCM_RATE])
+            self._options = dataclasses.replace(info.transcription_options, temperatures=[0.0])
+            self._tokenizer = Tokenizer(
+                model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self.language or "en"
+            )
+        options, tokenizer = self._options, self._tokenizer
+        features = model.feature_extractor(audio)
+        frames = int(window_s * model.feature_extractor.sampling_rate / model.feature_extractor.hop_length)
+        encoded = model.encode(pad_or_trim(features[:, : features.shape[-1] - 1], frames))
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        result, avg_logprob, _, compression_ratio = model.generate_with_fallback(encoded, prompt, tokenizer, options)
+        if compression_ratio > options.compression_ratio_threshold:
+            return None
+        low_confidence = avg_logprob < options.log_prob_threshold
+        if result.no_speech_prob > options.no_speech_threshold and low_confidence:
+            return ""  # faster-whisper skips such a segment as silence
+        if low_confidence:
+            return None
+        return tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
 
 
 @process_singleton
 def get_asr_engine() -> AsrEngine:
     engine = AsrEngine.from_settings()
-    engine.transcribe(bytes(PCM_RATE))  # warm up: the first decode is much slower
+    engine.warm()
     return engine
