@@ -104,7 +104,7 @@ async def client_turn(ws, pcm: bytes, hold_ms: int = 0) -> dict:
             return marks
 
 
-async def barge_in(ws, question: bytes, interruption: bytes) -> tuple[float, float | None]:
+async def barge_in(ws, question: bytes, interruption: bytes) -> tuple[float | None, float | None]:
     """In a call: ask, and once the character's audio starts, talk over it at real time.
 
     Returns seconds from the onset of the interrupting speech to the `interrupted` frame, and how
@@ -123,6 +123,7 @@ async def barge_in(ws, question: bytes, interruption: bytes) -> tuple[float, flo
         pass
     onset = time.perf_counter()
     talker = asyncio.create_task(speak(interruption + silence + silence))
+    elapsed = None  # stays None when the reply was all sent before the interruption was heard
     while True:
         frame = json.loads(await ws.recv())
         if frame["type"] == "interrupted":
@@ -319,6 +320,10 @@ async def run(args) -> None:
     print(f"RESULT voice_to_voice_ms_p50={pct([m['first_audio'] for m in e2e], 0.5) * 1000:.0f}")
     print(f"RESULT asr_worker_rss_mb={rss['asr']:.0f}")
     print(f"RESULT tts_worker_rss_mb={rss['tts']:.0f}")
+    finished = sum(1 for b in barge_ins if b[0] is None)
+    barge_ins = [b for b in barge_ins if b[0] is not None]
+    if finished:
+        print(f"barge-in: {finished} replies were all sent before the interruption was heard (not counted)")
     if barge_ins:
         print(
             f"barge-in: onset of the user's speech → `interrupted` at the client, n={len(barge_ins)} "

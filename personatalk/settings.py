@@ -265,6 +265,9 @@ LLM_DEVICE = env("LLM_DEVICE", default="cpu")
 LLM_THREADS = env.int("LLM_THREADS", default=0)  # 0 = torch's default
 # Threads while decoding token by token on CPU (0 = LLM_THREADS): one is as fast, and frees a core.
 LLM_DECODE_THREADS = env.int("LLM_DECODE_THREADS", default=1)
+# Decode token by token with an int8 copy of the linear layers (CPU only): 2.6x faster per token for
+# SmolLM2-135M; the prompt's prefill and the KV cache stay float32.
+LLM_DECODE_INT8 = env.bool("LLM_DECODE_INT8", default=True)
 LLM_MAX_NEW_TOKENS = env.int("LLM_MAX_NEW_TOKENS", default=160)
 LLM_TEMPERATURE = env.float("LLM_TEMPERATURE", default=0.7)
 LLM_TOP_P = env.float("LLM_TOP_P", default=0.9)
@@ -303,13 +306,13 @@ ASR_COMPUTE_TYPE = env("ASR_COMPUTE_TYPE", default="int8")
 ASR_THREADS = env.int("ASR_THREADS", default=0)  # 0 = up to 4
 ASR_LANGUAGE = env("ASR_LANGUAGE", default="en")  # empty = detect
 ASR_BEAM_SIZE = env.int("ASR_BEAM_SIZE", default=1)
-# Limits of a voice turn's transcription job (s); a 30 s utterance takes ~2 s on a CPU.
-ASR_SOFT_TIME_LIMIT_S = env.int("ASR_SOFT_TIME_LIMIT_S", default=60)
-ASR_HARD_TIME_LIMIT_S = env.int("ASR_HARD_TIME_LIMIT_S", default=75)
 # Whisper reads 30 s windows; a clip that fits a multiple of this many seconds under 30 (with 1 s to
 # spare) is encoded in that shorter window, 8x faster on a CPU, and decoded again the standard way if
 # the result looks wrong (0 = always 30 s).
 ASR_WINDOW_S = env.float("ASR_WINDOW_S", default=10.0)
+# Limits of a voice turn's transcription job (s); a 30 s utterance takes ~2 s on a CPU.
+ASR_SOFT_TIME_LIMIT_S = env.int("ASR_SOFT_TIME_LIMIT_S", default=60)
+ASR_HARD_TIME_LIMIT_S = env.int("ASR_HARD_TIME_LIMIT_S", default=75)
 # Partial transcripts while the user speaks (push-to-talk and calls): one whenever speech pauses
 # for ASR_PARTIAL_PAUSE_MS and, with ASR_PARTIAL_INTERVAL_MS, one every that much new audio
 # (0 = at pauses only: on CPUs a partial still decoding when the user lets go slows the final

@@ -20,7 +20,11 @@ NOVA = next(c for c in DEMO_CHARACTERS if c["slug"] == "nova")
 
 @pytest.fixture(scope="module")
 def greedy():
-    return TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=20, kv_cache_mb=64)
+    """Float32 decoding: replies are compared word for word with and without the cache (the int8 copy can
+    tip near ties on last-bit differences; tests/workers/test_llm_kv_cache.py covers its cache)."""
+    return TransformersEngine(
+        cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=20, kv_cache_mb=64, decode_int8=False
+    )
 
 
 @pytest.fixture

@@ -24,7 +24,10 @@ USER_LINES = [
 
 @pytest.fixture(scope="module")
 def greedy():
-    return TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=24, kv_cache_mb=64)
+    """Float32 decoding, so that greedy replies can be compared word for word (see test_int8_decode_*)."""
+    return TransformersEngine(
+        cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=24, kv_cache_mb=64, decode_int8=False
+    )
 
 
 def converse(engine, *, key, system=SYSTEM, lines=USER_LINES):
@@ -211,3 +214,49 @@ def test_figure_first_token_on_a_long_conversation_with_and_without_the_cache(gr
         f"without={statistics.median(without):.0f} with={statistics.median(with_cache):.0f}"
     )
     assert statistics.median(with_cache) < statistics.median(without)
+
+
+@pytest.fixture(scope="module")
+def int8():
+    return TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=24, kv_cache_mb=64)
+
+
+@pytest.mark.model
+def test_int8_decode_keeps_only_float32_prefill_keys(int8):
+    """The default on CPU decodes with an int8 copy of the linear layers. Its keys never enter the
+    cache: after a reply the cache holds the prompt alone, as a fresh float32 prefill computes it; the
+    next turn feeds the reply and its line, and prefilled ahead (as after every reply) only its line.
+
+    (Its greedy replies are not compared with and without the cache: fbgemm quantizes each token's
+    activations, so the last-bit differences between a prompt prefilled in one pass or in two can tip
+    a near tie to another token. The float32 tests above hold the cache to word-for-word equality.)"""
+    import torch
+
+    assert isinstance(int8.decode_model.lm_head, torch.ao.nn.quantized.dynamic.Linear)
+    assert int8.decode_model.get_input_embeddings().weight is int8.model.get_input_embeddings().weight
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER_LINES[1]}]
+    first = {}
+    reply = "".join(int8.stream(messages, cache_key="int8", stats=first))
+    assert len(reply.split()) > 5
+    ids, cache = int8.kv_cache.take("int8")
+    assert len(ids) == kv_cache_length(cache) == first["prompt_tokens"]
+    with torch.inference_mode():
+        fresh = int8.model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+    for layer in (0, len(cache.layers) - 1):
+        assert torch.allclose(cache.layers[layer].keys, fresh.layers[layer].keys, atol=1e-3)
+    int8.kv_cache.put("int8", ids, cache)
+
+    follow = messages + [{"role": "assistant", "content": reply}, {"role": "user", "content": USER_LINES[2]}]
+    stats = {}
+    "".join(int8.stream(follow, cache_key="int8", stats=stats))
+    assert stats["cached_tokens"] == first["prompt_tokens"]
+    assert stats["prefill_tokens"] > int8.count_tokens(reply)
+
+    ahead = follow + [{"role": "assistant", "content": "Sure."}]
+    int8.warm(ahead, cache_key="int8")
+    prompt = ahead + [{"role": "user", "content": USER_LINES[3]}]
+    stats = {}
+    "".join(int8.stream(prompt, cache_key="int8", stats=stats))
+    ahead_ids = int8.tokenizer.apply_chat_template(ahead, return_dict=True)["input_ids"]
+    assert stats["cached_tokens"] == len(ahead_ids)  # the int8 reply's keys were redone in float32
+    assert stats["prefill_tokens"] < int8.count_tokens(USER_LINES[3]) + 12  # the line and its markers
