@@ -21,10 +21,25 @@ as each run ends, then `RESULT recall_rate=` and `RESULT false_recall_rate=` for
 (MEMORY_PROMPT_LAYOUT, MEMORY_PROMPT_NOTES). With OMP_NUM_THREADS=1 a run takes 3-4 minutes on this
 2-core machine (48 new tokens a reply, greedy), so two runs fit side by side.
 
-Measured 2026-12-04 (SmolLM2-135M-Instruct Q4_1, greedy, repetition penalty 1.1; 32 pairs, 10
-unrelated questions; retrieval put the fact's memory first 31/32 times: "What job did I use to
-have?" finds "I work as a nurse" before "I used to be a pilot"), MEMORY_MIN_SIMILARITY 0.15 (the
-default then; see below for the floor):
+Measured 2026-12-04, second session (SmolLM2-135M-Instruct Q4_1, greedy, repetition penalty 1.1 on
+the character's own words only, int8 decode; 32 pairs, 10 unrelated questions, MEMORY_MIN_SIMILARITY
+0.25):
+
+    layout:notes     recall   false recall
+    user_words:1     0.844    0.000   the default (float32 decode, LLM_DECODE_INT8=false: 0.844 / 0.000)
+    exchange:1       0.719    0.000
+
+    The same with the penalty over the whole prompt (as before): user_words:1 0.750 / 0.100 (int8).
+    Penalising the user's words bent the names a reply copies ("Biscuzzle, your dog!"), and turned
+    "I speak Portuguese at home" into a reply in broken Portuguese; with the penalty on what the
+    character said (its earlier messages and this reply) only, both are answered and the unrelated
+    questions no longer pick up a note ("How hot is the Sun?" -> "...for Autumn"). The misses left:
+    the fact ignored (birthday, colour, chess), a year from the model's prior ("born in 1980"), and
+    "What job did I use to have?" finding "I work as a nurse" before "I used to be a pilot".
+    Issue 11's target, recall >= 0.8 with the default model, is met.
+
+Earlier, first session of 2026-12-04 (float32 decode, the penalty over the whole prompt),
+MEMORY_MIN_SIMILARITY 0.15 (the default then; see below for the floor):
 
     layout:notes     recall   false recall
     user_words:1     0.688    0.300   the default: "I have a dog called Biscuit. What is my dog called?"
@@ -41,15 +56,14 @@ winter"), the repetition penalty over the prompt's tokens bends the name it shou
 retrieval outside the turn (32 tokens a reply, one note): the character restating the note in the
 second person ("Got it: you have a dog called Biscuit.") 0.62 with no false recall; the fact after
 the question 0.69 but 7/10 false; a system-prompt line "answer with what they told you" no better;
-the repetition penalty on the reply's tokens only, or off, no better (without it the model repeats
-"I'll remember that."). The false recalls of user_words are a note glued to an astronomy question
+the repetition penalty on the reply's tokens only, or off, no better in the exchange layout (without
+it the model repeats "I'll remember that."; in user_words it is what reached 0.84, above). The false recalls of user_words are a note glued to an astronomy question
 ("How hot is the Sun?" -> "...during the Autumn season").
 
 The similarity floor, user_words:1, same day: MEMORY_MIN_SIMILARITY 0.15 recall 0.688 / false recall
 0.300; 0.25 (the default since) 0.688 / 0.100; 0.3 0.688 / 0.000. No floor keeps every off-topic
 note out and every useful one in: "How hot is the Sun?" vs "...my favorite season is autumn" is
 0.259, "what music should I play?" vs "...I really love jazz music" 0.266 (a test holds that one).
-The issue's target, recall >= 0.8 with the default model, is NOT met: 0.69 is the best measured.
 """
 
 import argparse
@@ -204,7 +218,14 @@ def main() -> None:
 
     answers_of = {fact_memory[fact]: answers for fact, _, answers in pairs if fact_memory[fact]}
     unrelated = UNRELATED[: args.unrelated]
-    engine = TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=args.max_new_tokens)
+    engine = TransformersEngine(
+        cache_dir=settings.LLM_CACHE_DIR,
+        temperature=0,
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=settings.LLM_REPETITION_PENALTY,
+        decode_threads=settings.LLM_DECODE_THREADS,
+        decode_int8=settings.LLM_DECODE_INT8,
+    )
 
     def ask(question: str) -> Message:
         """The reply to `question`, asked in a new session (nothing earlier in it to copy from)."""

@@ -117,3 +117,37 @@ def test_a_conversion_cleans_up_after_one_that_was_killed(tmp_path):
     target = engines.converted_model_dir(engines.default_gguf_path(), tmp_path)
     assert (target / "config.json").exists()
     assert not stale.exists() and fresh.exists()  # another process may still be writing that one
+
+
+@pytest.mark.model
+def test_the_repetition_penalty_spares_the_users_words(smollm2):
+    """Penalised: what the character said (its earlier replies; this reply's tokens join as written).
+    Spared: the persona and the user's words, which a reply often has to repeat (a remembered name)."""
+    said = set(
+        smollm2._said_before(
+            [
+                {"role": "system", "content": "You are Nova."},
+                {"role": "user", "content": "I have a dog called Biscuit."},
+                {"role": "assistant", "content": "Lovely, a comet!"},
+                {"role": "user", "content": "What is my dog called?"},
+            ]
+        ).tolist()
+    )
+    assert said == set(smollm2.tokenizer.encode("Lovely, a comet!", add_special_tokens=False))
+    assert not said & set(smollm2.tokenizer.encode(" Biscuit", add_special_tokens=False))
+
+
+@pytest.mark.model
+def test_a_name_the_user_gave_comes_back_unbent():
+    """Greedy SmolLM2 asked about what the user just said: with the user's words penalised as well it
+    answered "Biscuzzle, your dog!" (bench/memory_recall.py)."""
+    greedy = TransformersEngine(cache_dir=settings.LLM_CACHE_DIR, temperature=0, max_new_tokens=16)
+    reply = "".join(
+        greedy.stream(
+            [
+                {"role": "system", "content": "You are Nova, a cheerful astronomy guide."},
+                {"role": "user", "content": "I have a dog called Biscuit. What is my dog called?"},
+            ]
+        )
+    )
+    assert "Biscuit" in reply and "Biscuzz" not in reply

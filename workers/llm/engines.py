@@ -332,6 +332,23 @@ class TransformersEngine:
             return int(order[torch.multinomial(sorted_probs, 1, generator=self.generator)])
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
+    def _said_before(self, messages):
+        """The tokens the repetition penalty starts from: what the character said earlier in the prompt.
+
+        Not the user's words nor the persona: penalising those bends the names a reply should copy
+        ("I have a dog called Biscuit" -> "Biscuzzle"). bench/memory_recall.py, user_words, int8
+        decode: recall 0.75 / false recall 0.10 with the whole prompt penalised, 0.84 / 0.00 with the
+        character's own words only. The reply's tokens join as they are written."""
+        import torch
+
+        said = {
+            t
+            for m in messages
+            if m["role"] == "assistant"
+            for t in self.tokenizer.encode(m["content"] or "", add_special_tokens=False)
+        }
+        return torch.tensor(sorted(said), dtype=torch.long, device=self.device)
+
     def stream(self, messages, *, should_stop=_never, max_new_tokens=None, cache_key=None, stats=None) -> Iterator[str]:
         import torch
 
@@ -347,7 +364,7 @@ class TransformersEngine:
             reused = len(run.ids)
             if stats is not None:
                 stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
-            seen = prompt[0].unique()
+            seen = self._said_before(messages)
             try:
                 yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run)
             finally:
@@ -355,6 +372,11 @@ class TransformersEngine:
                     torch.set_num_threads(self.prefill_threads)
                 # Kept only when every layer holds exactly the ids fed (not after a forward cut short).
                 if store is not None and run.cache is not None and kv_cache_length(run.cache) == len(run.ids):
+                    if self.decode_model is not self.model and len(run.ids) > len(ids):
+                        # The reply's keys came from the int8 copy: keep the float prompt only, so a
+                        # cached prefix holds what a prefill computes (prefill-ahead redoes the reply).
+                        run.cache.crop(len(ids) - len(run.ids))  # a negative count: from the end
+                        del run.ids[len(ids) :]
                     store.put(cache_key, run.ids, run.cache)
 
     def warm(self, messages, *, cache_key: str, should_stop=_never) -> int:
@@ -372,11 +394,6 @@ class TransformersEngine:
         if store is None or not messages or not cache_key:
             return 0
         # Decode's thread count (one on a CPU): this runs beside the TTS of the reply's last units, and
-                    if self.decode_model is not self.model and len(run.ids) > len(ids):
-                        # The reply's keys came from the int8 copy: keep the float prompt only, so a
-                        # cached prefix holds what a prefill computes (prefill-ahead redoes the reply).
-                        run.cache.crop(len(ids) - len(run.ids))  # a negative count: from the end
-                        del run.ids[len(ids) :]
         # on a busy 2-core box one thread prefilled 1.1k tokens in 6.5 s where two took 13-21 s.
         if self.decode_threads:
             torch.set_num_threads(self.decode_threads)
