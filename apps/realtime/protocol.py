@@ -586,6 +586,9 @@ class ErrorCode:
     UNKNOWN_SESSION = "unknown_session"
     NOTHING_TO_REGENERATE = "nothing_to_regenerate"
     NO_TURN = "no_turn"
+    INVALID_CARD = "invalid_card"
+    CARD_TOO_LARGE = "card_too_large"
+    UNSUPPORTED_CARD = "unsupported_card"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: (
@@ -671,6 +674,19 @@ class ErrorCode:
             " to one of yours (a greeting alone is not)."
         ),
         NO_TURN: "`stop` with no turn in flight (it had already ended): nothing was stopped; safe to ignore.",
+        INVALID_CARD: (
+            "A character card file that cannot be read: neither a PNG image nor a JSON object, a damaged PNG (cut"
+            " short, a bad CRC, a chunk size that lies), a PNG with no `chara`/`ccv3` text chunk, bad base64,"
+            " JSON that is broken or not UTF-8, a field of the wrong type, or no `name`. The message names the field."
+        ),
+        CARD_TOO_LARGE: (
+            "A character card over one of the card limits (file size, card JSON size, PNG chunks, inflated text,"
+            " nesting depth, a text field's length, lorebook entries, keys of an entry); the message names the limit."
+        ),
+        UNSUPPORTED_CARD: (
+            "A card in a form not read: a `spec` other than `chara_card_v2` or `chara_card_v3` (V1 cards have no"
+            " `spec`), a CHARX (zip) file, or a card in a JPEG, WebP or GIF image. Send the PNG or JSON card."
+        ),
     }
 
 
