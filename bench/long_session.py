@@ -59,6 +59,17 @@ token over 23 new tokens after a 220-token cached prefix and 160 ms after 1,290 
 the longer cache, profiled: 32 ms of scaled_dot_product_attention), so growth_30 sits near 1.3
 and falls either side of the target from run to run. Issue 11's figures before all this: 409 ms
 at turn 2, 1,450-2,924 ms from turn 9 on; at 8171ccb (prefix + KV cache only): 226 / 537 / 2.376.
+
+Second session, 2026-12-04, int8 decode (LLM_DECODE_INT8) and the short ASR window:
+  quiet box, the line prefilled on one thread (SHORT_PREFILL_TOKENS), load 0.6-1.2:
+    RESULT ttft_ms_turn2=136 ttft_ms_turn30=184 ttft_growth_30=1.349 first_audio_ms_turn30=797
+  the line prefilled on two threads (as before), load 1.0-1.3: 164 / 258 / 1.577 / 1069; its
+  turn-30 history was 1.2-1.3k tokens, and a turn's first token waited for a 2-thread prefill
+  while the previous reply's TTS and memory extraction held the other core (25 new tokens after a
+  1.3k cache: 492 ms on two threads then, 207 on one; 151 on two on an idle box).
+  float32 decode (LLM_DECODE_INT8=false), a helper's tests on the box: 144 / 185 / 1.287 / 1397.
+The first audio at turn 30 fell from 1.8 s to 0.8 s; growth_30 still sits either side of 1.3 from
+run to run (the replies, so the history's length at turn 30, differ with the decode).
 """
 
 import argparse

@@ -23,8 +23,19 @@ Quiet box, 2026-12-04, 12 turns, each on a fresh session (`llm_prefill` at sessi
                  others 7 (p50 1219); 0 restarts. The partial came back 454 ms (p50) after the
                  clip's end: ASR_PARTIAL_PAUSE_MS (200) of quiet, then Whisper's pass (~350 ms on
                  this CPU, a 30 s window whatever the clip), so with a 400 ms hold it is often late.
-Issue 11's target (p50 <= 760 ms) is NOT met: the stages in series on this 2-core CPU are ASR
-~350 ms, the LLM to its first spoken unit (4+ words) ~550 ms with its prompt cached, TTS ~130 ms.
+Then the stages in series on this 2-core CPU were ASR ~350 ms, the LLM to its first spoken unit
+(4+ words) ~550 ms with its prompt cached, TTS ~130 ms.
+
+Second session, 2026-12-04, quiet box, 12 turns, --hold-ms 0, one change at a time:
+  as above (baseline this run)                     voice_to_voice_ms_p50=970
+  + ASR_WINDOW_S 10 (Whisper encodes 10 s, not 30)  1058 (transcript p50 148 ms, was ~400: the
+                                                    replies' first units were longer this run)
+  + LLM_DECODE_INT8 (26 ms a token, was 63)         703: transcript 126, first token 261, first
+                                                    audio p95 871; 4 transcripts from a partial
+                                                    (p50 453), 8 from the final pass (p50 757);
+                                                    3 replies started on a partial and kept (p50
+                                                    132), 2 restarted (p50 698), 7 others (p50 703)
+Issue 11's target (p50 <= 760 ms on a fresh session) is met.
 """
 
 import argparse
