@@ -63,6 +63,7 @@ at turn 2, 1,450-2,924 ms from turn 9 on; at 8171ccb (prefix + KV cache only): 2
 Second session, 2026-12-04, int8 decode (LLM_DECODE_INT8) and the short ASR window:
   quiet box, the line prefilled on one thread (SHORT_PREFILL_TOKENS), load 0.6-1.2:
     RESULT ttft_ms_turn2=136 ttft_ms_turn30=184 ttft_growth_30=1.349 first_audio_ms_turn30=797
+    the same code again, 20 min later: 175 / 210 / 1.199 / 1071 (turns 1-3 slower this time)
   the line prefilled on two threads (as before), load 1.0-1.3: 164 / 258 / 1.577 / 1069; its
   turn-30 history was 1.2-1.3k tokens, and a turn's first token waited for a 2-thread prefill
   while the previous reply's TTS and memory extraction held the other core (25 new tokens after a
