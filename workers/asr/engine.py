@@ -58,6 +58,7 @@ class AsrEngine:
         window_s: float = 10.0,
     ):
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
         path = Path(model_path) if model_path else default_model_dir()
         if not (path / "model.bin").exists():
@@ -72,6 +73,14 @@ class AsrEngine:
         self.window_s = window_s
         self._lock = threading.Lock()  # one decode at a time per model copy
         self.short_windows = self.full_windows = 0  # decodes by path, for the benches
+        # The options faster-whisper's transcribe() uses with our arguments (it decodes nothing until
+        # its segments are read), greedy only: a first pass that needs a warmer temperature goes the
+        # standard way instead.
+        _, info = self._transcribe(np.zeros(PCM_RATE, dtype=np.float32))
+        self._options = dataclasses.replace(info.transcription_options, temperatures=[0.0])
+        self._tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language=self.language or "en"
+        )
 
     @classmethod
     def from_settings(cls) -> "AsrEngine":
@@ -122,7 +131,6 @@ class AsrEngine:
         """The text of a clip that fits a window shorter than Whisper's 30 s, or None to decode it the
         standard way (too long, no short window set, or a result faster-whisper would retry)."""
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
 
         model, full = self.model, self.model.feature_extractor.chunk_length
         if not self.window_s or (self.language is None and model.model.is_multilingual):
@@ -130,14 +138,6 @@ class AsrEngine:
         window_s = self.window_s * math.ceil((len(audio) / PCM_RATE + 1.0) / self.window_s)
         if window_s >= full:
             return None
-        if not hasattr(self, "_options"):
-            # The options faster-whisper's transcribe() would use with these arguments (greedy only:
-            # a first pass that needs a warmer temperature goes the standard way instead).
-            _, info = self._transcribe(audio[:PCM_RATE])
-            self._options = dataclasses.replace(info.transcription_options, temperatures=[0.0])
-            self._tokenizer = Tokenizer(
-                model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self.language or "en"
-            )
         options, tokenizer = self._options, self._tokenizer
         features = model.feature_extractor(audio)
         frames = int(window_s * model.feature_extractor.sampling_rate / model.feature_extractor.hop_length)
