@@ -260,3 +260,29 @@ def test_int8_decode_keeps_only_float32_prefill_keys(int8):
     ahead_ids = int8.tokenizer.apply_chat_template(ahead, return_dict=True)["input_ids"]
     assert stats["cached_tokens"] == len(ahead_ids)  # the int8 reply's keys were redone in float32
     assert stats["prefill_tokens"] < int8.count_tokens(USER_LINES[3]) + 12  # the line and its markers
+
+
+@pytest.mark.model
+def test_grouped_attention_gives_the_librarys_logits_after_a_cached_prefix(greedy):
+    """The CPU attention (key/value heads grouped, not copied per query head) is the same function as
+    transformers' SDPA: a line prefilled after a cached prefix, and a fresh prompt, score alike."""
+    import torch
+
+    model = greedy.model
+    assert model.config._attn_implementation == "sdpa_grouped"
+    prefix = greedy.tokenizer(SYSTEM * 8, return_tensors="pt")["input_ids"]
+    line = greedy.tokenizer(" ".join(USER_LINES), return_tensors="pt")["input_ids"]
+    logits = {}
+    with torch.inference_mode():
+        for impl in ("sdpa", "sdpa_grouped"):
+            model.config._attn_implementation = impl
+            try:
+                fresh = model(input_ids=prefix, use_cache=True)
+                after = model(input_ids=line, past_key_values=fresh.past_key_values, use_cache=True)
+            finally:
+                model.config._attn_implementation = "sdpa_grouped"
+            logits[impl] = (fresh.logits[0], after.logits[0])
+    assert prefix.shape[1] > 200 and line.shape[1] > 20  # a real grouped prefill over a cache, masked
+    for ours, theirs in zip(logits["sdpa_grouped"], logits["sdpa"], strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-4)
+        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))

@@ -152,6 +152,51 @@ def int8_decode_model(model):
     return quantized.eval()
 
 
+CPU_ATTENTION = "sdpa_grouped"
+
+
+def register_cpu_attention() -> str:
+    """Register (once) and name the attention the local engine runs on a CPU: transformers' SDPA, but
+    a prompt's queries attend to the grouped key/value heads as they are (`enable_gqa`), where the
+    library copies every key/value head for each query head it serves (it groups them only on CUDA
+    without a mask). SmolLM2-135M (9 query heads, 3 key/value), 20 new tokens after a 1.3k-token
+    cache on one core: 47 ms of attention and copies in the forward pass before, 27 after."""
+    import torch
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    def grouped(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+        q_length, kv_length = query.shape[2], key.shape[2]
+        if q_length == 1 or query.shape[1] == key.shape[1] or (attention_mask is None and q_length != kv_length):
+            return sdpa_attention_forward(
+                module,
+                query,
+                key,
+                value,
+                attention_mask,
+                dropout=dropout,
+                scaling=scaling,
+                is_causal=is_causal,
+                **kwargs,
+            )
+        output = torch.nn.functional.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            scale=scaling,
+            is_causal=attention_mask is None,
+            enable_gqa=True,
+        )
+        return output.transpose(1, 2).contiguous(), None
+
+    if CPU_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(CPU_ATTENTION, grouped)
+        AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
+    return CPU_ATTENTION
+
+
 def kv_cache_length(cache) -> int | None:
     """Tokens every layer of the cache holds, or None when the layers disagree (a forward pass cut short)."""
     lengths = {layer.get_seq_length() for layer in getattr(cache, "layers", ())}
@@ -276,7 +321,12 @@ class TransformersEngine:
         self.decode_threads = decode_threads if device == "cpu" and decode_threads > 0 else 0
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        attention = register_cpu_attention() if device == "cpu" else "sdpa"
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attention)
+            .to(device)
+            .eval()
+        )
         self.decode_model = int8_decode_model(self.model) if decode_int8 and device == "cpu" else self.model
         log.info("loaded %s on %s in %.1f s", path.name, device, time.monotonic() - started)
         self.name = f"transformers:{path.name}"
