@@ -73,11 +73,18 @@ def character_import_card(*, data: bytes, filename_hint: str = "", publish: bool
                 character.avatar.save(f"{character.slug}.png", ContentFile(avatar), save=False)
                 saved.append(character.avatar.name)
                 character.save(update_fields=["avatar"])
+            _greeting_audio_refresh(character=character)  # rendered ahead of the first call, once committed
     except BaseException:
         for name in saved:  # the rows are gone with the transaction; the picture must go too
             character.avatar.storage.delete(name)
         raise
     return character
+
+
+def _greeting_audio_refresh(*, character: Character) -> None:
+    from apps.characters.services import greeting_audio_refresh  # services re-exports this module's
+
+    greeting_audio_refresh(character=character)
 
 
 def _character_of(card: Card, *, publish: bool) -> Character:
@@ -211,10 +218,10 @@ def character_export_card(
     """The character as a card file: JSON, or a PNG of its avatar (a 1×1 grey picture without one)
     carrying the card; V2, or V3 (whose PNG carries a V2 copy too, for older readers).
 
-    What an imported card had that no field holds comes back as it came. Raises AppError
-    (card_too_large) for a character too large for a card."""
+    What an imported card had that no field holds comes back as it came. Raises AppError:
+    card_too_large for a character too large for a card, invalid_field for another fmt or spec."""
     if fmt not in ("json", "png") or spec not in ("v2", "v3"):
-        raise ValueError(f"fmt is json or png and spec v2 or v3, not {fmt!r} and {spec!r}")
+        raise AppError(ErrorCode.INVALID_FIELD, "A card is exported as json or png, spec v2 or v3.")
     card = character_card(character=character)
     if fmt == "json":
         return card_to_json(card, version=spec)

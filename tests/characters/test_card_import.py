@@ -345,3 +345,21 @@ def test_the_same_card_twice_at_once_gets_a_second_slug(monkeypatch):
 
     monkeypatch.setattr(Character, "save", save_after_another)
     assert character_import_card(data=as_json(v2())).slug == "nova-2"
+
+
+def test_an_imported_greeting_is_rendered_ahead_once_committed(monkeypatch, django_capture_on_commit_callbacks):
+    from apps.characters import services
+
+    queued = []
+    monkeypatch.setattr(services, "enqueue", lambda name, **kwargs: queued.append((name, kwargs)))
+    with django_capture_on_commit_callbacks(execute=True):
+        nova = character_import_card(data=as_json(v2(first_mes="Hi!")))
+        character_import_card(data=as_json(v2(name="Mute")))  # no greeting: nothing to render
+        assert queued == []  # not before the commit
+    assert queued == [("workers.tts.tasks.greeting_render", {"character_id": nova.pk})]
+
+
+def test_export_takes_json_or_png_v2_or_v3(character):
+    with pytest.raises(AppError) as raised:
+        character_export_card(character=character, fmt="xml", spec="v2")
+    assert raised.value.code == "invalid_field"
