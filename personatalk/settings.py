@@ -393,3 +393,14 @@ MEMORY_MERGE_SIMILARITY = env.float("MEMORY_MERGE_SIMILARITY", default=0.92)
 MEMORY_EXTRACTION = env.bool("MEMORY_EXTRACTION", default=True)  # remember things after each turn
 SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=30)  # then the session is summarised
 REEMBED_CHUNK_SIZE = env.int("REEMBED_CHUNK_SIZE", default=500)  # memories per re-embedding task
+
+# --- Character cards and lorebooks
+# A character's lorebook entries whose keys are in the last this-many messages (the user's new line
+# included) join the prompt: 4 also catches a name the user said a turn ago (two messages back).
+LOREBOOK_SCAN_MESSAGES = env.int("LOREBOOK_SCAN_MESSAGES", default=4)
+# Their share of the prompt, set aside for a character that has entries (found or not, so the
+# history's cut stays put): 256 holds a few entries of a short paragraph each.
+LOREBOOK_TOKEN_BUDGET = env.int("LOREBOOK_TOKEN_BUDGET", default=256)
+# Card files one admin import takes. The whole upload is also held to DATA_UPLOAD_MAX_MEMORY_SIZE,
+# where Daphne refuses larger bodies (each file to CARD_MAX_BYTES, 16 MiB, apps/characters/cards.py).
+CARD_IMPORT_MAX_FILES = env.int("CARD_IMPORT_MAX_FILES", default=20)

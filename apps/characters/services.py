@@ -5,6 +5,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils.text import slugify
 
+# Character cards in and out live in cardio.py; callers may take them from here with the other services.
+from apps.characters.cardio import character_export_card, character_import_card  # noqa: F401
 from apps.characters.models import Character, Voice
 from apps.characters.selectors import greeting_audio_fresh, greeting_audio_key, voice_spec_of
 from apps.core.audio import wav_bytes

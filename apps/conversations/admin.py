@@ -77,7 +77,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ["session__user", "session__character"]
     search_fields = ["content", "session__title", "session__user__username"]
     date_hierarchy = "created_at"
-    fields = ["id", "session", *_MESSAGE_FIELDS]
+    fields = ["id", "session", *_MESSAGE_FIELDS, "memories_used", "lore_used"]
     readonly_fields = fields
 
     @admin.display(description="Content")

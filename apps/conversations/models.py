@@ -48,6 +48,8 @@ class Message(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     # The memories retrieved into the prompt of this reply (ids, best first).
     memories_used = models.JSONField(default=list, blank=True)
+    # The character's lorebook entries put into the prompt of this reply (ids).
+    lore_used = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=False)
 
     class Meta:

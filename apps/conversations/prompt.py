@@ -4,11 +4,15 @@ what the character remembers of the user and the user's new line.
 What changes every turn comes last, so the prompt's prefix (the system prompt and the older turns)
 stays byte-identical from one turn to the next: an engine that keeps the keys and values of the
 previous prompt (the local engine's KV cache, vLLM's automatic prefix caching, hosted prompt caching)
-prefills only the new tail. Two rules keep it so:
+prefills only the new tail. These rules keep it so:
 
 - the memory notes, retrieved anew every turn, go just before the user's new line (never into the
   system prompt), and their share of the budget is reserved whether or not any are found, so
   finding more or fewer notes never moves the history's cut;
+- the lorebook entries that the recent messages bring in, and the character's post-history
+  instructions, come after the history too (the entries just before the memory notes, the
+  instructions after the user's line, as SillyTavern places them); the lorebook's share of the
+  budget is reserved for a character that has entries, found or not;
 - old turns are dropped in blocks: the history starts at a block boundary (every `block_turns`
   turns counted from the session's start, by the messages' positions in the session), the first
   one from which the rest fits. The cut is a function of the history alone and stays put until
@@ -17,7 +21,9 @@ prefills only the new tail. Two rules keep it so:
 
 from collections.abc import Sequence
 
+from apps.conversations.lore import LORE_HEADING
 from apps.conversations.reply import EMOTIONS
+from apps.core.macros import example_dialogue_fill, macros_fill
 
 _PER_MESSAGE_OVERHEAD = 4  # role markers and separators of the chat template
 
@@ -42,19 +48,36 @@ LAYOUTS = ("user_words", "exchange", "system", "inline", "system_prompt")
 DEFAULT_LAYOUT = "user_words"
 
 
-def system_prompt(*, persona: str, character_name: str, example_dialogue: str, memory_notes: str = "") -> str:
-    """The persona, one line on emotion tags and staying in character, then the example dialogue.
+def system_prompt(
+    *,
+    persona: str,
+    character_name: str,
+    example_dialogue: str,
+    memory_notes: str = "",
+    description: str = "",
+    personality: str = "",
+    scenario: str = "",
+) -> str:
+    """The persona (then, from a character card, the description, personality and scenario), one line
+    on emotion tags and staying in character, then the example dialogue. Card placeholders
+    ({{char}}, {{user}}, <START>) are filled in.
 
     `memory_notes` (the old "system_prompt" layout only) go between the emotion line and the example.
     """
+    name = character_name
+    personality, scenario = macros_fill(personality, char=name).strip(), macros_fill(scenario, char=name).strip()
     parts = [
-        persona.strip(),
-        f"You are {character_name}: stay in character. You may begin a reply with one emotion tag in "
+        macros_fill(persona, char=name).strip(),
+        macros_fill(description, char=name).strip(),
+        f"{name}'s personality: {personality}" if personality else "",
+        f"Scenario: {scenario}" if scenario else "",
+        f"You are {name}: stay in character. You may begin a reply with one emotion tag in "
         f"square brackets, one of: {', '.join(EMOTIONS)} (e.g. [happy]).",
         f"{MEMORY_HEADING}\n{memory_notes}" if memory_notes else "",
     ]
-    if example_dialogue.strip():
-        parts.append(f"An example of how {character_name} talks:\n{example_dialogue.strip()}")
+    example = example_dialogue_fill(example_dialogue, char=name)
+    if example:
+        parts.append(f"An example of how {name} talks:\n{example}")
     return "\n\n".join(part for part in parts if part)
 
 
@@ -154,8 +177,11 @@ def _kept_start(
     return _history_start(history, positions, fit, block_messages)
 
 
-def _history_budget(*, system: str, engine, budget_tokens: int, memory_budget_tokens: int) -> int:
-    return budget_tokens - memory_budget_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
+def _history_budget(*, system: str, post: str, engine, budget_tokens: int, reserved_tokens: int) -> int:
+    """What the history may take: the budget less the system prompt, the post-history instructions and
+    the shares set aside for the per-turn notes (`reserved_tokens`), all of which are the same every turn."""
+    left = budget_tokens - reserved_tokens - engine.count_tokens(system) - _PER_MESSAGE_OVERHEAD
+    return left - (engine.count_tokens(post) + _PER_MESSAGE_OVERHEAD if post else 0)
 
 
 def build_messages(
@@ -172,12 +198,20 @@ def build_messages(
     positions: Sequence[int] | None = None,
     block_turns: int = 4,
     new_line_tokens: int = 0,
+    description: str = "",
+    personality: str = "",
+    scenario: str = "",
+    post_history_instructions: str = "",
+    lore_notes: str = "",
+    lore_budget_tokens: int = 0,
 ) -> list[dict[str, str]]:
-    """Chat messages for the engine: the system prompt, the kept history, the memory notes (framed as
-    `layout` says), then the history's last message (the user's new line).
+    """Chat messages for the engine: the system prompt, the kept history, the lorebook's entries (a
+    system message), the memory notes (framed as `layout` says), the history's last message (the
+    user's new line), then the post-history instructions (a system message).
 
     `memory_budget_tokens` is set aside for the notes whether or not there are any (`memory_notes`
     must fit it, as `memory_notes()` makes them), so they never move the cut; likewise
+    `lore_budget_tokens` for `lore_notes` (as `lore.lore_notes()` makes them), and
     `new_line_tokens` for the user's new line (a longer line takes what it needs), so the cut does
     not depend on the line when it is no longer than that. `positions` are the history messages'
     positions in the session (default 0, 1, ...: the history is the whole session); old turns are
@@ -187,9 +221,15 @@ def build_messages(
     counted once (`engine.count_tokens`), the oldest not at all once the budget is spent.
     """
     _check_layout(layout)
-    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
+    card = {"description": description, "personality": personality, "scenario": scenario}
+    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue, **card)
+    post = macros_fill(post_history_instructions, char=character_name).strip()
     left = _history_budget(
-        system=system, engine=engine, budget_tokens=budget_tokens, memory_budget_tokens=memory_budget_tokens
+        system=system,
+        post=post,
+        engine=engine,
+        budget_tokens=budget_tokens,
+        reserved_tokens=memory_budget_tokens + lore_budget_tokens,
     )
     if layout == "system_prompt":
         system = system_prompt(
@@ -197,6 +237,7 @@ def build_messages(
             character_name=character_name,
             example_dialogue=example_dialogue,
             memory_notes=memory_notes,
+            **card,
         )
     positions = range(len(history)) if positions is None else positions
     if len(positions) != len(history):
@@ -209,6 +250,8 @@ def build_messages(
         )
         kept = list(history[start:])
     messages = [{"role": "system", "content": system}] + [{"role": r, "content": c} for r, c in kept[:-1]]
+    if lore_notes:
+        messages.append({"role": "system", "content": f"{LORE_HEADING}\n{lore_notes}"})
     last = [{"role": r, "content": c} for r, c in kept[-1:]]
     if memory_notes and layout == "user_words" and last:
         last[0]["content"] = f"{memory_notes} {last[0]['content']}"
@@ -218,7 +261,8 @@ def build_messages(
         messages.append({"role": "system", "content": f"{MEMORY_HEADING}\n{memory_notes}"})
     elif memory_notes and layout == "inline" and last:
         last[0]["content"] = f"{MEMORY_HEADING}\n{memory_notes}\n\n{last[0]['content']}"
-    return messages + last
+    after = [{"role": "system", "content": post}] if post else []
+    return messages + last + after
 
 
 def next_turn_prefix(
@@ -234,21 +278,37 @@ def next_turn_prefix(
     positions: Sequence[int] | None = None,
     block_turns: int = 4,
     new_line_tokens: int = 0,
+    description: str = "",
+    personality: str = "",
+    scenario: str = "",
+    post_history_instructions: str = "",
+    lore_budget_tokens: int = 0,
 ) -> list[dict[str, str]]:
     """The messages the next turn's prompt will begin with, before its user line is known: the system
     prompt and the history it will keep (all of `history`, the session so far, or its newest part).
 
     `build_messages` with the same arguments, `history` plus a user line of at most
-    `new_line_tokens`, gives these messages, then the notes and the line. An engine can prefill them
-    while the user is still reading or typing. Nothing is stable to give for the old layout that puts
-    the notes in the system prompt: [] then.
+    `new_line_tokens`, gives these messages, then the lore, the notes, the line and the post-history
+    instructions. An engine can prefill them while the user is still reading or typing. Nothing is
+    stable to give for the old layout that puts the notes in the system prompt: [] then.
     """
     _check_layout(layout)
     if layout == "system_prompt":
         return []
-    system = system_prompt(persona=persona, character_name=character_name, example_dialogue=example_dialogue)
+    system = system_prompt(
+        persona=persona,
+        character_name=character_name,
+        example_dialogue=example_dialogue,
+        description=description,
+        personality=personality,
+        scenario=scenario,
+    )
     left = _history_budget(
-        system=system, engine=engine, budget_tokens=budget_tokens, memory_budget_tokens=memory_budget_tokens
+        system=system,
+        post=macros_fill(post_history_instructions, char=character_name).strip(),
+        engine=engine,
+        budget_tokens=budget_tokens,
+        reserved_tokens=memory_budget_tokens + lore_budget_tokens,
     )
     positions = list(range(len(history)) if positions is None else positions)
     if len(positions) != len(history):

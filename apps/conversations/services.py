@@ -113,8 +113,10 @@ def turn_finish(
     status: str,
     timings: dict,
     memories_used: list[str] | None = None,
+    lore_used: list[int] | None = None,
 ) -> Message:
-    """Save the character's reply for a turn. Idempotent: the turn id is the message id."""
+    """Save the character's reply for a turn, with the memories and lorebook entries its prompt held.
+    Idempotent: the turn id is the message id."""
     message, _ = Message.objects.get_or_create(
         id=turn_id,
         defaults={
@@ -125,6 +127,7 @@ def turn_finish(
             "status": status,
             "timings": timings,
             "memories_used": memories_used or [],
+            "lore_used": lore_used or [],
         },
     )
     return message

@@ -26,6 +26,7 @@ from apps.conversations.cancel import (
     turn_is_cancelled,
     turn_stop_ms,
 )
+from apps.conversations.lore import lore_notes
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes, next_turn_prefix
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
@@ -289,7 +290,7 @@ def text_turn_run(
     history = [m for _, m in positioned]
     next_position = positioned[-1][0] + 1 if positioned else 0
     timings = {"queue_ms": round((started - submitted_at) * 1000, 1)}
-    status, error, memories_used = Message.Status.COMPLETE, None, []
+    status, error, memories_used, lore_used = Message.Status.COMPLETE, None, [], []
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
     speaker = _Speaker(turn_id, reply_channel, speak) if speak else None
     first_token_at = None
@@ -313,8 +314,21 @@ def text_turn_run(
         history, positions = _prompt_history(positioned)
         if draft:  # where the user's message will be once the final transcript confirms it
             history, positions = [*history, (Message.Role.USER, draft)], [*positions, next_position]
+        prompt_layout = _prompt_layout(character)
+        lore, lore_used = lore_notes(
+            character.lorebook_entries.filter(enabled=True) if prompt_layout["lore_budget_tokens"] else (),
+            recent=[content for _, content in history[max(0, len(history) - settings.LOREBOOK_SCAN_MESSAGES) :]],
+            character_name=character.name,
+            engine=engine,
+            budget_tokens=prompt_layout["lore_budget_tokens"],
+        )
         messages = build_messages(
-            **_prompt_layout(character), history=history, positions=positions, engine=engine, memory_notes=notes
+            **prompt_layout,
+            history=history,
+            positions=positions,
+            engine=engine,
+            memory_notes=notes,
+            lore_notes=lore,
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
@@ -367,6 +381,7 @@ def text_turn_run(
         status=status,
         timings=timings,
         memories_used=memories_used,
+        lore_used=lore_used,
     )
     if settings.MEMORY_EXTRACTION and status != Message.Status.FAILED:
         enqueue("workers.embed.tasks.memory_extract", turn_id=turn_id, session_id=session_id)
@@ -413,11 +428,20 @@ def prompt_prefill(*, session_id: str, engine, requested_at: float = 0.0) -> int
 
 
 def _prompt_layout(character) -> dict:
-    """The prompt's settings for this character, as build_messages and next_turn_prefix take them."""
+    """The prompt's settings for this character, as build_messages and next_turn_prefix take them.
+
+    The lorebook's share of the budget is set aside only for a character with enabled entries.
+    """
+    has_lore = character.lorebook_entries.filter(enabled=True).exists()
     return dict(
         persona=character.persona,
         character_name=character.name,
         example_dialogue=character.example_dialogue,
+        description=character.description if character.description_in_prompt else "",
+        personality=character.personality,
+        scenario=character.scenario,
+        post_history_instructions=character.post_history_instructions,
+        lore_budget_tokens=settings.LOREBOOK_TOKEN_BUDGET if has_lore else 0,
         budget_tokens=settings.LLM_PROMPT_TOKENS,
         memory_budget_tokens=settings.MEMORY_PROMPT_TOKENS,
         layout=settings.MEMORY_PROMPT_LAYOUT,

@@ -92,6 +92,8 @@ def test_add_character_with_avatar_then_preview_on_change_form(admin_client, med
             "language": "en",
             "voice": voice.pk,
             "avatar": SimpleUploadedFile("orbit.png", _png(), content_type="image/png"),
+            "lorebook_entries-TOTAL_FORMS": "0",  # the lorebook inline, left empty
+            "lorebook_entries-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 302, response.context["adminform"].form.errors

@@ -43,6 +43,8 @@ def change_form(character, **changes) -> dict:
         "language": character.language,
         "voice": character.voice_id or "",
         "is_published": "on" if character.is_published else "",
+        "lorebook_entries-TOTAL_FORMS": "0",  # the lorebook inline, left empty
+        "lorebook_entries-INITIAL_FORMS": "0",
     }
     return {**fields, **changes}
 
