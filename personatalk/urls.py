@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from apps.api import memories, speech
 from apps.api import views as api_views
+from apps.api.v1 import turns as v1_turns
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/asr", speech.speech_to_text, name="api-asr"),
     path("api/memories", memories.memories, name="api-memories"),
     path("api/memories/<str:memory_id>", memories.memory, name="api-memory"),
+    path("api/v1/sessions/<str:session_id>/turns", v1_turns.SessionTurnView.as_view(), name="api-v1-session-turns"),
     path(f"{settings.MEDIA_URL.strip('/')}/avatars/<path:path>", api_views.avatar, name="avatar"),
     # The end-user web app (gallery at /, chat, accounts); its paths do not overlap the ones above.
     path("", include("apps.web.urls")),
