@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
     "apps.accounts",
     "apps.characters",
     "apps.conversations",
@@ -58,7 +60,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "personatalk.static_files.AsyncWhiteNoiseMiddleware",  # WhiteNoise, on the event loop too
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -238,11 +240,33 @@ WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=256 * 1024)
 WS_MAX_MESSAGE_CHARS = env.int("WS_MAX_MESSAGE_CHARS", default=4000)
 # A turn with no event from its worker for this long ends with a `turn_timeout` error.
 TURN_IDLE_TIMEOUT_S = env.float("TURN_IDLE_TIMEOUT_S", default=60.0)
+# An HTTP turn (REST or OpenAI-compatible) is cancelled and answered `turn_timeout` past this, however
+# busy its worker: the queue wait plus a reply within LLM_SOFT_TIME_LIMIT_S, with room to spare.
+API_TURN_TIMEOUT_S = env.float("API_TURN_TIMEOUT_S", default=120.0)
 # Token deltas are batched into one channel message per this many milliseconds.
 DELTA_FLUSH_MS = env.int("DELTA_FLUSH_MS", default=40)
 # A socket that has not sent a valid `connect` this long after opening is closed (4008): bare
 # sockets would otherwise hold a connection slot for good.
 WS_AUTH_TIMEOUT_S = env.float("WS_AUTH_TIMEOUT_S", default=5.0)
+
+# --- REST API (Django REST framework; the schema by drf-spectacular) ----------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.api.v1.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "apps.api.v1.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PersonaTalk API",
+    "DESCRIPTION": "Characters, sessions, turns and speech; every character is also an OpenAI-compatible model at /v1.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 # --- Quotas (apps/accounts/quotas.py; counted in the cache, so shared by every process when scaled) ---
 # Each is far above what a person talking does; 0 disables that one. Rates count per QUOTA_WINDOW_S.
@@ -253,6 +277,9 @@ QUOTA_SPEECH_REQUESTS = env.int("QUOTA_SPEECH_REQUESTS", default=30)  # POST /ap
 QUOTA_SOCKETS_PER_USER = env.int("QUOTA_SOCKETS_PER_USER", default=5)  # open sockets, token and cookie alike
 # Open sockets per client address (the ASGI scope's client: run Daphne with --proxy-headers behind a proxy).
 QUOTA_SOCKETS_PER_ADDRESS = env.int("QUOTA_SOCKETS_PER_ADDRESS", default=20)
+# HTTP turns (POST /api/v1/sessions/<id>/turns, /v1/chat/completions) one user may have running at
+# once, across sessions (one per session): as many as the sockets they may hold, each with one turn.
+QUOTA_TURNS_IN_FLIGHT = env.int("QUOTA_TURNS_IN_FLIGHT", default=5)
 # A socket's slot lives this long unless refreshed: a web process that dies frees its sockets' slots by then.
 QUOTA_SOCKET_TTL_S = env.int("QUOTA_SOCKET_TTL_S", default=60)
 

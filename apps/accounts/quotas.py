@@ -24,7 +24,12 @@ RATE_LIMITS = {
     "memory_search": "QUOTA_MEMORY_SEARCHES",
     "speech": "QUOTA_SPEECH_REQUESTS",
 }
-SOCKET_LIMITS = {"user": "QUOTA_SOCKETS_PER_USER", "address": "QUOTA_SOCKETS_PER_ADDRESS"}
+# Caps on things held open: sockets per user and per address, HTTP turns running per user.
+SOCKET_LIMITS = {
+    "user": "QUOTA_SOCKETS_PER_USER",
+    "address": "QUOTA_SOCKETS_PER_ADDRESS",
+    "turn_in_flight": "QUOTA_TURNS_IN_FLIGHT",
+}
 
 
 class QuotaExceeded(Exception):
@@ -80,6 +85,7 @@ def socket_slot_claim(*, kind: str, owner: object, holder: str) -> SocketSlot | 
 
     `holder` names the socket (its channel name). None when the cap is off; QuotaExceeded when
     every slot is held. The caller refreshes the slot while the socket lives and releases it.
+    Kind "turn_in_flight" (owner: a user id) caps the HTTP turns a user has running, the same way.
     """
     limit = getattr(settings, SOCKET_LIMITS[kind])
     if limit <= 0:

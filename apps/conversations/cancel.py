@@ -82,3 +82,22 @@ def turn_confirmed_wait(*, turn_id, timeout_s: float, poll_s: float = 0.02) -> f
                 return None
             continue  # confirmed at the same moment: read it
         time.sleep(poll_s)
+
+
+# --- one HTTP turn at a time per session ---------------------------------------------------------
+
+
+def _session_turn_key(session_id) -> str:
+    return f"session-turn:{session_id}"
+
+
+def session_turn_claim(*, session_id, turn_holder: str, ttl_s: float) -> bool:
+    """Hold the session for one turn (an atomic add); False when another turn holds it. The hold
+    lapses after `ttl_s` should its holder die without releasing it."""
+    return bool(cache.add(_session_turn_key(session_id), turn_holder, max(1, int(ttl_s) + 1)))
+
+
+def session_turn_release(*, session_id, turn_holder: str) -> None:
+    """Let the session go, unless the hold lapsed and another turn holds it now."""
+    if cache.get(_session_turn_key(session_id)) == turn_holder:
+        cache.delete(_session_turn_key(session_id))

@@ -17,6 +17,9 @@ prefills only the new tail. These rules keep it so:
   turns counted from the session's start, by the messages' positions in the session), the first
   one from which the rest fits. The cut is a function of the history alone and stays put until
   the history outgrows the budget again, several turns later; it never slides by one turn.
+
+A turn may bring instructions of its own (an OpenAI client's system messages): they go in the tail
+too, as a system message just before the user's line, never into the system prompt.
 """
 
 from collections.abc import Sequence
@@ -26,6 +29,9 @@ from apps.conversations.reply import EMOTIONS
 from apps.core.macros import example_dialogue_fill, macros_fill
 
 _PER_MESSAGE_OVERHEAD = 4  # role markers and separators of the chat template
+# A turn's own instructions take at most this share of the prompt budget (the rest is cut off), so
+# a client's long system prompt cannot crowd out the persona and the conversation.
+EXTRA_INSTRUCTIONS_SHARE = 0.25
 
 MEMORY_HEADING = "What you remember about the user from earlier conversations:"
 MEMORY_ACK = "I'll remember that."
@@ -204,9 +210,11 @@ def build_messages(
     post_history_instructions: str = "",
     lore_notes: str = "",
     lore_budget_tokens: int = 0,
+    extra_instructions: str = "",
 ) -> list[dict[str, str]]:
     """Chat messages for the engine: the system prompt, the kept history, the lorebook's entries (a
-    system message), the memory notes (framed as `layout` says), the history's last message (the
+    system message), the memory notes (framed as `layout` says), this turn's `extra_instructions` (a
+    system message, cut to EXTRA_INSTRUCTIONS_SHARE of the budget), the history's last message (the
     user's new line), then the post-history instructions (a system message).
 
     `memory_budget_tokens` is set aside for the notes whether or not there are any (`memory_notes`
@@ -219,6 +227,10 @@ def build_messages(
     message is always kept, even alone over budget. A kept history never starts with an assistant
     line unless it is the session's opening greeting and the whole history fits. Each message is
     counted once (`engine.count_tokens`), the oldest not at all once the budget is spent.
+
+    The extra instructions are charged to the history's share: the same instructions every turn (a
+    client re-sending its system prompt) keep the cut where it is, but `next_turn_prefix`, which
+    does not know them, may cut elsewhere once the history fills the budget.
     """
     _check_layout(layout)
     card = {"description": description, "personality": personality, "scenario": scenario}
@@ -231,6 +243,9 @@ def build_messages(
         budget_tokens=budget_tokens,
         reserved_tokens=memory_budget_tokens + lore_budget_tokens,
     )
+    extra = _clip(extra_instructions.strip(), engine=engine, most=int(budget_tokens * EXTRA_INSTRUCTIONS_SHARE))
+    if extra:
+        left -= engine.count_tokens(extra) + _PER_MESSAGE_OVERHEAD
     if layout == "system_prompt":
         system = system_prompt(
             persona=persona,
@@ -261,8 +276,24 @@ def build_messages(
         messages.append({"role": "system", "content": f"{MEMORY_HEADING}\n{memory_notes}"})
     elif memory_notes and layout == "inline" and last:
         last[0]["content"] = f"{MEMORY_HEADING}\n{memory_notes}\n\n{last[0]['content']}"
+    if extra:
+        messages.append({"role": "system", "content": extra})
     after = [{"role": "system", "content": post}] if post else []
     return messages + last + after
+
+
+def _clip(text: str, *, engine, most: int) -> str:
+    """The longest start of `text` that is at most `most` tokens (all of it when it fits)."""
+    if not text or engine.count_tokens(text) <= most:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:  # a binary search on characters: a few tokenizer calls, not one per character
+        mid = (lo + hi + 1) // 2
+        if engine.count_tokens(text[:mid]) <= most:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo].rstrip()
 
 
 def next_turn_prefix(

@@ -9,6 +9,9 @@ from apps.conversations.models import ChatSession, Message
 
 PREVIEW_CHARS = 120  # of the last message, in the sessions sidebar
 SNIPPET_CHARS = 120  # of a search hit, around the match
+# A client's history (an OpenAI client re-sends it every call) is compared with this many of the
+# caller's latest sessions with the character: one query each, bounded.
+HISTORY_MATCH_SESSIONS = 20
 
 
 @dataclass(frozen=True)
@@ -211,3 +214,56 @@ def _snippet(text: str, query: str) -> str:
     start = max(0, min(at - (SNIPPET_CHARS - len(query)) // 2, len(text) - SNIPPET_CHARS))
     piece = text[start : start + SNIPPET_CHARS]
     return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
+
+
+# --- a client's history (OpenAI clients re-send the whole conversation every call) ---------------
+
+
+def _said(text: str) -> str:
+    """Text as compared with a client's copy of it: clients trim and re-wrap whitespace."""
+    return " ".join(text.split())
+
+
+def _history_held(session: ChatSession, history: list[tuple[str, str]]) -> int | None:
+    """How many of `history` (normalised) the session already holds, as its opening messages; None
+    when the session's messages are not the start of `history`. The session's greeting may be left
+    out by the client (clients that never showed it)."""
+    rows = (
+        Message.objects.filter(session=session)
+        .exclude(status__in=[Message.Status.REPLACED, Message.Status.FAILED])
+        .exclude(content="")
+        .order_by("created_at")
+        .values_list("role", "content")[: len(history) + 2]
+    )
+    saved = [(role, _said(content)) for role, content in rows]
+    if saved and saved[0][0] == Message.Role.ASSISTANT and history[:1] != saved[:1]:
+        saved = saved[1:]  # the greeting, which this client does not show
+    if len(saved) > len(history) or history[: len(saved)] != saved:
+        return None
+    return len(saved)
+
+
+def session_matching_history(*, user, character, history) -> tuple[ChatSession, int] | None:
+    """The user's live session with `character` that a client's `history` ((role, content) pairs,
+    oldest first, without the new line) continues, with how many of those messages it already holds.
+
+    A session continues it when what the session has shown (messages neither replaced, failed nor
+    empty; its greeting may be missing from the client's copy) is the start of `history`, whitespace
+    aside. Of the user's latest HISTORY_MATCH_SESSIONS sessions with the character, the one holding
+    the most of `history` wins, then the most recently active. None when none does.
+    """
+    history = [(role, _said(content)) for role, content in history]
+    sessions = ChatSession.objects.filter(user=user, character=character, deleted_at__isnull=True).order_by(
+        "-updated_at"
+    )[:HISTORY_MATCH_SESSIONS]
+    best: tuple[ChatSession, int] | None = None
+    for session in sessions:
+        held = _history_held(session, history)
+        if held is not None and (best is None or held > best[1]):
+            best = (session, held)
+    return best
+
+
+def session_history_held(*, session: ChatSession, history) -> int | None:
+    """How many of a client's `history` messages `session` already holds (see session_matching_history)."""
+    return _history_held(session, [(role, _said(content)) for role, content in history])

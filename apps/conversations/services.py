@@ -5,7 +5,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.conversations.models import ChatSession, Message
-from apps.conversations.selectors import session_get_for_user
+from apps.conversations.selectors import session_get_for_user, session_history_held, session_matching_history
 from apps.core.errors import AppError
 from apps.realtime.protocol import ErrorCode
 
@@ -191,3 +191,28 @@ def turn_timings_merge(*, turn_id, timings: dict) -> None:
         if message is not None:
             message.timings = {**message.timings, **timings}
             message.save(update_fields=["timings"])
+
+
+def session_for_client_history(*, user, character, history) -> tuple[ChatSession, list[tuple[str, str]]]:
+    """The session a client's `history` ((role, content) pairs, oldest first, without its new line)
+    continues, and the messages of it the session lacks: the user's session that holds the most of
+    it (see `session_matching_history`), else a new one. The caller saves what it lacks
+    (`session_history_import`) once it holds the session for its turn."""
+    found = session_matching_history(user=user, character=character, history=history)
+    if found is None:
+        session = session_create(user=user, character=character)
+        found = (session, session_history_held(session=session, history=history) or 0)
+    session, held = found
+    return session, [(role, content) for role, content in list(history)[held:]]
+
+
+@transaction.atomic
+def session_history_import(*, session: ChatSession, messages) -> None:
+    """Save a client's messages the session lacks (its history from before we saw it), in order, as
+    complete messages marked `imported` in their timings, so prompts and later calls see them."""
+    for role, content in messages:  # one by one: each gets its own created_at, which orders them
+        Message.objects.create(
+            session=session, role=role, content=content, status=Message.Status.COMPLETE, timings={"imported": True}
+        )
+    if messages:
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())

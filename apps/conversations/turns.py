@@ -62,11 +62,35 @@ PREFILL_REQUEST_EVERY_S = 2  # a user's opened sessions get one prefill in this 
 # --- queueing a turn ---------------------------------------------------------------------------
 
 
-def text_turn_submit(*, session: ChatSession, content: str, reply_channel: str, text_deltas: bool) -> str:
-    """Save the user's message, then queue the reply job once the row is committed. Returns the turn id."""
+def text_turn_submit(
+    *,
+    session: ChatSession,
+    content: str,
+    reply_channel: str,
+    text_deltas: bool,
+    extra_instructions: str = "",
+    max_new_tokens: int | None = None,
+) -> str:
+    """Save the user's message, then queue the reply job once the row is committed. Returns the turn id.
+
+    `extra_instructions` (an OpenAI client's system messages) go into this turn's prompt, in its tail;
+    `max_new_tokens` caps the reply below the engine's own limit. Neither is saved.
+    """
+    options = _reply_options(extra_instructions=extra_instructions, max_new_tokens=max_new_tokens)
     with transaction.atomic():
         turn_start(session=session, content=content)
-        return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
+        return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas, **options)
+
+
+def _reply_options(*, extra_instructions: str, max_new_tokens: int | None) -> dict:
+    """The reply job's optional arguments, only those set: a job queued without them runs on a worker
+    that predates them."""
+    options = {}
+    if extra_instructions.strip():
+        options["extra_instructions"] = extra_instructions.strip()
+    if max_new_tokens is not None:
+        options["max_new_tokens"] = max(1, min(int(max_new_tokens), settings.LLM_MAX_NEW_TOKENS))
+    return options
 
 
 def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
@@ -79,11 +103,13 @@ def text_turn_regenerate(*, session: ChatSession, reply_channel: str, text_delta
         return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas)
 
 
-def _reply_queue_on_commit(*, session: ChatSession, reply_channel: str, text_deltas: bool) -> str:
+def _reply_queue_on_commit(*, session: ChatSession, reply_channel: str, text_deltas: bool, **options) -> str:
     """Queue the text reply to the session's last user message once the open transaction commits."""
     turn_id = str(uuid.uuid4())
     transaction.on_commit(
-        lambda: _reply_enqueue(turn_id=turn_id, session=session, reply_channel=reply_channel, text_deltas=text_deltas)
+        lambda: _reply_enqueue(
+            turn_id=turn_id, session=session, reply_channel=reply_channel, text_deltas=text_deltas, **options
+        )
     )
     return turn_id
 
@@ -264,6 +290,8 @@ def text_turn_run(
     speak: dict | None = None,
     speech_end_at: float | None = None,
     draft: str | None = None,
+    extra_instructions: str = "",
+    max_new_tokens: int | None = None,
 ) -> None:
     """Write the character's reply to the session's last user message and stream it to the socket.
 
@@ -277,6 +305,9 @@ def text_turn_run(
     out as `response` frames and this job ends the turn. Idempotent: a turn whose reply is saved
     is not written again. A socket that cannot be reached stops the engine; what was written is
     still saved (as failed, with `send_error` in its timings).
+
+    `extra_instructions` go into the prompt's tail (see `build_messages`); `max_new_tokens` caps the
+    reply (the engine's own limit otherwise).
     """
     started = time.time()
     out = FrameBatcher(channel=reply_channel, turn_id=turn_id, flush_ms=settings.DELTA_FLUSH_MS, send=send)
@@ -329,6 +360,7 @@ def text_turn_run(
             engine=engine,
             memory_notes=notes,
             lore_notes=lore,
+            extra_instructions=extra_instructions,
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
@@ -340,7 +372,8 @@ def text_turn_run(
             return out.send_error is not None or turn_is_cancelled(turn_id=turn_id)
 
         # Keyed by session: the engine may reuse what it computed for this session's last prompt.
-        for piece in engine.stream(messages, should_stop=stop, cache_key=session_id, stats=timings):
+        limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+        for piece in engine.stream(messages, should_stop=stop, cache_key=session_id, stats=timings, **limit):
             if "first_token_ms" not in timings:
                 timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
                 first_token_at = time.time()

@@ -607,12 +607,17 @@ class ErrorCode:
         UNKNOWN_CHARACTER: "No published character has that name.",
         EMPTY_MESSAGE: "The message has no text.",
         MESSAGE_TOO_LONG: "The message is over WS_MAX_MESSAGE_CHARS characters.",
-        TURN_IN_PROGRESS: "Wait for `turn_end` before sending the next message.",
+        TURN_IN_PROGRESS: (
+            "Wait for `turn_end` before sending the next message. HTTP turns (409): the session has a turn running."
+        ),
         LLM_FAILED: (
             'The model failed to write a reply, or ran past LLM_SOFT_TIME_LIMIT_S ("took too long"); '
             "the turn ends with status `failed`."
         ),
-        TURN_TIMEOUT: "No word from the worker for TURN_IDLE_TIMEOUT_S; the turn ends as failed.",
+        TURN_TIMEOUT: (
+            "No word from the worker for TURN_IDLE_TIMEOUT_S (an HTTP turn: or no reply within API_TURN_TIMEOUT_S,"
+            " 504); the turn ends as failed."
+        ),
         INVALID_AUDIO: (
             "`audio_base64` is not base64 of 16-bit PCM (odd byte count or bad base64), or a file's header declares"
             " what no recording has: a rate outside 8–192 kHz, over 8 channels, an impossible sample size."
@@ -627,7 +632,10 @@ class ErrorCode:
         ),
         DECODE_TIMEOUT: "Decoding the file took longer than AUDIO_DECODE_TIMEOUT_S; the turn ends as failed.",
         AUDIO_TOO_LARGE: "POST /api/asr only: the upload is over ASR_MAX_UPLOAD_BYTES (HTTP 413).",
-        REQUEST_TOO_LARGE: "HTTP only: a request body over DATA_UPLOAD_MAX_MEMORY_SIZE, refused by the server (413).",
+        REQUEST_TOO_LARGE: (
+            "HTTP only: a request body over DATA_UPLOAD_MAX_MEMORY_SIZE, refused by the server (413); over 4 MiB"
+            " for POST /v1/chat/completions."
+        ),
         EMPTY_AUDIO: "The utterance has no audio.",
         UTTERANCE_TOO_LONG: (
             "The utterance is over AUDIO_MAX_UTTERANCE_S seconds (a file's declared or decoded length;"
@@ -650,7 +658,8 @@ class ErrorCode:
         MEMORY_UNAVAILABLE: "The memory index could not be searched just now; try again.",
         ENGINE_FAILED: "A model engine failed or is not configured (REST and admin; a turn says which step failed).",
         RATE_LIMITED: "Over a quota (turns or memory searches per QUOTA_WINDOW_S, open sockets per user or "
-        "address); `retry_after` says when to try again. Refused sockets then close with 4029.",
+        "address, HTTP turns running per user); `retry_after` says when to try again. Refused sockets then close "
+        "with 4029; HTTP answers 429 with Retry-After.",
         INTERNAL_ERROR: (
             "The server failed on this frame or event; the message carries a reference for its log."
             " The socket stays open; a turn it broke ends with `turn_end` status `failed`."
@@ -667,7 +676,7 @@ class ErrorCode:
         JOB_NOT_FOUND: "No re-embedding job has that id.",
         UNKNOWN_SESSION: (
             "You have no live session with that id with this character (another user's, a deleted one, or one"
-            " with another character); the socket stays unconnected."
+            " with another character); the socket stays unconnected. HTTP: 404."
         ),
         NOTHING_TO_REGENERATE: (
             "`regenerate` needs a reply to replace: the session's last message must be the character's reply"

@@ -323,3 +323,35 @@ def test_no_prefix_to_prefill_for_the_layout_that_puts_notes_in_the_system_promp
     assert next_turn_prefix(history=turns(2), budget_tokens=500, **kwargs)[1:] == [
         {"role": r, "content": c} for r, c in turns(2)
     ]
+
+
+# --- a turn's own instructions (an OpenAI client's system messages) ------------------------------
+
+
+def test_extra_instructions_go_just_before_the_users_line_and_the_prefix_stays():
+    history = turns(3) + [("user", "tell me a story")]
+    plain = build(history, 10_000, memory_notes="I have a dog.", memory_budget_tokens=20, layout="exchange")
+    told = build(
+        history,
+        10_000,
+        memory_notes="I have a dog.",
+        memory_budget_tokens=20,
+        layout="exchange",
+        extra_instructions="  Speak like a pirate.  ",
+    )
+    assert told[-2] == {"role": "system", "content": "Speak like a pirate."}
+    assert told[-1] == {"role": "user", "content": "tell me a story"}
+    assert told[:-2] == plain[:-1]  # the system prompt, history and notes: unchanged, in place
+    assert "pirate" not in told[0]["content"]
+
+
+def test_extra_instructions_are_charged_to_the_budget_and_cut_to_their_share():
+    history = turns(10) + [("user", "what is a comet")]
+    budget = cost(build([], 10_000)) + 60
+    told = build(history, budget, extra_instructions="be brief " * 10)
+    assert cost(told) <= budget
+    said = [m for m in told if m["role"] != "system"]
+    assert len(said) < len(build(history, budget)) - 1  # the instructions took the room of older turns
+    huge = build([("user", "hi")], 400, extra_instructions="arr " * 1000)
+    assert huge[-2]["role"] == "system" and len(huge[-2]["content"].split()) == 100  # a quarter of 400
+    assert build([("user", "hi")], 400, extra_instructions=" \n ") == build([("user", "hi")], 400)

@@ -47,8 +47,9 @@ class ChatEngine(Protocol):
 
         `cache_key` (a session id) lets an engine keep what it computed for the prompt and reuse
         its prefix on the next call with the same key; `stats`, when given, gets figures about the
-        call (the local engine: `prompt_tokens`, `cached_tokens`, `prefill_tokens`). Engines
-        without such a cache ignore both.
+        call (the local engine: `prompt_tokens`, `cached_tokens`, `prefill_tokens`, and
+        `completion_tokens`, with `hit_token_limit` when the reply was cut at `max_new_tokens`).
+        Engines without such a cache ignore `cache_key`.
         """
         ...
 
@@ -419,9 +420,14 @@ class TransformersEngine:
             if stats is not None:
                 stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
             seen = self._said_before(messages)
+            generated: list[int] = []
             try:
-                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run)
+                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run, generated)
             finally:
+                if stats is not None:
+                    stats["completion_tokens"] = len(generated)
+                    if len(generated) >= limit:  # cut at the limit, not ended by the model
+                        stats["hit_token_limit"] = True
                 if self.decode_threads:
                     torch.set_num_threads(self.prefill_threads)
                 # Kept only when every layer holds exactly the ids fed (not after a forward cut short).
@@ -479,10 +485,10 @@ class TransformersEngine:
                     store.put(cache_key, run.ids, run.cache)
         return len(run.ids) - start
 
-    def _decode(self, step_input, seen, limit, should_stop, run: _Run) -> Iterator[str]:
+    def _decode(self, step_input, seen, limit, should_stop, run: _Run, generated: list[int]) -> Iterator[str]:
         import torch
 
-        generated, shown = [], ""
+        shown = ""
         for step in range(limit):
             if should_stop():
                 return
@@ -605,7 +611,10 @@ class ScriptedEngine:
     if it contains "explode"
     the engine raises EngineError after the first word. If X asks "what do you remember", the reply
     lists the memories the prompt holds (its "- " lines, or the sentences in front of the question):
-    "[happy] I remember: A | B." (or "nothing").
+    "[happy] I remember: A | B." (or "nothing"). If X asks "what were you told", the reply quotes
+    the prompt's system messages after the first (a turn's extra instructions): "[happy] I was told:
+    A | B." (or "nothing"). `max_new_tokens` counts words, and `stats` gets `completion_tokens` (with
+    `hit_token_limit` when the reply was cut there).
 
     Engines that hang, for the time limits: with "dawdle" each word takes 500 ms (a reply that
     runs past a short soft limit, and is stopped there); with "deadlock" the engine starts a
@@ -635,7 +644,17 @@ class ScriptedEngine:
                 before = said[: said.lower().index("what do you remember")].strip()
                 notes = [sentence for sentence in re.split(r"(?<=[.!?])\s+", before) if sentence]
             reply = f"[happy] I remember: {' | '.join(notes) or 'nothing'}."
-        for i, piece in enumerate(re.findall(r"\S+\s*", reply)):
+        if "what were you told" in said.lower():
+            told = [m["content"] for m in messages if m["role"] == "system"][1:]
+            reply = f"[happy] I was told: {' | '.join(told) or 'nothing'}."
+        pieces = re.findall(r"\S+\s*", reply)
+        if max_new_tokens and len(pieces) > max_new_tokens:
+            pieces = pieces[:max_new_tokens]
+            if stats is not None:
+                stats["hit_token_limit"] = True
+        if stats is not None:
+            stats["completion_tokens"] = len(pieces)
+        for i, piece in enumerate(pieces):
             if should_stop():
                 return
             if i == 1 and "explode" in said:

@@ -27,9 +27,12 @@ def llm_reply(
     speak: dict | None = None,
     speech_end_at: float | None = None,
     draft: str | None = None,
+    extra_instructions: str = "",
+    max_new_tokens: int | None = None,
 ) -> None:
     """Write and stream the character's reply for one turn (spoken when `speak` is given; to `draft`,
-    a partial transcript not yet confirmed, when given)."""
+    a partial transcript not yet confirmed, when given; with a client's `extra_instructions` and a
+    smaller `max_new_tokens`, from the HTTP API)."""
     text_turn_run(
         turn_id=turn_id,
         session_id=session_id,
@@ -39,6 +42,8 @@ def llm_reply(
         speak=speak,
         speech_end_at=speech_end_at,
         draft=draft,
+        extra_instructions=extra_instructions,
+        max_new_tokens=max_new_tokens,
         engine=get_engine(),
         recall=memories_recall,
         send=channel_send,

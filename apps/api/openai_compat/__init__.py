@@ -1,0 +1,1 @@
+"""Every character as an OpenAI-compatible model: GET /v1/models, POST /v1/chat/completions."""
