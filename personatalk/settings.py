@@ -47,6 +47,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "apps.accounts",
     "apps.characters",
     "apps.conversations",
@@ -229,6 +232,45 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
+# --- REST API v1 (Django REST framework; OpenAPI schema by drf-spectacular at /api/v1/schema) ---
+# An API token (Bearer) or the logged-in session (with DRF's CSRF check on unsafe methods); every
+# error in the one shape of apps/api/errors.py. JSON only: the browsable API's pages would need
+# inline script, which the CSP forbids.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.api.v1.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["apps.api.v1.parsers.ApiJSONParser"],
+    "EXCEPTION_HANDLER": "apps.api.v1.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "apps.api.v1.pagination.PagePagination",
+    "PAGE_SIZE": 20,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PersonaTalk API",
+    "DESCRIPTION": (
+        "Talk with AI characters by text and voice. Authenticate with `Authorization: Bearer <api token>`"
+        " (create one under My account → API tokens, or `POST /api/v1/tokens`) or the logged-in session."
+        ' Every error is `{"error": {"code", "message"}}` with a stable code (docs/protocol.md).'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.api.v1.schema.add_error_responses",
+    ],
+}
+
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
 DEMO_PASSWORD = env("DEMO_PASSWORD", default="demo" if EMBEDDED else "")
 DEMO_API_TOKEN = env("DEMO_API_TOKEN", default="pt-demo-embedded-token" if EMBEDDED else "")

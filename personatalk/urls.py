@@ -4,11 +4,14 @@ from django.urls import include, path
 
 from apps.api import memories, speech
 from apps.api import views as api_views
+from apps.api.v1.urls import docs as api_docs
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", api_views.health, name="health"),
     path("ready", api_views.ready, name="ready"),
+    path("api/v1/", include("apps.api.v1.urls")),
+    path("api/docs", api_docs, name="api-docs"),
     path("characters", api_views.characters, name="characters"),
     path("api/voices", speech.voices, name="api-voices"),
     path("api/tts", speech.text_to_speech, name="api-tts"),

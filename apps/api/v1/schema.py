@@ -1,0 +1,80 @@
+"""The OpenAPI schema's shared parts: the one error shape, and the error answers every operation can give.
+
+`add_error_responses` is a drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): views declare
+their successes; the errors any operation can answer (400, 401, 403, 404, 415, and 429 where a quota
+counts it, marked with the `x-quota` extension) are added here once, all in the `Error` shape.
+"""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+
+from apps.realtime.protocol import ErrorCode
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every error of the API. `code` is stable (docs/protocol.md lists each one's meaning).",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "enum": sorted(ErrorCode.DESCRIPTIONS)},
+                "message": {"type": "string", "description": "For people; may change."},
+                "retry_after": {"type": "number", "description": "429 only: seconds until a retry may pass."},
+            },
+            "required": ["code", "message"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["error"],
+    "additionalProperties": False,
+}
+
+_MEANINGS = {
+    "400": "The request is not valid (`missing_field`, `invalid_field`, `invalid_json`, …).",
+    "401": "No credentials, or an unknown or revoked API token (`auth_failed`).",
+    "403": "Logged-in session without a CSRF token on an unsafe method (`permission_denied`).",
+    "404": "Not found, or not yours: another user's object answers the same (`unknown_session`, `not_found`, …).",
+    "413": "The body is over the size limit (`request_too_large`, `audio_too_large`).",
+    "415": "The body's Content-Type is not one this operation reads (`unsupported_media_type`).",
+    "429": "Over the quota this operation counts against (`rate_limited`); `Retry-After` says when to retry.",
+}
+
+
+def error_response(status: str, description: str | None = None) -> dict:
+    response = {"description": description or _MEANINGS[status], "content": {"application/json": {"schema": ERROR_REF}}}
+    if status == "429":
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+    return response
+
+
+def add_error_responses(result: dict, generator, request, public) -> dict:
+    """Add the `Error` component and the error answers to every operation (those a view declared stay)."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for methods in result.get("paths", {}).values():
+        for method, operation in methods.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            statuses = ["400", "404"]
+            if operation.get("security") and {} not in operation["security"]:
+                statuses.append("401")
+            if method in ("post", "put", "patch", "delete"):
+                statuses.append("403")
+            if "requestBody" in operation:
+                statuses += ["413", "415"]
+            if "x-quota" in operation:
+                statuses.append("429")
+            for status in sorted(statuses):
+                operation["responses"].setdefault(status, error_response(status))
+    return result
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """Documents ApiTokenAuthentication as HTTP bearer auth (Swagger UI's Authorize button takes the key)."""
+
+    target_class = "apps.api.v1.auth.ApiTokenAuthentication"
+    name = "ApiToken"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Bearer")
