@@ -168,6 +168,7 @@ CELERY_TASK_ROUTES = {
     # Greetings are rendered ahead of time, off the request path.
     "workers.tts.tasks.greeting_render": {"queue": "batch"},
     "workers.asr.tasks.asr_file": {"queue": "asr_api"},
+    "workers.asr.tasks.asr_job": {"queue": "asr_api"},  # REST speech-to-text jobs (/api/v1/asr/jobs)
     "workers.llm.tasks.*": {"queue": "llm"},
     "workers.asr.tasks.*": {"queue": "asr"},
     "workers.tts.tasks.*": {"queue": "tts"},
@@ -262,6 +263,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "TAGS": [
+        {"name": "characters", "description": "Who you can talk to (public)."},
+        {"name": "sessions", "description": "Your conversations and their messages."},
+        {"name": "speech", "description": "Voices, text to speech, speech-to-text jobs."},
+        {"name": "memories", "description": "What characters remember of you."},
+        {"name": "tokens", "description": "Your API tokens."},
+        {"name": "deprecated", "description": "The paths before /api/v1/: they still answer, as they did."},
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

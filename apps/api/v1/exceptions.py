@@ -6,10 +6,11 @@ error as `{"error": {"code", "message"[, "retry_after"]}}` with a code from Erro
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -99,11 +100,57 @@ def _parse_error(exc: exceptions.ParseError, request) -> tuple[str, str]:
     return code, str(exc.detail)
 
 
-def _respond(status: int, code: str, message: str, *, retry_after: float | None = None, headers=None) -> Response:
-    response = Response(error_body(code, message, retry_after=retry_after), status=status, headers=headers)
-    if retry_after is not None:
-        response["Retry-After"] = retry_after_header(retry_after)
-    return response
+@dataclass(frozen=True)
+class ApiError:
+    """An exception as the API answers it."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: float | None = None
+    headers: dict = field(default_factory=dict)
+
+    def body(self) -> dict:
+        return error_body(self.code, self.message, retry_after=self.retry_after)
+
+    def all_headers(self) -> dict:
+        if self.retry_after is None:
+            return self.headers
+        return {**self.headers, "Retry-After": retry_after_header(self.retry_after)}
+
+
+def api_error_of(exc: Exception, request=None) -> ApiError | None:
+    """How the API answers `exc` (None: an exception nobody expected, a bug)."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, AppError):
+        status = APP_ERROR_STATUS.get(exc.code, 400)
+        return ApiError(status, exc.code, exc.message, retry_after=getattr(exc, "retry_after", None))
+    if isinstance(exc, RequestDataTooBig):
+        return ApiError(413, ErrorCode.REQUEST_TOO_LARGE, "The request body is too large.")
+    if isinstance(exc, exceptions.ValidationError):
+        return ApiError(exc.status_code, *_validation_error(exc))
+    if isinstance(exc, exceptions.ParseError):
+        return ApiError(exc.status_code, *_parse_error(exc, request))
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    code = next((c for kind, c in _DRF_CODES if isinstance(exc, kind)), ErrorCode.INVALID_REQUEST)
+    headers = {"WWW-Authenticate": exc.auth_header} if getattr(exc, "auth_header", None) else {}
+    retry_after = getattr(exc, "wait", None)
+    if code == ErrorCode.RATE_LIMITED and retry_after is None:
+        retry_after = 1.0
+    message = str(exc.detail) if isinstance(exc.detail, str) else str(exc.default_detail)
+    if isinstance(exc, exceptions.NotAuthenticated):
+        message = "Send `Authorization: Bearer <api token>`, or log in."
+    return ApiError(exc.status_code, code, message, retry_after=retry_after, headers=headers)
+
+
+def _unexpected(exc: Exception, where: str) -> ApiError:
+    reference = uuid.uuid4().hex[:12]
+    log.error("REST %s failed (ref %s)", where, reference, exc_info=exc)
+    return ApiError(500, ErrorCode.INTERNAL_ERROR, f"The server failed on this request (ref {reference}).")
 
 
 def exception_handler(exc: Exception, context: dict) -> Response:
@@ -113,36 +160,19 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     the same shape; the transaction of the request (ATOMIC_REQUESTS) is rolled back as DRF does.
     """
     set_rollback()
-    request = context.get("request")
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
-    if isinstance(exc, AppError):
-        return _respond(
-            APP_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message, retry_after=getattr(exc, "retry_after", None)
-        )
-    if isinstance(exc, RequestDataTooBig):
-        return _respond(413, ErrorCode.REQUEST_TOO_LARGE, "The request body is too large.")
-    if isinstance(exc, exceptions.ValidationError):
-        code, message = _validation_error(exc)
-        return _respond(exc.status_code, code, message)
-    if isinstance(exc, exceptions.ParseError):
-        code, message = _parse_error(exc, request)
-        return _respond(exc.status_code, code, message)
-    if isinstance(exc, exceptions.APIException):
-        code = next((c for kind, c in _DRF_CODES if isinstance(exc, kind)), ErrorCode.INVALID_REQUEST)
-        headers = {}
-        if getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = exc.auth_header
-        retry_after = getattr(exc, "wait", None)
-        if code == ErrorCode.RATE_LIMITED and retry_after is None:
-            retry_after = 1.0
-        message = str(exc.detail) if isinstance(exc.detail, str) else exc.default_detail
-        if isinstance(exc, exceptions.NotAuthenticated):
-            message = "Send `Authorization: Bearer <api token>`, or log in."
-        return _respond(exc.status_code, code, str(message), retry_after=retry_after, headers=headers)
-    reference = uuid.uuid4().hex[:12]
-    view = context.get("view")
-    log.exception("REST %s failed (ref %s)", view.__class__.__name__ if view else "view", reference)
-    return _respond(500, ErrorCode.INTERNAL_ERROR, f"The server failed on this request (ref {reference}).")
+    answer = api_error_of(exc, context.get("request"))
+    if answer is None:
+        view = context.get("view")
+        answer = _unexpected(exc, view.__class__.__name__ if view else "view")
+    return Response(answer.body(), status=answer.status, headers=answer.all_headers())
+
+
+def error_response(exc: Exception, request=None) -> JsonResponse:
+    """The same answer from a plain (async) Django view of the API; an unexpected exception is re-raised."""
+    answer = api_error_of(exc, request)
+    if answer is None:
+        raise exc
+    response = JsonResponse(answer.body(), status=answer.status)
+    for name, value in answer.all_headers().items():
+        response[name] = value
+    return response

@@ -1,11 +1,12 @@
 """Pages of the API's lists: numbered pages (`?page=&page_size=`), or a cursor for a session's messages.
 
-Strict about their parameters: a `page_size` or `page` that is not a number in range, and a cursor
-this server did not write, are a 400 `invalid_field`, not a silent default (a client's bug shows).
+Strict about their parameters: a `page_size` or `page` that is not a number in range is a 400
+`invalid_field`, not a silent default (a client's bug shows); a page past the last one, or a cursor
+this server did not write, is a 404 `not_found`.
 """
 
 from django.utils.dateparse import parse_datetime
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 MAX_PAGE_SIZE = 100
@@ -72,12 +73,11 @@ class MessageCursorPagination(CursorPagination):
         return size if size is not None else self.page_size
 
     def decode_cursor(self, request):
-        try:
-            cursor = super().decode_cursor(request)
-        except Exception:  # NotFound for a malformed one: it is a bad parameter, not a missing page
-            raise ValidationError({self.cursor_query_param: "Not a cursor this API gave (use `next`)."}) from None
+        # A cursor is a page's opaque address: one this API did not write names no page (404, as a page
+        # number past the last). DRF's own check lets a position that is no time reach the query (a 500).
+        cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None and not _is_datetime(cursor.position):
-            raise ValidationError({self.cursor_query_param: "Not a cursor this API gave (use `next`)."})
+            raise NotFound(self.invalid_cursor_message)
         return cursor
 
     def get_schema_operation_parameters(self, view):

@@ -38,6 +38,10 @@ _MEANINGS = {
     "404": "Not found, or not yours: another user's object answers the same (`unknown_session`, `not_found`, …).",
     "413": "The body is over the size limit (`request_too_large`, `audio_too_large`).",
     "415": "The body's Content-Type is not one this operation reads (`unsupported_media_type`).",
+    "411": "A multipart upload without a Content-Length header (`missing_field`).",
+    "502": "The worker failed (`tts_failed`, …).",
+    "503": "The memory index could not be searched just now (`memory_unavailable`).",
+    "504": "No worker answered in time (`tts_timeout`, `asr_timeout`, `memory_timeout`).",
     "429": "Over the quota this operation counts against (`rate_limited`); `Retry-After` says when to retry.",
 }
 
@@ -67,6 +71,11 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                 statuses.append("429")
             for status in sorted(statuses):
                 operation["responses"].setdefault(status, error_response(status))
+            for status, response in operation["responses"].items():
+                if status[0] in "45" and "$ref" not in response:  # every error is the Error shape
+                    response["content"] = {"application/json": {"schema": ERROR_REF}}
+                    if response.get("description") in ("", None, "No response body"):
+                        response["description"] = _MEANINGS.get(status, "An error.")
     return result
 
 
