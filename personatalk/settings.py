@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "apps.accounts",
     "apps.characters",
     "apps.conversations",
@@ -167,6 +168,7 @@ CELERY_TASK_ROUTES = {
     # Greetings are rendered ahead of time, off the request path.
     "workers.tts.tasks.greeting_render": {"queue": "batch"},
     "workers.asr.tasks.asr_file": {"queue": "asr_api"},
+    "workers.asr.tasks.asr_job": {"queue": "asr_api"},  # REST speech-to-text jobs (/api/v1/asr/jobs)
     "workers.llm.tasks.*": {"queue": "llm"},
     "workers.asr.tasks.*": {"queue": "asr"},
     "workers.tts.tasks.*": {"queue": "tts"},
@@ -231,6 +233,54 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
+# --- REST API v1 (Django REST framework; OpenAPI schema by drf-spectacular at /api/v1/schema) ---
+# An API token (Bearer) or the logged-in session (with DRF's CSRF check on unsafe methods); every
+# error in the one shape of apps/api/errors.py. JSON only: the browsable API's pages would need
+# inline script, which the CSP forbids.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.api.v1.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["apps.api.v1.parsers.ApiJSONParser"],
+    "EXCEPTION_HANDLER": "apps.api.v1.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "apps.api.v1.pagination.PagePagination",
+    "PAGE_SIZE": 20,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PersonaTalk API",
+    "DESCRIPTION": (
+        "Talk with AI characters by text and voice; every character is also an OpenAI-compatible model at"
+        " /v1 (GET /v1/models, POST /v1/chat/completions). Authenticate with `Authorization: Bearer <api token>`"
+        " (create one under My account → API tokens, or `POST /api/v1/tokens`) or the logged-in session."
+        ' Every error is `{"error": {"code", "message"}}` with a stable code (docs/protocol.md).'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "TAGS": [
+        {"name": "characters", "description": "Who you can talk to (public)."},
+        {"name": "sessions", "description": "Your conversations and their messages."},
+        {"name": "speech", "description": "Voices, text to speech, speech-to-text jobs."},
+        {"name": "memories", "description": "What characters remember of you."},
+        {"name": "tokens", "description": "Your API tokens."},
+        {"name": "deprecated", "description": "The paths before /api/v1/: they still answer, as they did."},
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.api.v1.schema.add_error_responses",
+    ],
+}
+
 DEMO_USERNAME = env("DEMO_USERNAME", default="demo")
 DEMO_PASSWORD = env("DEMO_PASSWORD", default="demo" if EMBEDDED else "")
 DEMO_API_TOKEN = env("DEMO_API_TOKEN", default="pt-demo-embedded-token" if EMBEDDED else "")
@@ -248,25 +298,6 @@ DELTA_FLUSH_MS = env.int("DELTA_FLUSH_MS", default=40)
 # A socket that has not sent a valid `connect` this long after opening is closed (4008): bare
 # sockets would otherwise hold a connection slot for good.
 WS_AUTH_TIMEOUT_S = env.float("WS_AUTH_TIMEOUT_S", default=5.0)
-
-# --- REST API (Django REST framework; the schema by drf-spectacular) ----------------------------
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "apps.api.v1.auth.ApiTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "apps.api.v1.exceptions.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "PersonaTalk API",
-    "DESCRIPTION": "Characters, sessions, turns and speech; every character is also an OpenAI-compatible model at /v1.",
-    "VERSION": "1",
-    "SERVE_INCLUDE_SCHEMA": False,
-}
 
 # --- Quotas (apps/accounts/quotas.py; counted in the cache, so shared by every process when scaled) ---
 # Each is far above what a person talking does; 0 disables that one. Rates count per QUOTA_WINDOW_S.

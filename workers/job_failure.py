@@ -26,6 +26,7 @@ _WHAT = {
     "workers.asr.tasks.asr_transcribe": ("Speech recognition", "Speech recognition failed"),
     "workers.asr.tasks.asr_partial": ("The partial transcript", "The partial transcript failed"),
     "workers.asr.tasks.asr_file": ("Transcription", "Transcription failed"),
+    "workers.asr.tasks.asr_job": ("Transcription", "Transcription failed"),
     "workers.tts.tasks.tts_speak": ("Speech synthesis", "Speech synthesis failed"),
     "workers.tts.tasks.tts_render": ("Speech synthesis", "Speech synthesis failed"),
     "workers.embed.tasks.memory_search": ("The memory search", "The memory search failed"),
@@ -120,6 +121,14 @@ def _file_failed(kwargs: dict, message: str) -> None:
     channel_send(kwargs["reply_channel"], p.AsrResult(error=error))
 
 
+def _job_failed(kwargs: dict, message: str) -> None:
+    """A REST speech-to-text job: its row says it failed (the client polls it)."""
+    from apps.conversations.services import asr_job_fail
+
+    close_old_connections()  # the parent process may hold a connection from an hour ago
+    asr_job_fail(job_id=kwargs["job_id"], code=p.ErrorCode.ASR_FAILED, message=message)
+
+
 def _render_failed(kwargs: dict, message: str) -> None:
     error = p.ErrorBody(code=p.ErrorCode.TTS_FAILED, message=message)
     channel_send(kwargs["reply_channel"], p.TtsResult(error=error))
@@ -135,6 +144,7 @@ _ANSWERS = {
     "workers.asr.tasks.asr_transcribe": _transcription_failed,
     "workers.asr.tasks.asr_partial": _partial_failed,
     "workers.asr.tasks.asr_file": _file_failed,
+    "workers.asr.tasks.asr_job": _job_failed,
     "workers.tts.tasks.tts_speak": _unit_failed,
     "workers.tts.tasks.tts_render": _render_failed,
     "workers.embed.tasks.memory_search": _search_failed,

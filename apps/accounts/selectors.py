@@ -1,6 +1,7 @@
 from importlib import import_module
 
 from django.conf import settings
+from django.db.models import QuerySet
 
 from apps.accounts import sockets
 from apps.accounts.models import ApiToken, User
@@ -21,9 +22,14 @@ def access_ended_reason(*, user_id, token_id=None, session_key: str | None = Non
     return None
 
 
-def tokens_of(*, user: User, limit: int = 100) -> list[ApiToken]:
+def tokens_live(*, user: User) -> QuerySet[ApiToken]:
     """The user's live API tokens, newest first (the key itself is never kept: name, prefix and dates)."""
-    return list(ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at", "-pk")[:limit])
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at", "-pk")
+
+
+def tokens_of(*, user: User, limit: int = 100) -> list[ApiToken]:
+    """The user's live API tokens, newest first (at most `limit`)."""
+    return list(tokens_live(user=user)[:limit])
 
 
 def token_get_for_user(*, user: User, token_id) -> ApiToken | None:

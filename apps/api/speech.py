@@ -7,6 +7,7 @@ edge needs no models. Each request counts against the user's QUOTA_SPEECH_REQUES
 
 import io
 import json
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -18,13 +19,15 @@ from django.http import HttpResponse, JsonResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+from rest_framework.exceptions import ValidationError
 
 from apps.accounts.quotas import quota_take
 from apps.accounts.services import token_authenticate
 from apps.api.errors import error
+from apps.api.v1.exceptions import error_response
+from apps.api.v1.serializers import TextToSpeechSerializer
 from apps.characters.models import Voice
 from apps.characters.selectors import voice_spec_of
-from apps.conversations.reply import EMOTIONS
 from apps.conversations.utterances import utterance_put
 from apps.core.audio import AudioError, probe
 from apps.core.events import queue_and_wait
@@ -59,10 +62,46 @@ def voices(request):
     return JsonResponse({"voices": list(rows)})
 
 
+async def tts_answer(body) -> HttpResponse:
+    """A text-to-speech request's JSON body (TextToSpeechSerializer), rendered on the tts_api queue: the
+    audio file, or an error in the API's shape. Shared by /api/v1/tts and the old /api/tts."""
+    request = TextToSpeechSerializer(data=body)
+    try:
+        request.is_valid(raise_exception=True)
+    except ValidationError as exc:
+        return error_response(exc)
+    asked = request.validated_data
+    voice = None
+    if asked.get("voice"):
+        voice = await Voice.objects.filter(name=asked["voice"]).afirst()
+        if voice is None:
+            return error(404, p.ErrorCode.UNKNOWN_VOICE, f"No voice named {asked['voice']!r}; see GET /api/v1/voices.")
+    spec = voice_spec_of(voice)
+    spec["speed"] *= asked["speed"]
+    try:
+        answer = await queue_and_wait(
+            "workers.tts.tasks.tts_render",
+            120,
+            text=asked["text"],
+            voice=spec,
+            emotion=asked["emotion"],
+            fmt=asked["format"],
+            sample_rate=asked["sample_rate"],
+        )
+    except TimeoutError:
+        return error(504, p.ErrorCode.TTS_TIMEOUT, "No TTS worker answered in time.")
+    if "error" in answer:
+        return error(502, answer["error"]["code"], answer["error"]["message"])
+    return HttpResponse(answer["audio"], content_type=CONTENT_TYPES[asked["format"]])
+
+
 @csrf_exempt
 @require_POST
 async def text_to_speech(request):
-    """POST JSON `{text, voice?, speed?, emotion?, format?: wav|mp3|ogg, sample_rate?}` → audio file."""
+    """POST JSON `{text, voice?, speed?, emotion?, format?: wav|mp3|ogg, sample_rate?}` → audio file.
+
+    Deprecated: POST /api/v1/tts (the same, with the session's CSRF check and JSON's limits).
+    """
     user = await _user(request)
     if user is None:
         return error(401, p.ErrorCode.AUTH_FAILED, "Send `Authorization: Bearer <api token>`.")
@@ -72,46 +111,7 @@ async def text_to_speech(request):
         body = json.loads(request.body or b"{}")
     except ValueError:
         return error(400, p.ErrorCode.INVALID_JSON, "The body is not valid JSON.")
-    text = body.get("text") if isinstance(body, dict) else None
-    if not isinstance(text, str) or not text.strip():
-        return error(400, p.ErrorCode.MISSING_FIELD, "`text` is required.")
-    if len(text) > settings.TTS_MAX_CHARS:
-        return error(400, p.ErrorCode.TEXT_TOO_LONG, f"`text` is limited to {settings.TTS_MAX_CHARS} characters.")
-    fmt = body.get("format", "wav")
-    if fmt not in CONTENT_TYPES:
-        return error(400, p.ErrorCode.UNSUPPORTED_FORMAT, "`format` is one of wav, mp3, ogg.")
-    emotion = body.get("emotion", "neutral")
-    if emotion not in EMOTIONS:
-        return error(400, p.ErrorCode.INVALID_FIELD, f"`emotion` is one of {', '.join(EMOTIONS)}.")
-    try:
-        speed = float(body.get("speed", 1.0))
-        rate = int(body.get("sample_rate", 22050))
-    except (TypeError, ValueError):
-        return error(400, p.ErrorCode.INVALID_FIELD, "`speed` is a number and `sample_rate` an integer.")
-    if not 0.25 <= speed <= 4 or not 8000 <= rate <= 48000:
-        return error(400, p.ErrorCode.INVALID_FIELD, "`speed` is within 0.25–4 and `sample_rate` within 8000–48000.")
-    voice = None
-    if body.get("voice"):
-        voice = await Voice.objects.filter(name=body["voice"]).afirst()
-        if voice is None:
-            return error(404, p.ErrorCode.UNKNOWN_VOICE, f"No voice named {body['voice']!r}; see GET /api/voices.")
-    spec = voice_spec_of(voice)
-    spec["speed"] *= speed
-    try:
-        answer = await queue_and_wait(
-            "workers.tts.tasks.tts_render",
-            120,
-            text=text.strip(),
-            voice=spec,
-            emotion=emotion,
-            fmt=fmt,
-            sample_rate=rate,
-        )
-    except TimeoutError:
-        return error(504, p.ErrorCode.TTS_TIMEOUT, "No TTS worker answered in time.")
-    if "error" in answer:
-        return error(502, answer["error"]["code"], answer["error"]["message"])
-    return HttpResponse(answer["audio"], content_type=CONTENT_TYPES[fmt])
+    return await tts_answer(body if isinstance(body, dict) else {})
 
 
 class CappedUpload(FileUploadHandler):
@@ -147,36 +147,31 @@ class CappedUpload(FileUploadHandler):
         )
 
 
-def _upload_read(request, cap: int) -> bytes | None:
+def _upload_read(request, cap: int, before_read: Callable | None = None) -> bytes | None:
     """The uploaded audio (multipart field `audio`, or the raw body), reading at most `cap` + 1 bytes; None past the cap.
 
     Django's ASGI handler has already spooled the body to a temporary file (to disk past
     FILE_UPLOAD_MAX_MEMORY_SIZE); this reads from it without loading more than the cap.
+    `before_read(request)` runs once the cap is in place (a CSRF check reads a multipart body).
     """
     if request.content_type == "multipart/form-data":
         handler = CappedUpload(cap)
         request.upload_handlers = [handler]
+        if before_read:
+            before_read(request)
         upload = request.FILES.get("audio")
         if handler.too_large:
             return None
         return upload.read() if upload else b""
+    if before_read:
+        before_read(request)
     data = request.read(cap + 1)
     return None if len(data) > cap else data
 
 
-@csrf_exempt
-@require_POST
-async def speech_to_text(request):
-    """POST an audio file (multipart field `audio`, or the raw body) → `{text, duration_s}`.
-
-    WAV, FLAC, Ogg (Opus, Vorbis), MP3 or WebM, at most ASR_MAX_UPLOAD_BYTES and AUDIO_MAX_UPLOAD_S.
-    The size is checked before the body is read, the header before the ASR worker decodes it.
-    """
-    user = await _user(request)
-    if user is None:
-        return error(401, p.ErrorCode.AUTH_FAILED, "Send `Authorization: Bearer <api token>`.")
-    if limited := await over_quota(user, "speech"):
-        return limited
+async def upload_checked(request, *, before_read: Callable | None = None) -> bytes | HttpResponse:
+    """An uploaded audio file whose size and header pass (ASR_MAX_UPLOAD_BYTES, AUDIO_MAX_UPLOAD_S), or the
+    error response. The declared size is checked before the body is read, the header before any decode."""
     cap = settings.ASR_MAX_UPLOAD_BYTES
     too_large = error(413, p.ErrorCode.AUDIO_TOO_LARGE, f"Uploads are limited to {cap} bytes.")
     try:
@@ -188,7 +183,7 @@ async def speech_to_text(request):
     if request.content_type == "multipart/form-data" and not declared:  # Django parses such a body as empty
         return error(411, p.ErrorCode.MISSING_FIELD, "A multipart upload needs a Content-Length header.")
     try:
-        data = await sync_to_async(_upload_read, thread_sensitive=False)(request, cap)
+        data = await sync_to_async(_upload_read, thread_sensitive=False)(request, cap, before_read)
     except RequestDataTooBig:
         return too_large
     except (MultiPartParserError, UnreadablePostError):
@@ -201,6 +196,27 @@ async def speech_to_text(request):
         probe(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
     except AudioError as exc:
         return error(400, exc.code, exc.message)
+    return data
+
+
+@csrf_exempt
+@require_POST
+async def speech_to_text(request):
+    """POST an audio file (multipart field `audio`, or the raw body) → `{text, duration_s}`.
+
+    Deprecated: POST /api/v1/asr/jobs queues the same work as a job to poll, and never holds the request.
+
+    WAV, FLAC, Ogg (Opus, Vorbis), MP3 or WebM, at most ASR_MAX_UPLOAD_BYTES and AUDIO_MAX_UPLOAD_S.
+    The size is checked before the body is read, the header before the ASR worker decodes it.
+    """
+    user = await _user(request)
+    if user is None:
+        return error(401, p.ErrorCode.AUTH_FAILED, "Send `Authorization: Bearer <api token>`.")
+    if limited := await over_quota(user, "speech"):
+        return limited
+    data = await upload_checked(request)
+    if isinstance(data, HttpResponse):
+        return data
     utterance_id = await sync_to_async(utterance_put)(data)
     del data
     try:

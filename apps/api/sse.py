@@ -13,6 +13,14 @@ def sse_event(data, *, event: str | None = None) -> bytes:
     return f"{head}data: {text}\n\n".encode()
 
 
+def sse_event_schema(events: list[str] | None = None) -> dict:
+    """The OpenAPI schema of one event of such a stream (before OpenAPI 3.2 a `text/event-stream`
+    schema describes each event): its `event` name, one of `events` (none: unnamed), and its `data`."""
+    event = {"type": "string", "enum": events} if events else {"type": "string"}
+    data = {"type": "string", "description": "JSON (or the literal `[DONE]`)."}
+    return {"type": "object", "properties": {"event": event, "data": data}, "required": ["data"]}
+
+
 SSE_KEEPALIVE = b": keep-alive\n\n"  # a comment line: clients ignore it, proxies see traffic
 
 

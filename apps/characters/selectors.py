@@ -33,7 +33,7 @@ def character_get_for_chat(*, name: str, include_unpublished: bool = False) -> C
 
     With `include_unpublished` (see `character_drafts_visible`) drafts are found too.
     """
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:  # PostgreSQL text holds no NUL
         return None
     qs = Character.objects.select_related("voice")
     if not include_unpublished:
@@ -46,6 +46,29 @@ def character_drafts_visible(*, user) -> bool:
     """Whether `user` may talk to unpublished characters: staff who may change characters, to try
     a draft before publishing it (being staff alone is not enough: a draft may not be ready for them)."""
     return bool(user.is_active and user.is_staff and user.has_perm("characters.change_character"))
+
+
+def characters_visible(*, user) -> QuerySet[Character]:
+    """The characters `user` may see and talk to, by name: published ones, and drafts too for staff
+    who may change characters (`character_drafts_visible`)."""
+    rows = Character.objects.select_related("voice").order_by("name", "pk")
+    return rows if character_drafts_visible(user=user) else rows.filter(is_published=True)
+
+
+def character_get_visible(*, user, slug: str) -> Character | None:
+    """The character with this slug, if `user` may see it (see `characters_visible`)."""
+    if not isinstance(slug, str) or not slug or "\x00" in slug:  # PostgreSQL text holds no NUL
+        return None
+    return characters_visible(user=user).filter(slug=slug).first()
+
+
+def voices_all() -> QuerySet[Voice]:
+    """The voices characters can have, by name."""
+    return Voice.objects.order_by("name")
+
+
+def voice_get(*, name: str) -> Voice | None:
+    return Voice.objects.filter(name=name).first() if isinstance(name, str) and name else None
 
 
 def voice_spec_of(voice: Voice | None, language: str = "en") -> dict:

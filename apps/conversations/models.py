@@ -58,3 +58,35 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
+
+
+class AsrJob(models.Model):
+    """A speech-to-text job of the REST API: an uploaded file transcribed on the `asr_api` queue.
+
+    The row is the job's state for every process (the web process that took the upload, the worker,
+    the one answering a status request): queued → running → done or failed.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="asr_jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    text = models.TextField(blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)  # of the audio
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="asrjob_user_recent")]
+        verbose_name = "speech-to-text job"
+
+    def __str__(self) -> str:
+        return f"ASR job {self.pk} [{self.status}]"

@@ -2,10 +2,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import F, OuterRef, Subquery, Window
+from django.db.models import F, OuterRef, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, RowNumber
 
-from apps.conversations.models import ChatSession, Message
+from apps.conversations.models import AsrJob, ChatSession, Message
 
 PREVIEW_CHARS = 120  # of the last message, in the sessions sidebar
 SNIPPET_CHARS = 120  # of a search hit, around the match
@@ -146,8 +146,9 @@ def _visible_messages():
     return Message.objects.exclude(status=Message.Status.REPLACED)
 
 
-def session_list(*, user, character=None, limit: int = 50) -> list[SessionSummary]:
-    """The user's live sessions, the latest message first, each with its last message as preview."""
+def sessions_of(*, user, character=None) -> QuerySet[ChatSession]:
+    """The user's live sessions, the latest message first (a query to page through); each carries
+    `last_at` and `last_text`, of its last visible message. Turn one into a row with `session_summary`."""
     last = _visible_messages().filter(session=OuterRef("pk")).order_by("-created_at")
     rows = (
         ChatSession.objects.filter(user=user, deleted_at__isnull=True)
@@ -156,26 +157,45 @@ def session_list(*, user, character=None, limit: int = 50) -> list[SessionSummar
     )
     if character is not None:
         rows = rows.filter(character=character)
-    rows = rows.order_by(Coalesce("last_at", "created_at").desc(), "-created_at")[:limit]
-    return [
-        SessionSummary(
-            id=str(s.pk),
-            character_slug=s.character.slug,
-            character_name=s.character.name,
-            title=s.title,
-            created_at=s.created_at,
-            last_message_at=s.last_at or s.created_at,
-            preview=(s.last_text or "")[:PREVIEW_CHARS],
-        )
-        for s in rows
-    ]
+    return rows.order_by(Coalesce("last_at", "created_at").desc(), "-created_at", "-pk")
+
+
+def session_summary(session: ChatSession) -> SessionSummary:
+    """A row of `sessions_of` as the sessions sidebar (and the REST API) shows it."""
+    return SessionSummary(
+        id=str(session.pk),
+        character_slug=session.character.slug,
+        character_name=session.character.name,
+        title=session.title,
+        created_at=session.created_at,
+        last_message_at=session.last_at or session.created_at,
+        preview=(session.last_text or "")[:PREVIEW_CHARS],
+    )
+
+
+def session_list(*, user, character=None, limit: int = 50) -> list[SessionSummary]:
+    """The user's live sessions, the latest message first, each with its last message as preview."""
+    return [session_summary(s) for s in sessions_of(user=user, character=character)[:limit]]
+
+
+def session_summaries(*, user, session_ids) -> dict[str, SessionSummary]:
+    """The user's live sessions among `session_ids`, by id (others' and deleted ones are left out)."""
+    ids = []
+    for session_id in session_ids:
+        try:
+            ids.append(uuid.UUID(str(session_id)))
+        except ValueError:
+            continue  # a malformed id is no session
+    return {str(s.pk): session_summary(s) for s in sessions_of(user=user).filter(pk__in=ids)}
 
 
 def session_search(*, user, query: str, limit: int = 50) -> list[SessionHit]:
-    """The user's live sessions holding a message that contains `query` (any case), newest match first.
+    """The user's live sessions whose title or a message (of either side) contains `query` (any case),
+    newest match first.
 
-    A substring match (icontains: LIKE on SQLite, UPPER … LIKE on PostgreSQL), over both sides of
-    the conversation; each session appears once, with a snippet of its newest matching message.
+    A substring match (icontains: LIKE on SQLite, UPPER … LIKE on PostgreSQL); each session appears
+    once, with a snippet of its newest matching message, or of its title when only the title matches
+    (then `message_id` is "" and `message_at` is when the session last changed).
     """
     query = query.strip()
     if not query:
@@ -203,7 +223,39 @@ def session_search(*, user, query: str, limit: int = 50) -> list[SessionHit]:
         )
         if len(hits) >= limit:
             break
-    return list(hits.values())
+    titled = (
+        ChatSession.objects.filter(user=user, deleted_at__isnull=True, title__icontains=query)
+        .select_related("character")
+        .order_by("-updated_at")[:limit]
+    )
+    for s in titled:
+        hits.setdefault(
+            str(s.pk),
+            SessionHit(
+                id=str(s.pk),
+                character_slug=s.character.slug,
+                character_name=s.character.name,
+                title=s.title,
+                message_id="",
+                message_at=s.updated_at,
+                snippet=_snippet(s.title, query),
+            ),
+        )
+    return sorted(hits.values(), key=lambda hit: hit.message_at, reverse=True)[:limit]
+
+
+def session_messages(*, session: ChatSession) -> QuerySet[Message]:
+    """A session's messages as its history shows them (replaced replies left out), oldest first."""
+    return _visible_messages().filter(session=session).order_by("created_at", "id")
+
+
+def asr_job_get_for_user(*, user, job_id) -> AsrJob | None:
+    """One of the user's speech-to-text jobs; any other id (malformed, someone else's) reads as None."""
+    try:
+        job_id = uuid.UUID(str(job_id))
+    except ValueError:
+        return None
+    return AsrJob.objects.filter(pk=job_id, user=user).first()
 
 
 def _snippet(text: str, query: str) -> str:

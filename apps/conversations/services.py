@@ -4,8 +4,9 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from apps.conversations.models import ChatSession, Message
+from apps.conversations.models import AsrJob, ChatSession, Message
 from apps.conversations.selectors import session_get_for_user, session_history_held, session_matching_history
+from apps.conversations.utterances import utterance_put
 from apps.core.errors import AppError
 from apps.realtime.protocol import ErrorCode
 
@@ -216,3 +217,43 @@ def session_history_import(*, session: ChatSession, messages) -> None:
         )
     if messages:
         ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+
+
+def asr_job_start(*, user, audio: bytes) -> AsrJob:
+    """Queue the transcription of an uploaded audio file (its size and header checked by the caller).
+
+    The file waits in the cache (as a voice turn's utterance does) for the `workers.asr.tasks.asr_job`
+    task on queue `asr_api`, queued once the job's row is committed; the row says how it went.
+    """
+    from workers.dispatch import enqueue
+
+    utterance_id = utterance_put(audio)
+    with transaction.atomic():
+        job = AsrJob.objects.create(user=user)
+        job_id = str(job.pk)
+        transaction.on_commit(lambda: enqueue("workers.asr.tasks.asr_job", job_id=job_id, utterance_id=utterance_id))
+    return job
+
+
+_ASR_JOB_OPEN = (AsrJob.Status.QUEUED, AsrJob.Status.RUNNING)
+
+
+def asr_job_begin(*, job_id) -> bool:
+    """Mark a job running; False when it is gone or already finished (a task delivered twice: a no-op)."""
+    return AsrJob.objects.filter(pk=job_id, status__in=_ASR_JOB_OPEN).update(status=AsrJob.Status.RUNNING) == 1
+
+
+def asr_job_finish(*, job_id, text: str, language: str, duration_s: float) -> None:
+    """Record a job's transcript (once: a finished job keeps its first result)."""
+    AsrJob.objects.filter(pk=job_id, status__in=_ASR_JOB_OPEN).update(
+        status=AsrJob.Status.DONE, text=text, language=language[:16], duration_s=duration_s, finished_at=timezone.now()
+    )
+
+
+def asr_job_fail(*, job_id, code: str, message: str) -> None:
+    """Record why a job failed (`code` from ErrorCode); a job already finished stays as it is."""
+    if code not in ErrorCode.DESCRIPTIONS:
+        raise ValueError(f"{code!r} is not an ErrorCode")
+    AsrJob.objects.filter(pk=job_id, status__in=_ASR_JOB_OPEN).update(
+        status=AsrJob.Status.FAILED, error_code=code, error_message=message[:300], finished_at=timezone.now()
+    )

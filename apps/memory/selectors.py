@@ -4,7 +4,7 @@ import logging
 import time
 import uuid
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Q, QuerySet
@@ -57,6 +57,14 @@ def memories_of(*, user_id, character_id=None, limit: int = 100) -> list[Memory]
     return list(rows.order_by("-updated_at")[:limit])
 
 
+def memories_list(*, user_id, character_id=None) -> QuerySet[Memory]:
+    """The user's memories (of one character, if given), newest first: a query to page through."""
+    rows = Memory.objects.filter(user_id=user_id).select_related("character")
+    if character_id is not None:
+        rows = rows.filter(character_id=character_id)
+    return rows.order_by("-created_at", "-pk")
+
+
 def memories_newest(*, user_id, character_id) -> QuerySet[Memory]:
     """The user's memories of one character, newest first (a query to page through)."""
     return Memory.objects.filter(user_id=user_id, character_id=character_id).order_by("-created_at", "-pk")
@@ -73,7 +81,7 @@ def memory_characters(*, user_id) -> list[Character]:
 
 def memory_character_get(*, user_id, slug: str) -> Character | None:
     """A character whose memories of the user may be shown: a published one, or one with memories of them."""
-    if not isinstance(slug, str) or not slug:
+    if not isinstance(slug, str) or not slug or "\x00" in slug:  # PostgreSQL text holds no NUL
         return None
     visible = Q(is_published=True) | Q(pk__in=Memory.objects.filter(user_id=user_id).values("character_id"))
     return Character.objects.filter(visible, slug=slug).first()
@@ -139,6 +147,24 @@ def memories_search_by_worker(
         )
     except TimeoutError:
         raise AppError(ErrorCode.MEMORY_TIMEOUT, "No embedding worker answered in time; try again.") from None
+    return _owned_hits(user_id=user_id, character_id=character_id, answer=answer)
+
+
+async def amemories_search_by_worker(
+    *, user_id, character_id, query: str, k: int, timeout: float = MEMORY_SEARCH_TIMEOUT_S
+) -> list[tuple[Memory, float]]:
+    """`memories_search_by_worker` for async views: the wait holds no thread."""
+    try:
+        answer = await queue_and_wait(
+            "workers.embed.tasks.memory_search", timeout, user_id=user_id, character_id=character_id, query=query, k=k
+        )
+    except TimeoutError:
+        raise AppError(ErrorCode.MEMORY_TIMEOUT, "No embedding worker answered in time; try again.") from None
+    return await sync_to_async(_owned_hits)(user_id=user_id, character_id=character_id, answer=answer)
+
+
+def _owned_hits(*, user_id, character_id, answer: dict) -> list[tuple[Memory, float]]:
+    """The memory search job's answer as the user's own rows, best first; AppError for its error."""
     if answer.get("error"):
         raise AppError(answer["error"]["code"], answer["error"]["message"])
     hits = [(item["id"], item["similarity"]) for item in answer.get("items") or []]

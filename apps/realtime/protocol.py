@@ -589,6 +589,13 @@ class ErrorCode:
     INVALID_CARD = "invalid_card"
     CARD_TOO_LARGE = "card_too_large"
     UNSUPPORTED_CARD = "unsupported_card"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    NOT_ACCEPTABLE = "not_acceptable"
+    PERMISSION_DENIED = "permission_denied"
+    INVALID_REQUEST = "invalid_request"
+    UNKNOWN_TOKEN = "unknown_token"
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         INVALID_JSON: (
@@ -673,7 +680,9 @@ class ErrorCode:
         JOB_RUNNING: "A re-embedding job is already running (admin, `reembed_memories`).",
         JOB_NOT_RESUMABLE: "That re-embedding job is not in a state that can be resumed.",
         JOB_NOT_RUNNING: "That re-embedding job is not running, so it cannot be cancelled.",
-        JOB_NOT_FOUND: "No re-embedding job has that id.",
+        JOB_NOT_FOUND: (
+            "No re-embedding job has that id (admin); REST: you have no speech-to-text job with that id (HTTP 404)."
+        ),
         UNKNOWN_SESSION: (
             "You have no live session with that id with this character (another user's, a deleted one, or one"
             " with another character); the socket stays unconnected. HTTP: 404."
@@ -696,6 +705,16 @@ class ErrorCode:
             "A card in a form not read: a `spec` other than `chara_card_v2` or `chara_card_v3` (V1 cards have no"
             " `spec`), a CHARX (zip) file, or a card in a JPEG, WebP or GIF image. Send the PNG or JSON card."
         ),
+        NOT_FOUND: "REST: no such path under /api/v1/, or a page number past the last page (HTTP 404).",
+        METHOD_NOT_ALLOWED: "REST: the path does not take this HTTP method (HTTP 405; `Allow` lists those it takes).",
+        UNSUPPORTED_MEDIA_TYPE: "REST: the body's Content-Type is not one the endpoint reads (HTTP 415).",
+        NOT_ACCEPTABLE: "REST: the `Accept` header asks for a type the endpoint cannot answer in (HTTP 406).",
+        PERMISSION_DENIED: (
+            "REST: you may not do this; with the logged-in session (cookie), an unsafe method without a valid"
+            " CSRF token (`X-CSRFToken`) is refused so (HTTP 403). Another user's objects answer 404, never this."
+        ),
+        INVALID_REQUEST: "REST: the body could not be read as its Content-Type says (a broken multipart or form body).",
+        UNKNOWN_TOKEN: "REST: you have no live API token with that id (another user's, a revoked one; HTTP 404).",
     }
 
 

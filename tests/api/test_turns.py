@@ -128,7 +128,7 @@ async def test_authentication_is_required(session):
     [
         ({"content": "   "}, "empty_message"),
         ({"content": "x" * 4001}, "message_too_long"),
-        ({}, "invalid_field"),
+        ({}, "missing_field"),
         ({"content": 3, "stream": "maybe"}, "invalid_field"),
         ({"content": "nul \x00 here"}, "invalid_field"),
     ],

@@ -9,13 +9,9 @@ def test_the_schema_documents_turns_and_the_openai_endpoints():
     assert turn["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TurnRequest"}
     assert set(turn["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert {"400", "401", "404", "409", "429", "502", "504"} <= set(turn["responses"])
-    assert {"apiToken": []} in turn["security"]
+    assert {"ApiToken": []} in turn["security"]
     completions = schema["paths"]["/v1/chat/completions"]["post"]
     assert set(completions["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert any(p["name"] == "X-PersonaTalk-Session" and p["in"] == "header" for p in completions["parameters"])
     assert {"/v1/models", "/v1/models/{model}"} <= set(schema["paths"])
-    assert schema["components"]["securitySchemes"]["apiToken"] == {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API token (My account → API tokens).",
-    }
+    assert schema["components"]["securitySchemes"]["ApiToken"] == {"type": "http", "scheme": "bearer"}

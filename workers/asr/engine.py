@@ -43,6 +43,7 @@ class Transcript:
     text: str
     audio_s: float
     elapsed_s: float
+    language: str = ""  # the one set (ASR_LANGUAGE) or, when it is empty, the one Whisper detected
 
 
 class AsrEngine:
@@ -100,15 +101,18 @@ class AsrEngine:
         """16 kHz mono s16le → text."""
         audio = pcm_to_float(pcm)
         started = time.monotonic()
+        language = self.language or "en"  # the short window runs only with a set language or an English model
         with self._lock:
             text = self._short_window(audio)
             if text is None:
                 self.full_windows += 1
-                segments, _ = self._transcribe(audio)
+                segments, info = self._transcribe(audio)
                 text = " ".join(s.text.strip() for s in segments).strip()
+                language = info.language or language
             else:
                 self.short_windows += 1
-        return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=elapsed, language=language)
 
     def warm(self) -> None:
         """The first decode of each window size is much slower: do them before a user waits."""

@@ -7,6 +7,7 @@ from django.conf import settings
 
 from apps.conversations.cancel import turn_is_cancelled
 from apps.conversations.selectors import session_get_for_turn
+from apps.conversations.services import asr_job_begin, asr_job_fail, asr_job_finish
 from apps.conversations.turns import transcript_accept, turn_fail
 from apps.conversations.utterances import utterance_delete, utterance_get
 from apps.core.events import channel_send
@@ -125,3 +126,29 @@ def asr_file(*, utterance_id: str, reply_channel: str) -> None:
         channel_send(reply_channel, p.AsrResult(text=transcript.text, duration_s=round(transcript.audio_s, 2)))
     except AudioError as exc:
         channel_send(reply_channel, p.AsrResult(error=p.ErrorBody(code=exc.code, message=exc.message)))
+
+
+@shared_task(name="workers.asr.tasks.asr_job", base=AnsweringTask, soft_time_limit=120, time_limit=150)
+def asr_job(*, job_id: str, utterance_id: str) -> None:
+    """Transcribe an uploaded file for a REST speech-to-text job; its row (AsrJob) gets the result.
+
+    As `asr_file`, but nobody waits on a channel: the client asks for the job's status. A job no
+    longer queued or running (delivered twice, or deleted) is left alone.
+    """
+    data = utterance_get(utterance_id)
+    utterance_delete(utterance_id)
+    if not asr_job_begin(job_id=job_id):
+        return
+    try:
+        if data is None:
+            raise AudioError(p.ErrorCode.AUDIO_EXPIRED, "The upload expired before it was transcribed.")
+        pcm = decode_to_pcm(data, max_s=settings.AUDIO_MAX_UPLOAD_S)
+        del data
+        if not pcm:
+            raise AudioError(p.ErrorCode.EMPTY_AUDIO, "The audio file has no samples.")
+        transcript = get_asr_engine().transcribe(pcm)
+    except AudioError as exc:
+        return asr_job_fail(job_id=job_id, code=exc.code, message=exc.message)
+    asr_job_finish(
+        job_id=job_id, text=transcript.text, language=transcript.language, duration_s=round(transcript.audio_s, 2)
+    )

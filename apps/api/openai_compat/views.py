@@ -28,7 +28,7 @@ from contextlib import aclosing
 
 from channels.db import database_sync_to_async
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -36,7 +36,7 @@ from rest_framework.response import Response
 from apps.api.openai_compat.errors import MODEL_NOT_FOUND, CompatError, error_body
 from apps.api.openai_compat.errors import exception_handler as compat_exception_handler
 from apps.api.openai_compat.messages import ClientChat, client_chat
-from apps.api.sse import SSE_KEEPALIVE, sse_event, sse_response
+from apps.api.sse import SSE_KEEPALIVE, sse_event, sse_event_schema, sse_response
 from apps.api.turnstream import Delta, Finished, TurnRefused, Waiting, message_check, turn_open
 from apps.api.v1.asyncview import AsyncAPIView
 from apps.api.v1.auth import ApiTokenAuthentication
@@ -122,10 +122,34 @@ class ModelView(CompatView):
         return Response(model_object(character))
 
 
+TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}, {"type": "null"}]},
+        },
+        "required": ["role", "content"],
+    }
+)
+class ChatMessageField(serializers.JSONField):
+    """One of the client's messages: checked by `client_chat`, which names the message at fault."""
+
+
 class ChatCompletionRequest(serializers.Serializer):
     model = serializers.CharField(help_text="A character's slug (GET /v1/models).")
     messages = serializers.ListField(
-        child=serializers.JSONField(), allow_empty=False, help_text="The conversation; the last is the user's."
+        child=ChatMessageField(),
+        allow_empty=False,
+        min_length=1,
+        help_text="The conversation; the last is the user's.",
     )
     stream = serializers.BooleanField(default=False, allow_null=True)
     max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
@@ -151,7 +175,7 @@ class ChatCompletionsView(CompatView):
         responses={
             (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="A `chat.completion`."),
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, description="`stream: true`: `chat.completion.chunk` events, then `data: [DONE]`."
+                sse_event_schema(), description="`stream: true`: `chat.completion.chunk` events, then `data: [DONE]`."
             ),
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="`invalid_request_error`."),
             401: OpenApiResponse(OpenApiTypes.OBJECT, description="`invalid_api_key`."),

@@ -16,17 +16,17 @@ from contextlib import aclosing
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from drf_spectacular.types import OpenApiTypes
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from apps.accounts.quotas import quota_take
-from apps.api.sse import SSE_KEEPALIVE, sse_event, sse_response
+from apps.api.sse import SSE_KEEPALIVE, sse_event, sse_event_schema, sse_response
 from apps.api.turnstream import Delta, TurnRefused, Waiting, turn_open
 from apps.api.v1.asyncview import AsyncAPIView
-from apps.api.v1.exceptions import error_response
+from apps.api.v1.exceptions import error_reply
 from apps.api.v1.parsers import StrictJSONParser
 from apps.characters.selectors import voice_spec_of
 from apps.conversations.models import Message
@@ -40,10 +40,21 @@ TTS_WAIT_S = 120.0  # for the reply's speech from a `tts_api` worker
 TTS_SAMPLE_RATE = 22050
 
 
-class TurnRequestSerializer(serializers.Serializer):
-    content = serializers.CharField(
-        allow_blank=True, trim_whitespace=False, help_text="What the user says (at most WS_MAX_MESSAGE_CHARS)."
-    )
+class LineField(serializers.CharField):
+    """A user's line: some text that is not all spaces (the schema says so too: minLength 1, pattern \\S),
+    refused as the socket refuses it, `empty_message`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, trim_whitespace=False, validators=[RegexValidator(r"\S")], **kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        if isinstance(data, str) and not data.strip():
+            raise serializers.ValidationError("The message is empty.", code=p.ErrorCode.EMPTY_MESSAGE)
+        return super().run_validation(data)
+
+
+class TurnSerializer(serializers.Serializer):
+    content = LineField(help_text="What the user says (at most WS_MAX_MESSAGE_CHARS).")
     stream = serializers.BooleanField(default=False, help_text="Server-Sent Events instead of one JSON answer.")
     audio = serializers.BooleanField(default=False, help_text="Also synthesize the reply: base64 WAV in `audio`.")
 
@@ -97,10 +108,12 @@ class SessionTurnView(AsyncAPIView):
     @extend_schema(
         operation_id="session_turn_create",
         summary="Say something in a session; get the character's reply",
-        request=TurnRequestSerializer,
+        request=TurnSerializer,
         responses={
             (200, "application/json"): REPLY,
-            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=STREAM_DOC),
+            (200, "text/event-stream"): OpenApiResponse(
+                sse_event_schema(["delta", "message", "error"]), description=STREAM_DOC
+            ),
             400: OpenApiResponse(ERROR, description="`empty_message`, `message_too_long`, `invalid_field`."),
             401: OpenApiResponse(ERROR, description="`auth_failed`."),
             404: OpenApiResponse(ERROR, description="`unknown_session`: not one of your live sessions."),
@@ -117,7 +130,7 @@ class SessionTurnView(AsyncAPIView):
         tags=["turns"],
     )
     async def post(self, request, session_id: str):
-        body = TurnRequestSerializer(data=request.data)
+        body = TurnSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         content, stream, audio = (
             body.validated_data["content"],
@@ -126,7 +139,7 @@ class SessionTurnView(AsyncAPIView):
         )
         session = await database_sync_to_async(session_get_for_user)(user=request.user, session_id=session_id)
         if session is None:
-            return error_response(404, p.ErrorCode.UNKNOWN_SESSION, "You have no session with that id.")
+            return error_reply(404, p.ErrorCode.UNKNOWN_SESSION, "You have no session with that id.")
         try:
             if audio:  # the speech counts as a REST speech request, refused before the turn starts
                 await _speech_quota(request.user)
@@ -138,7 +151,7 @@ class SessionTurnView(AsyncAPIView):
                 keepalive_s=KEEPALIVE_S if stream else None,
             )
         except TurnRefused as exc:
-            return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+            return error_reply(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
         character = session.character
         if stream:
             return sse_response(_turn_events(live, character=character if audio else None))
@@ -146,7 +159,7 @@ class SessionTurnView(AsyncAPIView):
             async for event in events:
                 finished = event  # Deltas: nobody reads them in a one-shot answer; Finished comes last
         if finished.error is not None:
-            return error_response(finished.status, finished.error.code, finished.error.message)
+            return error_reply(finished.status, finished.error.code, finished.error.message)
         answer = {"message": TurnMessageSerializer(finished.message).data}
         if audio:
             answer.update(await reply_audio(message=finished.message, character=character))
