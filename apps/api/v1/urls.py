@@ -11,7 +11,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from apps.api import memories as legacy_memories
 from apps.api import speech as legacy_speech
 from apps.api import views as legacy_views
-from apps.api.v1 import async_views, docs, turns, views
+from apps.api.v1 import async_views, cards, docs, turns, views
 from apps.api.v1.docs import documented
 
 app_name = "api-v1"
@@ -33,6 +33,8 @@ urlpatterns = [
     path("schema", SchemaView.as_view(), name="schema"),
     path("characters", views.CharacterList.as_view(), name="characters"),
     path("characters/<str:name>", views.CharacterDetail.as_view(), name="character"),
+    path("characters/<str:name>/card", cards.CharacterCard.as_view(), name="character-card"),
+    path("character-cards", cards.CharacterImport.as_view(), name="character-import"),
     path("voices", views.VoiceList.as_view(), name="voices"),
     path("sessions", views.SessionList.as_view(), name="sessions"),
     path("sessions/<str:session_id>", views.SessionDetail.as_view(), name="session"),
