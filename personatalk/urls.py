@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from apps.api import memories, speech
+from apps.api import memories, metrics, speech
 from apps.api import views as api_views
 from apps.api.openai_compat import views as openai_views
 from apps.api.v1 import turns as v1_turns
@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", api_views.health, name="health"),
     path("ready", api_views.ready, name="ready"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("characters", api_views.characters, name="characters"),
     path("api/voices", speech.voices, name="api-voices"),
     path("api/tts", speech.text_to_speech, name="api-tts"),
