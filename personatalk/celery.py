@@ -5,7 +5,7 @@ import os
 import time
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "personatalk.settings")
 
@@ -85,3 +85,60 @@ def load_models(**kwargs):
         ",".join(sorted(queues)),
         time.monotonic() - started,
     )
+
+
+# --- metrics and log context (README "Metrics and logs") ------------------------------------------
+
+
+@worker_init.connect
+def serve_metrics_from_worker(sender, **kwargs):
+    """METRICS_PORT: a pool that runs jobs in this process (threads, solo) serves its metrics from here;
+    the prefork pool's processes each serve their own (below), this parent only supervises them."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+    from django.conf import settings
+
+    pool = get_implementation(sender.pool_cls)
+    if settings.METRICS_PORT and not (isinstance(pool, type) and issubclass(pool, PreforkPool)):
+        from apps.core.metrics import metrics_serve
+
+        metrics_serve(port=settings.METRICS_PORT, address=settings.METRICS_ADDRESS)
+
+
+@worker_process_init.connect
+def serve_metrics_from_pool_process(**kwargs):
+    """A prefork pool process serves on METRICS_PORT plus its index (a replacement takes the index, and
+    the port, of the process it replaces): one port per process that does the work, no shared files."""
+    from billiard.process import current_process
+    from django.conf import settings
+
+    process = current_process()
+    if settings.METRICS_PORT and process.name != "MainProcess":
+        from apps.core.metrics import metrics_serve
+
+        index = getattr(process, "index", 0) or 0
+        metrics_serve(port=settings.METRICS_PORT + index, address=settings.METRICS_ADDRESS)
+
+
+@task_prerun.connect
+def job_context_enter(task=None, kwargs=None, **_):
+    """Log lines and stage metrics of a job belong to its turn, its session and its queue."""
+    from apps.core.logcontext import log_context_set
+    from apps.core.metrics import job_queue_set
+
+    kwargs = kwargs or {}
+    log_context_set(turn_id=kwargs.get("turn_id"), session_id=kwargs.get("session_id"))
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    queue = delivery.get("routing_key")
+    if not queue:  # run in-process (the embedded mode): the queue it would have been routed to
+        queue = task.app.amqp.router.route({}, task.name)["queue"].name
+    job_queue_set(queue)
+
+
+@task_postrun.connect
+def job_context_leave(**_):
+    from apps.core.logcontext import log_context_set
+    from apps.core.metrics import job_queue_set
+
+    log_context_set()
+    job_queue_set(None)

@@ -27,7 +27,8 @@ WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=["http://127.0.0.1:8
 # TLS, for a deployment served over https (`manage.py check --deploy` asks for these). Off by default:
 # the embedded mode and `make run-scaled` serve plain http on 127.0.0.1.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)  # http → https (301)
-SECURE_REDIRECT_EXEMPT = [r"^health$"]  # container health checks call http://127.0.0.1:8000/health
+# Container health checks call http://127.0.0.1:8000/health, Prometheus http://web:8000/metrics.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)  # login cookie only over https
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)  # browsers refuse http for this long
@@ -103,6 +104,27 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Metrics (Prometheus; README "Metrics and logs") ------------------------------------------
+# GET /metrics on the web process: on in the embedded mode (it listens on 127.0.0.1), else only when
+# METRICS_TOKEN is set or METRICS_ENABLED says so (then a proxy or private network must guard it).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")  # when set, /metrics asks for `Authorization: Bearer <token>`
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=EMBEDDED or bool(METRICS_TOKEN))
+# Each Celery worker process serves its metrics on this port (prefork: plus the pool process's index,
+# 0 for `-c 1`); 0 = none. Two workers on one machine need two ports.
+METRICS_PORT = env.int("METRICS_PORT", default=0)
+METRICS_ADDRESS = env("METRICS_ADDRESS", default="127.0.0.1")  # the workers' metrics address (0.0.0.0 in compose)
+if METRICS_ENABLED:  # request counts and latencies by view (django-prometheus), on the event loop under ASGI
+    MIDDLEWARE = [
+        "personatalk.request_metrics.PrometheusBeforeMiddleware",
+        *MIDDLEWARE,
+        "personatalk.request_metrics.PrometheusAfterMiddleware",
+    ]
+if METRICS_ENABLED or METRICS_PORT:  # queries and connections counted by django-prometheus's database wrappers
+    DATABASES["default"]["ENGINE"] = {
+        "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+        "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    }.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
+
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "apps.realtime.layers.ThreadSafeInMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -127,11 +149,28 @@ STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
+# text: one line a record, with [turn_id=… session_id=…] when it belongs to a turn; json: one JSON
+# object a line (python-json-logger) with turn_id and session_id as fields, for log shippers.
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use text or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # The turn and session a line belongs to (apps/core/logcontext.py), from the socket through every worker.
+    "filters": {"turn_context": {"()": "apps.core.logcontext.TurnContextFilter"}},
+    "formatters": {
+        "text": {"()": "apps.core.logcontext.TextFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["turn_context"]},
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     # One line per request to the Chroma server is noise.
     "loggers": {"httpx": {"level": "WARNING"}},

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from apps.api import metrics
 from apps.api import views as api_views
 from apps.api.openai_compat import views as openai_views
 from apps.api.v1.urls import docs_page as api_docs
@@ -11,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", api_views.health, name="health"),
     path("ready", api_views.ready, name="ready"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/v1/", include("apps.api.v1.urls")),
     path("api/docs", api_docs, name="api-docs"),
     *api_legacy,  # /characters, /api/voices, /api/tts, /api/asr, /api/memories: deprecated by /api/v1/

@@ -79,8 +79,9 @@ def live_env(django_db_setup, django_db_blocker, chroma_server) -> dict:
 
 @pytest.fixture(scope="session")
 def llm_worker(live_env):
-    """A real Celery worker on queue `llm` with the fast deterministic engine."""
-    proc = stack.start_worker(queues="llm", env=live_env, log_dir=LOG_DIR)
+    """A real Celery worker on queue `llm` with the fast deterministic engine; it logs JSON lines
+    (LOG_FORMAT=json) and serves its metrics on `metrics_port`."""
+    proc = stack.start_worker(queues="llm", env={**live_env, "LOG_FORMAT": "json"}, log_dir=LOG_DIR)
     yield proc
     proc.stop()
 

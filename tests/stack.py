@@ -27,6 +27,7 @@ class Proc:
     popen: subprocess.Popen
     log: Path
     node: str = ""  # a Celery worker's node name, for remote control
+    metrics_port: int = 0  # where a Celery worker's (first) pool process serves its metrics
 
     def tail(self, n: int = 40) -> str:
         try:
@@ -78,10 +79,14 @@ def start_worker(
     name: str | None = None,
     pool: str = "prefork",
     timeout: float = 120,
+    metrics_port: int | None = None,
 ) -> Proc:
     """A Celery worker serving `queues` as the Procfile runs one: one pool process (one model copy),
-    prefork so time limits fire. Ready once the pool process has loaded its models."""
+    prefork so time limits fire. Ready once the pool process has loaded its models (other pools load
+    none at start). Its metrics are served on `metrics_port` (a free one by default)."""
     name = name or f"worker-{queues.replace(',', '-')}"
+    metrics_port = metrics_port or free_port()
+    env = {"METRICS_PORT": str(metrics_port), **env}
     args = [
         str(BIN / "celery"),
         "-A",
@@ -101,8 +106,9 @@ def start_worker(
         "INFO",
     ]
     proc = _spawn(name, args, env, log_dir)
-    proc.node = f"{name}@{socket.gethostname()}"
-    return _wait(proc, lambda: pool_processes_ready(proc) >= 1 and " ready." in proc.tail(200), timeout)
+    proc.node, proc.metrics_port = f"{name}@{socket.gethostname()}", metrics_port
+    loaded = (lambda: pool_processes_ready(proc) >= 1) if pool == "prefork" else (lambda: True)
+    return _wait(proc, lambda: loaded() and " ready." in proc.tail(200), timeout)
 
 
 def pool_processes_ready(proc: Proc) -> int:

@@ -107,3 +107,26 @@ def test_worker_entrypoint_turns_arguments_into_queues(fake_celery):
 def test_worker_entrypoint_without_queue_is_a_usage_error(fake_celery):
     result = _entrypoint(fake_celery)
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_compose_observability_profile_is_valid():
+    """Prometheus, Grafana and Flower (`--profile observability`); the web process's /metrics gets the
+    same token Prometheus sends, and stays off without one (METRICS_ENABLED is not set)."""
+    result = _compose("--profile", "observability", "config", env={**COMPOSE_ENV, "METRICS_TOKEN": "scrape-me"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"prometheus", "grafana", "flower"} <= set(services)
+    web, prometheus = services["web"]["environment"], services["prometheus"]["environment"]
+    assert web["METRICS_TOKEN"] == prometheus["METRICS_TOKEN"] == "scrape-me"
+    assert "METRICS_ENABLED" not in web
+    for name in ("worker-llm", "worker-voice", "worker-speech-api", "worker-memory"):
+        env = services[name]["environment"]
+        assert (env["METRICS_PORT"], env["METRICS_ADDRESS"]) == ("9100", "0.0.0.0")
+        assert not services[name].get("ports")  # worker metrics stay inside the compose network
+    mounts = " ".join(services["prometheus"]["volumes"] + services["grafana"]["volumes"])
+    for path in ("prometheus/prometheus.yml", "grafana/provisioning", "grafana/dashboards"):
+        assert str(DOCKER / path) in mounts and (DOCKER / path).exists()
+    assert "--broker=redis://redis:6379/0" in services["flower"]["command"]
+
+    default = yaml.safe_load(_compose("config").stdout)["services"]
+    assert default["web"]["environment"]["METRICS_TOKEN"] == ""  # no token: /metrics off in the scaled mode

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
+from apps.core.metrics import QUOTA_REFUSALS
+
 RATE_LIMITS = {
     "turn": "QUOTA_TURNS",
     "memory_search": "QUOTA_MEMORY_SEARCHES",
@@ -68,6 +70,7 @@ def quota_take(*, user_id: int, kind: str) -> float | None:
             continue
         if count <= limit:
             return None
+        QUOTA_REFUSALS.labels(kind=kind).inc()
         return round(max(start + window - now, 0.01), 2)
     return None  # the cache keeps dropping the window: let the request through rather than fail it
 
@@ -95,6 +98,7 @@ def socket_slot_claim(*, kind: str, owner: object, holder: str) -> SocketSlot | 
     for key in keys:
         if key not in held and cache.add(key, holder, timeout=settings.QUOTA_SOCKET_TTL_S):
             return SocketSlot(key, holder)
+    QUOTA_REFUSALS.labels(kind=kind).inc()
     raise QuotaExceeded(kind, retry_after=float(settings.QUOTA_SOCKET_TTL_S))
 
 

@@ -41,6 +41,7 @@ from apps.conversations.services import (
 )
 from apps.core.audio import PCM_RATE, wav_bytes
 from apps.core.errors import EngineError
+from apps.core.metrics import LLM_FIRST_TOKEN, engine_label, stage_observe
 from apps.realtime import protocol as p
 from workers.dispatch import enqueue
 
@@ -375,8 +376,10 @@ def text_turn_run(
         limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
         for piece in engine.stream(messages, should_stop=stop, cache_key=session_id, stats=timings, **limit):
             if "first_token_ms" not in timings:
-                timings["first_token_ms"] = round((time.monotonic() - t0) * 1000, 1)
+                first_token_s = time.monotonic() - t0
+                timings["first_token_ms"] = round(first_token_s * 1000, 1)
                 first_token_at = time.time()
+                stage_observe(LLM_FIRST_TOKEN, engine=engine_label(engine), seconds=first_token_s)
             _emit(out, reply.feed(piece), text_deltas, speaker)
         _emit(out, reply.finish(), text_deltas, speaker)
         stop_ms = turn_stop_ms(turn_id=turn_id)
@@ -390,6 +393,7 @@ def text_turn_run(
         status, error = Message.Status.FAILED, f"The model failed to write a reply: {exc}"
     elapsed = time.monotonic() - t0
     timings["llm_ms"] = round(elapsed * 1000, 1)
+    log.info("reply %s in %.0f ms, first token %s ms", status, elapsed * 1000, timings.get("first_token_ms"))
     if out.send_error is not None:  # the user never saw (all of) it: kept, but out of later prompts
         timings["send_error"] = out.send_error
         if status == Message.Status.COMPLETE:

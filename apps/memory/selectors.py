@@ -12,6 +12,7 @@ from django.db.models import Count, Max, Q, QuerySet
 from apps.characters.models import Character
 from apps.core.errors import AppError
 from apps.core.events import queue_and_wait
+from apps.core.metrics import RETRIEVAL, stage_observe
 from apps.memory import index as vector_index
 from apps.memory.embedding import embedder
 from apps.memory.models import EmbeddingIndex, Job, Memory
@@ -120,6 +121,7 @@ def memories_search(
         hits = vector_index.query(index.collection, vector, user_id=user_id, character_id=character_id, k=k)
         timings["memory_embed_ms"] = round((embedded - started) * 1000, 1)
         timings["memory_index_ms"] = round((time.monotonic() - embedded) * 1000, 1)
+        stage_observe(RETRIEVAL, engine=index.model.rstrip("/").rsplit("/", 1)[-1], seconds=time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - Chroma unreachable, a model that will not load...
         log.warning("memory search failed: %r", exc)
         raise MemoryIndexUnavailable(f"The memory index could not be searched ({exc.__class__.__name__}).") from exc

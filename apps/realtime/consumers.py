@@ -13,6 +13,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from apps.conversations.cancel import turn_cancel
+from apps.core import metrics
+from apps.core.logcontext import log_context_set
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.access import AccessMixin, access_check_every
@@ -23,6 +25,9 @@ from apps.realtime.state import ClientError, Turn
 from apps.realtime.voice import VoiceMixin
 
 log = logging.getLogger(__name__)
+
+# Close codes counted by name; any other a client sends counts as "other" (a bounded label).
+_CLOSE_CODES = {1000, 1001, 1005, 1006, 1011, 1012, *p.CloseCode.DESCRIPTIONS}
 
 
 class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin, AsyncJsonWebsocketConsumer):
@@ -38,6 +43,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
         self.access_checked_at = 0.0
         self.ended = False  # access ended or replaced: closing, later frames are dropped
         self.turn: Turn | None = None
+        self.counted_open = False  # in the open-sockets gauge
         self.handlers = {
             "connect": self.on_connect,
             "message": self.on_message,
@@ -54,10 +60,17 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
     # --- socket lifecycle --------------------------------------------------------------------
 
     async def connect(self):
+        metrics.SOCKET_CONNECTS.inc()
+        metrics.SOCKETS_OPEN.inc()
+        self.counted_open = True
         await self.accept()  # authentication happens in the first frame
         await self.quota_open()  # the per-address cap, the deadline to authenticate
 
     async def disconnect(self, code):
+        if self.counted_open:
+            self.counted_open = False
+            metrics.SOCKETS_OPEN.dec()
+            metrics.SOCKET_CLOSES.labels(code=str(code) if code in _CLOSE_CODES else "other").inc()
         await self.quota_close()
         await self.end_turn(cancel=True, notify=False)
         for group in filter(None, [self.token_group, *self.access_groups]):
@@ -67,7 +80,10 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
         """Channels' dispatch, guarded: a failing channel-layer event handler must not end the socket.
 
         (Unguarded, the exception ends the consumer and the server closes the socket with 1011.)
+        Log lines from here on carry the socket's session and the turn the message is about.
         """
+        session = self.conversation.session.pk if self.conversation is not None else None
+        log_context_set(turn_id=message.get("turn_id") or (self.turn.id if self.turn else None), session_id=session)
         try:
             await super().dispatch(message)
         except StopConsumer:
@@ -135,6 +151,8 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
             log.exception("turn %s: could not end the turn after an internal error", turn_id)
 
     async def send_frame(self, frame: p.Frame) -> None:
+        if isinstance(frame, p.Error):
+            metrics.SOCKET_ERROR_FRAMES.labels(code=frame.code).inc()
         await self.send_json(frame.model_dump())
 
     # --- client frames -----------------------------------------------------------------------
@@ -277,6 +295,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
 
     def begin_turn(self, turn: Turn) -> None:
         self.turn = turn
+        log_context_set(turn_id=turn.id, session_id=turn.session_id)  # the watchdog's lines too
         turn.watchdog = asyncio.create_task(self.guarded(self.watch_turn(turn), "turn watchdog", turn_id=turn.id))
 
     async def guarded(self, coro, where: str, *, turn_id: str | None = None) -> None:

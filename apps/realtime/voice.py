@@ -15,6 +15,7 @@ from django.conf import settings
 
 from apps.conversations.cancel import turn_cancel
 from apps.conversations.services import turn_timings_merge
+from apps.core import metrics
 from apps.core.audio import PCM_RATE, AudioError, b64decode_audio, container_of, pcm_check, pcm_from_base64, probe
 from apps.realtime import protocol as p
 from apps.realtime import services
@@ -160,6 +161,9 @@ class VoiceMixin:
                 self.partials = Partials()
                 await self.barge_in()
             elif event.kind == "speech_end":
+                # Audio heard since the speech ended: what the VAD made the caller wait (at real time).
+                heard_ms = call.vad.position_ms - event.at_ms
+                metrics.stage_observe(metrics.VAD_END, engine="silero", seconds=heard_ms / 1000, queue=metrics.EDGE)
                 utterance, call.audio.buffer = bytes(call.audio.buffer), bytearray()
                 partials, self.partials = self.partials, None
                 await self.start_voice_turn(utterance, speech_end_at=time.time(), partials=partials)
@@ -307,7 +311,14 @@ class VoiceMixin:
                 turn.units.append((turn.audio_s, frame.text))
             elif isinstance(frame, p.AudioChunk):
                 turn.last_audio_at = time.time()
-                turn.first_audio_at = turn.first_audio_at or turn.last_audio_at
+                if turn.first_audio_at is None:
+                    turn.first_audio_at = turn.last_audio_at
+                    metrics.stage_observe(
+                        metrics.VOICE_TO_VOICE,
+                        engine=settings.LLM_BACKEND,
+                        seconds=turn.first_audio_at - turn.speech_end_at,
+                        queue=metrics.EDGE,
+                    )
                 turn.audio_s += len(frame.audio_base64) * 3 / 4 / 2 / frame.audio_sample_rate
             await self.send_frame(frame)
 

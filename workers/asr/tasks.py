@@ -11,12 +11,14 @@ from apps.conversations.services import asr_job_begin, asr_job_fail, asr_job_fin
 from apps.conversations.turns import transcript_accept, turn_fail
 from apps.conversations.utterances import utterance_delete, utterance_get
 from apps.core.events import channel_send
+from apps.core.metrics import ASR, stage_observe
 from apps.realtime import protocol as p
 from workers.asr.engine import get_asr_engine
 from workers.audio import AudioError, decode_to_pcm
 from workers.job_failure import AnsweringTask, failure_message
 
 log = logging.getLogger(__name__)
+ENGINE = "faster-whisper"  # the `engine` label of the ASR stage
 
 
 def _fail(channel: str, turn_id: str, code: str, message: str) -> None:
@@ -72,6 +74,7 @@ def asr_transcribe(
     finally:  # a worker killed mid-job leaves it for the redelivered job (acks_late)
         utterance_delete(utterance_id)
     timings = {"asr_ms": round(transcript.elapsed_s * 1000, 1), "audio_s": round(transcript.audio_s, 2)}
+    stage_observe(ASR, engine=ENGINE, seconds=transcript.elapsed_s)
     transcript_accept(
         send=channel_send,
         text=transcript.text,
@@ -98,7 +101,10 @@ def asr_partial(*, partial_id: str, utterance_id: str, covered: int, reply_chann
         return
     pcm, text = utterance_get(utterance_id), ""
     try:
-        text = get_asr_engine().transcribe(pcm).text if pcm else ""
+        if pcm:
+            transcript = get_asr_engine().transcribe(pcm)
+            text = transcript.text
+            stage_observe(ASR, engine=ENGINE, seconds=transcript.elapsed_s)
     except Exception:  # a failed partial costs nothing: the final pass runs as usual
         log.exception("partial transcript %s failed", partial_id)
     finally:

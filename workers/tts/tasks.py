@@ -3,6 +3,7 @@
 
 import base64
 import logging
+import time
 
 from celery import shared_task
 from django.conf import settings
@@ -11,6 +12,7 @@ from apps.characters.services import greeting_audio_render
 from apps.conversations.cancel import turn_is_cancelled, turn_stop_ms
 from apps.conversations.services import turn_timings_merge
 from apps.core.events import channel_send
+from apps.core.metrics import TTS_FIRST_AUDIO, stage_observe
 from apps.realtime import protocol as p
 from workers.audio import encode, resample
 from workers.job_failure import AnsweringTask, failure_message, is_time_limit
@@ -36,6 +38,7 @@ def tts_speak(
         p.TtsStart(text=text, emotion=emotion),
         p.Response(content=text, content_cn=text, emotion=emotion),
     ]
+    started = time.monotonic()
     try:
         audio, rate = get_tts_engines().synthesize(text, VoiceSpec(**voice), emotion)
     except Exception as exc:  # a failed unit must not stall the ones after it
@@ -53,6 +56,8 @@ def tts_speak(
     for i, chunk in enumerate(chunks):
         frame = p.AudioChunk(audio_base64=base64.b64encode(chunk).decode(), audio_sample_rate=sample_rate)
         _unit(reply_channel, turn_id, seq, (head if i == 0 else []) + [frame], last=i == len(chunks) - 1)
+        if i == 0 and seq == 0:  # the reply's first audio is on its way to the socket
+            stage_observe(TTS_FIRST_AUDIO, engine=voice.get("engine", "piper"), seconds=time.monotonic() - started)
 
 
 def _unit(channel: str, turn_id: str, seq: int, frames: list[p.ServerFrame], *, last: bool) -> None:
