@@ -12,7 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny, BasePermission
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -51,16 +51,6 @@ class JsonCardParser(CardFileParser):
     media_type = "application/json"
 
 
-class CardFileRenderer(BaseRenderer):
-    """Lets a client ask for the file by its type (`Accept: image/png`); the view answers the bytes."""
-
-    media_type = "image/png"
-    format = "png"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data
-
-
 class MayImportCards(BasePermission):
     message = "Importing characters needs staff permission to add characters."
 
@@ -83,7 +73,10 @@ class MayImportCards(BasePermission):
 )
 class CharacterCard(APIView):
     permission_classes = [AllowAny]
-    renderer_classes = [JSONRenderer, CardFileRenderer]
+
+    def perform_content_negotiation(self, request, force=False):
+        """The file is answered as it is, whatever the client accepts; an error in JSON, the API's shape."""
+        return JSONRenderer(), JSONRenderer.media_type
 
     def get(self, request, name: str):
         fmt, spec = request.query_params.get("file", "png"), request.query_params.get("spec", "v2")
