@@ -311,6 +311,11 @@ SPECTACULAR_SETTINGS = {
         {"name": "tokens", "description": "Your API tokens."},
         {"name": "deprecated", "description": "The paths before /api/v1/: they still answer, as they did."},
     ],
+    # Two models have a `status` field (a message's, an ASR job's): each enum gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "MessageStatusEnum": "apps.conversations.models.Message.Status",
+        "AsrJobStatusEnum": "apps.conversations.models.AsrJob.Status",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
