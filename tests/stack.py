@@ -80,7 +80,8 @@ def start_worker(
     timeout: float = 120,
 ) -> Proc:
     """A Celery worker serving `queues` as the Procfile runs one: one pool process (one model copy),
-    prefork so time limits fire. Ready once the pool process has loaded its models."""
+    prefork so time limits fire (an `llm` worker with a server engine switches itself to threads:
+    personatalk/celery.py). Ready once the pool process has loaded its models."""
     name = name or f"worker-{queues.replace(',', '-')}"
     args = [
         str(BIN / "celery"),
