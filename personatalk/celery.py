@@ -51,6 +51,11 @@ def llm_threads_for_server_engines(sender, **kwargs):
             # Its only torch work is each turn's retrieval query (one short line, one at a time): on the
             # busy 2-core box one torch thread embedded it in 12 ms, two in 74 (they wait for each other).
             torch.set_num_threads(1)
+    elif not is_prefork(sender.pool_cls) and sender.concurrency > 1:  # `-P threads -c 8` with the local model
+        log.warning(
+            "llm worker: the %s engine holds its model in the process: one turn at a time", settings.LLM_BACKEND
+        )
+        sender.concurrency = 1
 
 
 @worker_init.connect

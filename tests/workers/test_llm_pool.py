@@ -41,3 +41,11 @@ def test_other_workers_keep_the_pool_their_command_line_names(backend, concurren
         llm_threads_for_server_engines(sender=sender)
     assert (sender.pool_cls, sender.concurrency) == (PreforkPool, 1)
     assert is_prefork(sender.pool_cls) and is_prefork("prefork")
+
+
+@override_settings(LLM_BACKEND="transformers", LLM_WORKER_CONCURRENCY=32)
+def test_threads_asked_for_the_local_engine_run_one_turn_at_a_time():
+    sender = worker("llm")
+    sender.pool_cls, sender.concurrency = "threads", 8  # `-P threads -c 8`: eight turns on one model
+    llm_threads_for_server_engines(sender=sender)
+    assert (sender.pool_cls, sender.concurrency) == ("threads", 1)
