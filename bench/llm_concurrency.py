@@ -24,18 +24,23 @@ box's load average are printed: it has 2 cores, shared with other work.
     .venv/bin/python bench/llm_concurrency.py [--tokens-per-s 25] [--words 100] [--seconds 8]
 
 Measured 2026-12-04 on the shared 2-core box, defaults (100 words a reply at 25 tokens/s per stream,
-the server's first token after 100 ms), three runs; load average 2.9, 4.2 and 4.3 during the 32 level
-(another session's full test suite ran beside the last two):
+the server's first token after 100 ms), four runs; the second and third beside another session's full
+test suite (load average 4.2 and 4.3 during the 32 level), the fourth on a quiet box:
 
-- concurrent_speedup_32 = 30.7, 29.8, 27.6 (target >= 25): 736, 722 and 669 tokens/s at 32 of the
-  780 the server streams, 24.0-24.2 of 24.4 at one.
-- first_token_added_ms_p95_32 = 314, 696, 608 (target <= 50: not met here). At one turn p95 55-96 ms,
-  at 8 90-463. The worker's own share (worker_first_token_added_ms_p95_32, queued to first token less
-  the server's own): p95 28 ms at one turn, 50 at 8, 421 and 379 at 32 (not recorded in the first run),
-  its memory query's embedding growing from ~16 to ~64 ms median as 32 threads and the box's other
-  work share two cores; the rest is this process receiving ~700 channel messages a second (~0.2 core).
-- Through one Daphne process: socket_concurrent_speedup_32 = 24.2, 17.7, 16.0 and first token added
-  p95 1257, 3172 and 3406 ms: at 32 streams (~800 channel messages a second) it fell behind.
+| RESULT                                | run 1 | run 2 | run 3 | run 4 | target |
+| ------------------------------------- | ----- | ----- | ----- | ----- | ------ |
+| concurrent_speedup_32                 |  30.7 |  29.8 |  27.6 |  31.2 | >= 25  |
+| first_token_added_ms_p95_32           |   314 |   696 |   608 |   359 | <= 50  |
+| worker_first_token_added_ms_p95_32    |     - |   421 |   379 |   246 |        |
+| socket_concurrent_speedup_32          |  24.2 |  17.7 |  16.0 |  29.2 |        |
+| socket_first_token_added_ms_p95_32    |  1257 |  3172 |  3406 |   349 |        |
+
+At 32 the worker streams 670-750 of the 780 tokens/s the server sends (24.0-24.5 of 24.4 at one turn).
+The first-token target is not met here: one turn adds p95 50-96 ms end to end, of which the worker's
+own share is ~25 ms (queued to first token, less the server's); at 32 its share grows to p95 250-420,
+mostly its memory query's embedding (median 16 ms alone, 45 at 32 on the quiet box, p95 109) as 32
+threads, this process, Daphne and the server share two cores. One Daphne process kept up on the quiet
+box and fell behind under load (~800 channel messages a second at 32 streams).
 """
 
 import argparse
