@@ -51,6 +51,8 @@ lint: setup
 	.venv/bin/lint-imports
 
 ## Scaled mode: Daphne plus one Celery worker per queue against PostgreSQL and Redis (Procfile).
+## With LLM_BACKEND=openai (and OPENAI_BASE_URL) the llm worker streams LLM_WORKER_CONCURRENCY turns
+## at once in threads (personatalk/celery.py); with the local model it keeps one prefork process.
 run-scaled: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personatalk
 run-scaled: export REDIS_URL ?= redis://127.0.0.1:6379/0
 run-scaled: export CHROMA_URL ?= http://127.0.0.1:8001

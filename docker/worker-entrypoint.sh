@@ -3,7 +3,9 @@
 #   personatalk-worker llm               -> celery -A personatalk worker -Q llm ...
 #   personatalk-worker llm tts -l DEBUG  -> ... -Q llm,tts ... -l DEBUG
 # One prefork pool process and prefetch 1: one model copy per container, one long job at a time,
-# and time limits that fire (the parent kills a pool process stuck past its hard limit).
+# and time limits that fire (the parent kills a pool process stuck past its hard limit). A worker
+# serving only `llm` with a server engine (LLM_BACKEND=openai) switches itself to
+# LLM_WORKER_CONCURRENCY threads, many turns at once (personatalk/celery.py).
 set -eu
 
 queues=""

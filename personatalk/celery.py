@@ -16,6 +16,48 @@ app.autodiscover_tasks(["workers.llm", "workers.asr", "workers.tts", "workers.em
 log = logging.getLogger(__name__)
 
 
+def is_prefork(pool_cls) -> bool:
+    """Whether a worker's pool (a name, or the class the command line resolved it to) forks processes."""
+    if isinstance(pool_cls, str):
+        return pool_cls in ("prefork", "processes")
+    return getattr(pool_cls, "__module__", "") == "celery.concurrency.prefork"
+
+
+@worker_init.connect
+def llm_threads_for_server_engines(sender, **kwargs):
+    """A worker serving only queue `llm` with a server engine (LLM_BACKEND=openai) streams
+    LLM_WORKER_CONCURRENCY turns at once, in Celery's threads pool, whatever pool and concurrency its
+    command line named: the Procfile and the image name one prefork process, right for the local
+    engine, which holds the model. Its jobs are HTTP streams that wait on the server, so threads suffice.
+
+    Under threads no time limit is enforced by Celery (its guide: time limits need prefork or gevent):
+    a reply's soft limit is the deadline `text_turn_run` checks between tokens, the hard one the HTTP
+    client's timeouts. Set here, before the worker resolves its pool class (Celery does that after
+    `worker_init`, so that handlers may change it); the prefetch follows (concurrency x multiplier).
+    """
+    from django.conf import settings
+
+    from workers.llm.engines import llm_worker_concurrency
+
+    if set(sender.app.amqp.queues.consume_from) != {"llm"}:
+        return  # other queues' engines (Whisper, Piper) keep their prefork process and its limits
+    threads = llm_worker_concurrency(backend=settings.LLM_BACKEND, concurrency=settings.LLM_WORKER_CONCURRENCY)
+    if threads > 1:
+        log.info("llm worker: %s engine, %d turns at once (threads pool)", settings.LLM_BACKEND, threads)
+        sender.pool_cls, sender.concurrency = "threads", threads
+        if not settings.EMBED_THREADS:
+            import torch
+
+            # Its only torch work is each turn's retrieval query (one short line, one at a time): on the
+            # busy 2-core box one torch thread embedded it in 12 ms, two in 74 (they wait for each other).
+            torch.set_num_threads(1)
+    elif not is_prefork(sender.pool_cls) and sender.concurrency > 1:  # `-P threads -c 8` with the local model
+        log.warning(
+            "llm worker: the %s engine holds its model in the process: one turn at a time", settings.LLM_BACKEND
+        )
+        sender.concurrency = 1
+
+
 @worker_init.connect
 def lower_priority(**kwargs):
     """WORKER_NICE: run this worker below the others (e.g. partial transcripts, whose results only
@@ -87,6 +129,14 @@ def load_models(**kwargs):
     )
 
 
+@worker_init.connect
+def load_models_without_pool_processes(sender, **kwargs):
+    """A worker whose pool forks no process (threads, solo) runs its jobs in this process: it loads the
+    models here, before it takes a job, as a prefork pool process does after its fork."""
+    if not is_prefork(sender.pool_cls):
+        load_models()
+
+
 # --- metrics and log context (README "Metrics and logs") ------------------------------------------
 
 
@@ -94,12 +144,10 @@ def load_models(**kwargs):
 def serve_metrics_from_worker(sender, **kwargs):
     """METRICS_PORT: a pool that runs jobs in this process (threads, solo) serves its metrics from here;
     the prefork pool's processes each serve their own (below), this parent only supervises them."""
-    from celery.concurrency import get_implementation
-    from celery.concurrency.prefork import TaskPool as PreforkPool
     from django.conf import settings
 
-    pool = get_implementation(sender.pool_cls)
-    if settings.METRICS_PORT and not (isinstance(pool, type) and issubclass(pool, PreforkPool)):
+    # After llm_threads_for_server_engines (connected first), which may have switched the pool.
+    if settings.METRICS_PORT and not is_prefork(sender.pool_cls):
         from apps.core.metrics import metrics_serve
 
         metrics_serve(port=settings.METRICS_PORT, address=settings.METRICS_ADDRESS)

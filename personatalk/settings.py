@@ -396,6 +396,11 @@ LLM_SOFT_TIME_LIMIT_S = env.int("LLM_SOFT_TIME_LIMIT_S", default=60)
 LLM_HARD_TIME_LIMIT_S = env.int("LLM_HARD_TIME_LIMIT_S", default=75)
 # Past the soft limit a job ends its turn with an error; past the hard one its process is killed
 # (a hung engine) and the turn still ends. The embedded mode can only stop an LLM reply between tokens.
+# Turns one `llm` worker process streams at once when its engine is a server (LLM_BACKEND=openai):
+# its jobs are HTTP streams, so it runs this many threads (Celery's threads pool) and one pooled
+# HTTP client, whatever pool its command line names. The local engine holds the model and keeps one
+# turn per process (prefork, time limits enforced by killing it). See personatalk/celery.py.
+LLM_WORKER_CONCURRENCY = env.int("LLM_WORKER_CONCURRENCY", default=32)
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
 OPENAI_MODEL = env("OPENAI_MODEL", default="")

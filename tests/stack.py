@@ -82,8 +82,9 @@ def start_worker(
     metrics_port: int | None = None,
 ) -> Proc:
     """A Celery worker serving `queues` as the Procfile runs one: one pool process (one model copy),
-    prefork so time limits fire. Ready once the pool process has loaded its models (other pools load
-    none at start). Its metrics are served on `metrics_port` (a free one by default)."""
+    prefork so time limits fire (an `llm` worker with a server engine switches itself to threads:
+    personatalk/celery.py). Ready once the pool process has loaded its models (other pools load none
+    at start). Its metrics are served on `metrics_port` (a free one by default)."""
     name = name or f"worker-{queues.replace(',', '-')}"
     metrics_port = metrics_port or free_port()
     env = {"METRICS_PORT": str(metrics_port), **env}

@@ -53,6 +53,50 @@ def test_compose_config_is_valid():
     assert all("healthcheck" in services[name] for name in ("web", "worker-llm", "postgres", "redis"))
 
 
+def _gpu_reserved(service: dict) -> bool:
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def test_compose_gpu_profile_serves_the_model_with_vllm_and_speech_on_the_gpu():
+    result = _compose("--profile", "gpu", "config", env={**COMPOSE_ENV, "VLLM_MODEL": "org/some-model"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    gpu = {name for name, service in services.items() if "gpu" in service.get("profiles", [])}
+    assert gpu == {"vllm", "worker-llm-gpu", "worker-voice-gpu"}
+
+    vllm = services["vllm"]
+    assert vllm["image"].startswith("vllm/vllm-openai:") and _gpu_reserved(vllm)
+    command = vllm["command"]
+    assert command[command.index("--model") + 1] == "org/some-model"
+    assert 0 < float(command[command.index("--gpu-memory-utilization") + 1]) < 0.9  # room for Whisper
+    assert "/health" in " ".join(vllm["healthcheck"]["test"])
+
+    llm = services["worker-llm-gpu"]
+    assert llm["command"] == ["llm"] and not _gpu_reserved(llm)  # a thin client: the GPU is vLLM's
+    env = llm["environment"]
+    assert (env["LLM_BACKEND"], env["OPENAI_BASE_URL"]) == ("openai", "http://vllm:8000/v1")  # threads pool
+    assert env["OPENAI_MODEL"] == "org/some-model"  # the name vLLM serves it under
+    assert llm["depends_on"]["vllm"]["condition"] == "service_healthy"
+
+    voice = services["worker-voice-gpu"]
+    assert voice["command"] == ["asr", "asr_partial", "tts"] and _gpu_reserved(voice)
+    assert (voice["environment"]["ASR_DEVICE"], voice["environment"]["ASR_COMPUTE_TYPE"]) == ("cuda", "float16")
+    assert "whl/cu" in voice["build"]["args"]["TORCH_INDEX_URL"]  # CUDA builds, with cuBLAS and cuDNN
+
+    # Outside the profile nothing wants a GPU, and nothing depends on the CPU workers the profile
+    # replaces (scaled to 0), each of which builds its own image.
+    replaced = {"worker-llm", "worker-voice"}
+    for name, service in services.items():
+        if name not in gpu:
+            assert not _gpu_reserved(service), name
+        assert not replaced & set(service.get("depends_on", {})), name
+        if service.get("image", "").startswith("personatalk-worker"):
+            assert service["build"]["dockerfile"] == "docker/Dockerfile.worker", name
+    header = (DOCKER / "compose.yml").read_text()
+    assert "--profile gpu up --build" in header and "--scale worker-llm=0 --scale worker-voice=0" in header
+
+
 def test_compose_sets_no_known_password_or_token():
     """The web port is published: nothing may log in with a value written in the repository."""
     env = {k: v for k, v in COMPOSE_ENV.items() if k not in ("DEMO_PASSWORD", "DEMO_API_TOKEN")}

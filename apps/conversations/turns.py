@@ -57,6 +57,12 @@ DRAFT_CONFIRM_WAIT_S = 15.0
 # Messages read for a prompt: more than the token budget holds, so the budget (and the blocks in
 # which old turns are dropped) decides the cut, not this window sliding by one turn.
 PROMPT_HISTORY_MESSAGES = 120
+# A reply reads its turn's cancellation flag (a cache read, ~0.15 ms of CPU) at most this often; the
+# engine asks between tokens. One worker streaming 32 server turns at 25 tokens/s asked ~1,600 times a
+# second (the OpenAI stream asks per line): reads took ~0.25 of a core, and at one per 50 ms still 17 %
+# of the time its threads held the GIL (py-spy). The socket answers `stop` itself; the job lets go
+# at most this much later.
+CANCEL_CHECK_S = 0.1
 PREFILL_REQUEST_EVERY_S = 2  # a user's opened sessions get one prefill in this many seconds (~0.15 s of CPU each)
 
 
@@ -365,12 +371,18 @@ def text_turn_run(
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
+        cancel_checked = [0.0, False]  # when the flag was last read, and what it said
+
         def stop() -> bool:
-            # Past the deadline, raise as the soft time limit does: a worker's pool process gets that
-            # limit as a signal, but the embedded mode's threads only get this check between tokens.
+            # Past the deadline, raise as the soft time limit does: a prefork pool process gets that
+            # limit as a signal, but threads (the embedded mode's, a server engine's worker) only get
+            # this check between tokens.
             if time.time() > deadline:
                 raise SoftTimeLimitExceeded()
-            return out.send_error is not None or turn_is_cancelled(turn_id=turn_id)
+            now = time.monotonic()
+            if now - cancel_checked[0] >= CANCEL_CHECK_S:
+                cancel_checked[:] = now, turn_is_cancelled(turn_id=turn_id)
+            return out.send_error is not None or cancel_checked[1]
 
         # Keyed by session: the engine may reuse what it computed for this session's last prompt.
         limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
@@ -391,6 +403,8 @@ def text_turn_run(
     except EngineError as exc:
         log.warning("turn %s: engine failed: %s", turn_id, exc)
         status, error = Message.Status.FAILED, f"The model failed to write a reply: {exc}"
+        if time.time() > deadline:  # a server silent past the limit: its client's read timed out
+            error = "The reply took too long and was stopped."
     elapsed = time.monotonic() - t0
     timings["llm_ms"] = round(elapsed * 1000, 1)
     log.info("reply %s in %.0f ms, first token %s ms", status, elapsed * 1000, timings.get("first_token_ms"))
@@ -435,7 +449,9 @@ def text_turn_run(
         out.frame(p.TurnEnd(status=turn_end_status(reply=message), message_id=str(message.pk)))
     if reachable and out.send_error is not None:  # the last frames did not arrive: note it on the saved reply
         turn_timings_merge(turn_id=turn_id, timings={"send_error": out.send_error})
-    if settings.LLM_PREFILL_AHEAD and not error:
+    # Not for a server engine (`caches_prompts` False): its cache is its own, and the next prompt's start
+    # built here (~3 ms of CPU) would go nowhere.
+    if settings.LLM_PREFILL_AHEAD and getattr(engine, "caches_prompts", True) and not error:
         _prefill_ahead(engine=engine, session=session, turn_id=turn_id, since=submitted_at)
 
 

@@ -1,8 +1,10 @@
 """Send events to a socket's channel from synchronous code (jobs, and the edge's worker threads), and
 wait for a job's one answer on a channel of its own (the web edge asks the workers, which hold the models).
 
-One event loop per process, on a daemon thread, owns the channel-layer connections, so a
-streaming job does not pay for a new loop and Redis connection on every message.
+One event loop per process, on a daemon thread, owns the channel layer and its connections, so a
+streaming job does not pay for a new loop and Redis connection on every message. Any number of
+threads may send at once (an LLM worker streams many turns, each in a thread of its own): each send
+is a coroutine on that loop, and the layer is made and used only there.
 """
 
 import asyncio
@@ -31,6 +33,9 @@ os.register_at_fork(after_in_child=_forget_loop)
 
 def _publisher_loop() -> asyncio.AbstractEventLoop:
     global _loop
+    loop = _loop
+    if loop is not None and not loop.is_closed():  # the common case, without the lock
+        return loop
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
@@ -45,8 +50,14 @@ def channel_send(channel: str, event: Event, *, timeout: float = 10.0) -> None:
     Raises what the layer raises (ChannelFull, a Redis error, TimeoutError): callers decide what an
     unreachable socket means for their job.
     """
-    layer = get_channel_layer()
-    asyncio.run_coroutine_threadsafe(layer.send(channel, event.message()), _publisher_loop()).result(timeout)
+    message = event.message()
+    asyncio.run_coroutine_threadsafe(_send(channel, message), _publisher_loop()).result(timeout)
+
+
+async def _send(channel: str, message: dict) -> None:
+    # Looked up on the loop's thread: Channels builds a layer on first use without a lock, so threads
+    # asking for it at once could each build one (with connections of its own).
+    await get_channel_layer().send(channel, message)
 
 
 async def queue_and_wait(task: str, timeout: float, **kwargs) -> dict:

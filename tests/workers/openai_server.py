@@ -2,27 +2,75 @@
 
 Lets tests drive `OpenAIEngine` over a real socket: streaming (SSE) and plain completions,
 `GET /v1/models`, bearer-key checks, and a client that hangs up mid-stream stops the engine.
+`FixedRateEngine` makes it a server that streams at a fixed token rate, as a serving engine with
+room to spare does for each of its streams (one thread per connection: streams do not slow each
+other); run as a program it serves one, for benchmarks:
+
+    python tests/workers/openai_server.py --port 8011 --tokens-per-s 30 --first-token-ms 100
 """
 
+import argparse
 import json
 import select
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def serve(engine, *, api_key: str = "") -> tuple[str, Callable[[], None]]:
-    """Serve `engine` on a free port of 127.0.0.1; returns the base URL (".../v1") and a stop function."""
+class FixedRateEngine:
+    """`engine`'s reply, each piece sent on a fixed schedule: the first `first_token_s` after the
+    request, then one every 1/`tokens_per_s` s (an engine slower than that, e.g. the scripted engine's
+    "dawdle", keeps its own pace). Checks `should_stop` while it waits, so a client hanging up ends it."""
+
+    def __init__(self, engine, *, tokens_per_s: float, first_token_s: float):
+        self.engine, self.tokens_per_s, self.first_token_s = engine, tokens_per_s, first_token_s
+        self.name = f"fixed-rate-{tokens_per_s:g}-tok-s"
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+    def stream(self, messages, *, should_stop=lambda: False, max_new_tokens=None, **kwargs) -> Iterator[str]:
+        start = time.monotonic()
+        pieces = self.engine.stream(messages, should_stop=should_stop, max_new_tokens=max_new_tokens)
+        for i, piece in enumerate(pieces):
+            due = start + self.first_token_s + i / self.tokens_per_s
+            while (wait := due - time.monotonic()) > 0:
+                if should_stop():
+                    return
+                time.sleep(min(wait, 0.05))
+            yield piece
+
+
+class WordsEngine:
+    """A reply of `max_new_tokens` (else `words`) numbered words, one piece each, in sentences of eight:
+    for load, where how much the server streams matters and not what it says."""
+
+    name = "words"
+
+    def __init__(self, *, words: int = 64):
+        self.words = words
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages, *, should_stop=lambda: False, max_new_tokens=None, **kwargs) -> Iterator[str]:
+        for i in range(max_new_tokens or self.words):
+            if should_stop():
+                return
+            yield f"w{i + 1}. " if i % 8 == 7 else f"w{i + 1} "
+
+
+def serve(engine, *, api_key: str = "", port: int = 0) -> tuple[str, Callable[[], None]]:
+    """Serve `engine` on 127.0.0.1 (`port`, else a free one); returns the base URL (".../v1") and a stop function."""
 
     class Handler(_Handler):
         pass
 
     Handler.engine, Handler.api_key = engine, api_key
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
 
@@ -32,6 +80,11 @@ def serve(engine, *, api_key: str = "") -> tuple[str, Callable[[], None]]:
         thread.join(timeout=5)
 
     return f"http://127.0.0.1:{server.server_address[1]}/v1", stop
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many streams may connect at once (socketserver's backlog is 5)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -166,3 +219,24 @@ def _peer_closed(sock: socket.socket) -> bool:
         return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="An OpenAI-compatible server streaming numbered words at a fixed rate."
+    )
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens-per-s", type=float, default=30.0)
+    parser.add_argument("--first-token-ms", type=float, default=100.0)
+    parser.add_argument("--words", type=int, default=64, help="reply length when a request sets no max_tokens")
+    args = parser.parse_args()
+    engine = FixedRateEngine(
+        WordsEngine(words=args.words), tokens_per_s=args.tokens_per_s, first_token_s=args.first_token_ms / 1000
+    )
+    url, _ = serve(engine, port=args.port)
+    print(f"serving {engine.name} at {url}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -519,6 +519,8 @@ class TransformersEngine:
 class OpenAIEngine:
     """Any server speaking OpenAI chat completions with streaming (vLLM, Ollama, hosted APIs)."""
 
+    caches_prompts = False  # a prefix-caching server keeps prompts itself: nothing to prefill ahead here
+
     def __init__(
         self,
         *,
@@ -529,6 +531,7 @@ class OpenAIEngine:
         top_p: float = 0.9,
         max_new_tokens: int = 160,
         timeout: float = 60.0,
+        max_connections: int = 32,
     ):
         import httpx
 
@@ -539,7 +542,10 @@ class OpenAIEngine:
         self.model = model or "default"
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
+        # One client per process, shared by the worker's threads (httpx's Client may be): a connection
+        # kept open for each turn that can stream at once, so no turn waits for one or reconnects.
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=5.0), limits=limits)
 
     @classmethod
     def from_settings(cls) -> "OpenAIEngine":
@@ -553,6 +559,8 @@ class OpenAIEngine:
             top_p=settings.LLM_TOP_P,
             max_new_tokens=settings.LLM_MAX_NEW_TOKENS,
             timeout=settings.LLM_SOFT_TIME_LIMIT_S,
+            # the worker's threads (LLM_WORKER_CONCURRENCY), or the embedded mode's task threads
+            max_connections=max(settings.LLM_WORKER_CONCURRENCY, settings.IN_PROCESS_TASK_THREADS),
         )
 
     def count_tokens(self, text: str) -> int:
@@ -692,6 +700,14 @@ BACKENDS: dict[str, Callable[[], ChatEngine]] = {
     "openai": OpenAIEngine.from_settings,
     "scripted": ScriptedEngine,
 }
+# Engines that are clients of a server: a worker process streams many turns through one at once.
+SERVER_BACKENDS = frozenset({"openai"})
+
+
+def llm_worker_concurrency(*, backend: str, concurrency: int) -> int:
+    """Turns one `llm` worker process runs at once: `concurrency` (LLM_WORKER_CONCURRENCY) for a server
+    engine, 1 for an engine in the process (the local model; the scripted engine stands in for it)."""
+    return max(1, concurrency) if backend in SERVER_BACKENDS else 1
 
 
 @process_singleton
