@@ -71,6 +71,17 @@ Second session, 2026-12-04, int8 decode (LLM_DECODE_INT8) and the short ASR wind
   float32 decode (LLM_DECODE_INT8=false), a helper's tests on the box: 144 / 185 / 1.287 / 1397.
 The first audio at turn 30 fell from 1.8 s to 0.8 s; growth_30 still sits either side of 1.3 from
 run to run (the replies, so the history's length at turn 30, differ with the decode).
+
+Third session, 2026-12-04, prompts' attention over the grouped key/value heads (engines.py
+`register_cpu_attention`; side by side in one process, one thread, 20 new tokens: 151->139 ms after
+a 240-token cache, 220->162 ms after 1.3k):
+  load 1.0-1.3 (quiet): RESULT ttft_ms_turn2=156 ttft_ms_turn30=221 ttft_growth_30=1.415 first_audio_ms_turn30=1044
+  an earlier run the same day with helpers' tests on the box (load 1.2-1.5): 166 / 298 / 1.795 / 1364
+What is left is the attention itself: after a 1.3k-token cache a ~25-token line's attention costs
+~40% of its linear layers' work (both at ~45 GFLOP/s, this core's float32 rate), so the engine's
+own part grows ~1.4x from turn 2 to turn 30 (turns 1-3: 116-143 ms after the prompt is built;
+turns 28-30: 150-202 ms). The target needs less attention work per turn (a shorter history budget,
+or an engine with faster attention), not less overhead.
 """
 
 import argparse
