@@ -52,6 +52,19 @@ def threaded_llm_worker(live_env):
     stop_server()
     if paused:
         app.control.add_consumer("llm", destination=paused, reply=True, timeout=5)
+        _consuming_again(paused)
+
+
+def _consuming_again(nodes: list[str], timeout_s: float = 15.0) -> None:
+    """Wait until every paused worker consumes `llm` again: the next module's turns (and its metrics
+    scraped from the session's llm worker) must not find the queue without its worker."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        queues = app.control.inspect(destination=nodes, timeout=2).active_queues() or {}
+        if all(any(q["name"] == "llm" for q in queues.get(node, [])) for node in nodes):
+            return
+        app.control.add_consumer("llm", destination=nodes, reply=True, timeout=5)
+    raise AssertionError(f"{nodes} do not consume queue llm again")
 
 
 async def own_session_socket(user):
