@@ -1,11 +1,13 @@
 """Start and stop the scaled stack's processes (Daphne, Celery workers) for tests and benchmarks."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +112,33 @@ def start_worker(
     proc.node, proc.metrics_port = f"{name}@{socket.gethostname()}", metrics_port
     loaded = (lambda: pool_processes_ready(proc) >= 1) if pool == "prefork" else (lambda: True)
     return _wait(proc, lambda: loaded() and " ready." in proc.tail(200), timeout)
+
+
+@contextlib.contextmanager
+def sole_worker(*, queue: str, env: dict, log_dir: Path, name: str, **kwargs) -> Iterator[Proc]:
+    """A worker that is the only consumer of `queue` while the block runs: every other worker stops
+    consuming it first, and consumes it again (checked) after, so a job sent meanwhile lands here and
+    the next tests find the queue served as before."""
+    from personatalk.celery import app
+
+    paused = [node for reply in app.control.cancel_consumer(queue, reply=True, timeout=2) for node in reply]
+    proc = start_worker(queues=queue, env=env, log_dir=log_dir, name=name, **kwargs)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        if paused:
+            _consume_again(app, queue, paused)
+
+
+def _consume_again(app, queue: str, nodes: list[str], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app.control.add_consumer(queue, destination=nodes, reply=True, timeout=5)
+        queues = app.control.inspect(destination=nodes, timeout=2).active_queues() or {}
+        if all(any(q["name"] == queue for q in queues.get(node, [])) for node in nodes):
+            return
+    raise AssertionError(f"{nodes} do not consume queue {queue} again")
 
 
 def pool_processes_ready(proc: Proc) -> int:

@@ -17,7 +17,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.accounts.services import token_create
-from personatalk.celery import app
 from tests import stack
 from tests.realtime.client import connected_socket, types
 from tests.workers.openai_server import FixedRateEngine, serve
@@ -34,9 +33,8 @@ THREADS = 8
 
 @pytest.fixture(scope="module")
 def threaded_llm_worker(live_env):
-    """The only worker on queue `llm` while this module runs: other LLM workers stop consuming it."""
+    """The only worker on queue `llm` while this module runs."""
     url, stop_server = serve(FixedRateEngine(ScriptedEngine(), tokens_per_s=TOKENS_PER_S, first_token_s=FIRST_TOKEN_S))
-    paused = [node for reply in app.control.cancel_consumer("llm", reply=True, timeout=2) for node in reply]
     env = {
         **live_env,
         "LLM_BACKEND": "openai",
@@ -46,25 +44,11 @@ def threaded_llm_worker(live_env):
         "MEMORY_EXTRACTION": "false",
     }
     # Started as the Procfile starts it (one prefork process named): the server engine lifts it to threads.
-    proc = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="worker-llm-threads")
-    yield proc
-    proc.stop()
-    stop_server()
-    if paused:
-        app.control.add_consumer("llm", destination=paused, reply=True, timeout=5)
-        _consuming_again(paused)
-
-
-def _consuming_again(nodes: list[str], timeout_s: float = 15.0) -> None:
-    """Wait until every paused worker consumes `llm` again: the next module's turns (and its metrics
-    scraped from the session's llm worker) must not find the queue without its worker."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        queues = app.control.inspect(destination=nodes, timeout=2).active_queues() or {}
-        if all(any(q["name"] == "llm" for q in queues.get(node, [])) for node in nodes):
-            return
-        app.control.add_consumer("llm", destination=nodes, reply=True, timeout=5)
-    raise AssertionError(f"{nodes} do not consume queue llm again")
+    try:
+        with stack.sole_worker(queue="llm", env=env, log_dir=LOG_DIR, name="worker-llm-threads") as proc:
+            yield proc
+    finally:
+        stop_server()
 
 
 async def own_session_socket(user):

@@ -4,18 +4,23 @@ LLM first-token time on the LLM worker's own metrics port, with the worker's log
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from prometheus_client import REGISTRY
 
 from apps.accounts.services import token_create
 from apps.conversations.models import Message
+from tests import stack
 from tests.realtime.client import close_all, connect, connected_socket, dumps, open_socket, send_raw, until_turn_end
 from tests.scrape import scrape, value
 from tests.speech import audioeval_clip, silence
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+LOG_DIR = Path(settings.VAR_DIR) / "logs"
 
 
 def sample(name: str, **labels: str) -> float:
@@ -72,9 +77,24 @@ def log_records(path, turn_id: str) -> list[dict]:
     return records
 
 
+@pytest.fixture(scope="module")
+def metered_llm_worker(live_env):
+    """The only worker on queue `llm` while this module runs, so the turn's figures are on its port
+    (the session's llm worker has served other modules' turns, and others may still hold the queue)."""
+    env = {**live_env, "LOG_FORMAT": "json"}
+    with stack.sole_worker(queue="llm", env=env, log_dir=LOG_DIR, name="worker-llm-metered") as proc:
+        yield proc
+
+
+def logs_naming(turn_id: str) -> list[str]:
+    """Which workers' logs name `turn_id`: where a turn ran, when a figure is missing."""
+    return sorted(p.name for p in LOG_DIR.glob("*.log") if turn_id in p.read_text(errors="replace"))
+
+
 async def test_a_text_turn_is_timed_on_the_llm_worker_and_its_log_lines_carry_the_turn_id(
-    api_key, character, llm_worker
+    api_key, character, metered_llm_worker
 ):
+    llm_worker = metered_llm_worker
     url = f"http://127.0.0.1:{llm_worker.metrics_port}/metrics"
     labels = {"engine": "scripted", "queue": "llm"}
     before = await asyncio.to_thread(scrape, url)
@@ -87,7 +107,7 @@ async def test_a_text_turn_is_timed_on_the_llm_worker_and_its_log_lines_carry_th
 
     after = await asyncio.to_thread(scrape, url)
     count = "personatalk_llm_first_token_seconds_count"
-    assert value(after, count, **labels) == value(before, count, **labels) + 1
+    assert value(after, count, **labels) == value(before, count, **labels) + 1, logs_naming(turn_id)
     assert {k for k, v in after.items() if k[0] == count and v != before.get(k, 0.0)} == {
         (count, frozenset(labels.items()))
     }

@@ -14,7 +14,6 @@ from django.conf import settings
 from django.test import override_settings
 
 from apps.conversations.models import Message
-from personatalk.celery import app
 from tests import stack
 from tests.realtime.client import connected_socket, types, until_turn_end
 
@@ -27,16 +26,14 @@ FULL_DAWDLE_S = 12 * 0.5  # the scripted reply's words, 500 ms each
 
 @pytest.fixture(scope="module")
 def limited_llm_worker(live_env):
-    """The only worker on queue `llm` while this module runs: other LLM workers stop consuming it."""
-    paused = [node for reply in app.control.cancel_consumer("llm", reply=True, timeout=2) for node in reply]
+    """The only worker on queue `llm` while this module runs."""
     env = {**live_env, "LLM_SOFT_TIME_LIMIT_S": str(SOFT_S), "LLM_HARD_TIME_LIMIT_S": str(HARD_S)}
-    proc = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="worker-llm-limited")
-    yield proc
-    proc.stop()
-    for pid in helpers_running():  # left by a failed run
-        psutil.Process(pid).kill()
-    if paused:
-        app.control.add_consumer("llm", destination=paused, reply=True, timeout=5)
+    try:
+        with stack.sole_worker(queue="llm", env=env, log_dir=LOG_DIR, name="worker-llm-limited") as proc:
+            yield proc
+    finally:
+        for pid in helpers_running():  # left by a failed run
+            psutil.Process(pid).kill()
 
 
 def pool_pids(proc: stack.Proc) -> list[int]:
