@@ -1,16 +1,21 @@
-"""Time to first token through the scaled stack vs. the engine alone, and the LLM worker's memory.
+"""Time to first token through the scaled stack vs. the engine alone, memory retrieval apart.
 
-Starts PostgreSQL/Redis if needed, a fresh database, Daphne and one Celery LLM worker with the real
-SmolLM2 model, then runs N text turns over a real WebSocket. After each turn the same prompt goes
-through the engine in this process, so both figures are measured side by side on the same inputs.
+Starts PostgreSQL/Redis if needed, a fresh database, a Chroma server, Daphne and one Celery LLM worker
+with the real SmolLM2 model; gives the demo user 1,000 memories with the character; then runs N text
+turns over a real WebSocket. After each turn the same work is done in this process on the same inputs:
+the memory recall (query embedding, Chroma, rows) and the engine on the same prompt. So:
+- retrieval: the worker's own figure (the reply's `memory_ms`) beside the recall alone here;
+- overhead: the client's time to first token less the worker's retrieval less the engine alone (the
+  queue hop, the session's rows, building the prompt, the channel layer, Daphne, the socket).
 
-    .venv/bin/python bench/text_turn.py [--turns 20]
+    .venv/bin/python bench/text_turn.py [--turns 20] [--memories 1000]
 """
 
 import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -33,8 +38,8 @@ PROMPTS = [
 ]
 
 
-async def client_turn(ws, text: str) -> float:
-    """Seconds from sending the message to the first text at the client; waits for turn_end."""
+async def client_turn(ws, text: str) -> tuple[float, str]:
+    """Seconds from sending the message to the first text at the client, and the reply's id (at turn_end)."""
 
     await ws.send(json.dumps({"type": "clear_history"}))
     while json.loads(await ws.recv())["type"] != "history_cleared":
@@ -51,27 +56,51 @@ async def client_turn(ws, text: str) -> float:
         if frame["type"] == "error":
             raise RuntimeError(frame)
         if frame["type"] == "turn_end":
-            return first
+            return first, frame["message_id"]
 
 
-def engine_ttft(engine, character, text: str) -> float:
-    from apps.conversations.prompt import build_messages
+def seed_memories(user, character, n: int) -> None:
+    """`n` memories of the user with this character, embedded into the active index as the embed
+    worker would (the user's other memories are deleted first: the bench database outlives runs)."""
+    from apps.memory.models import Memory
+    from apps.memory.services import memories_embed, memory_delete_any
+    from bench.reembed import texts
+
+    memory_delete_any(*Memory.objects.filter(user=user, character=character))
+    rows = Memory.objects.bulk_create(
+        Memory(user=user, character=character, text=text, kind="fact") for text in texts(n)
+    )
+    for i in range(0, len(rows), 256):
+        memories_embed(rows[i : i + 256])
+
+
+def in_process(engine, character, user, text: str) -> tuple[float, float]:
+    """(retrieval, engine time to first visible text) in seconds for the turn the worker just ran,
+    done here on the same inputs: the same recall (query embedding, index, rows), the same prompt
+    (history, memory notes), and the engine reusing its own cached prefix as the worker's does."""
     from apps.conversations.reply import ReplyStream, TextDelta
+    from apps.conversations.turns import turn_prompt
+    from apps.memory.selectors import memories_recall
 
+    history = [("assistant", character.greeting), ("user", text)] if character.greeting else [("user", text)]
     t0 = time.perf_counter()
-    messages = build_messages(
-        persona=character.persona,
-        character_name=character.name,
-        example_dialogue=character.example_dialogue,
-        history=[("assistant", character.greeting), ("user", text)] if character.greeting else [("user", text)],
-        engine=engine,
-        budget_tokens=int(os.environ.get("LLM_PROMPT_TOKENS", "1536")),
+    recalled, _ = memories_recall(user_id=user.pk, character_id=character.pk, query=text)
+    retrieval = time.perf_counter() - t0
+    messages, _, _ = turn_prompt(
+        character=character, history=history, positions=list(range(len(history))), recalled=recalled, engine=engine
     )
     reply = ReplyStream()  # first *visible* text, as the client sees it (an emotion tag is hidden)
-    for piece in engine.stream(messages):
+    t0 = time.perf_counter()
+    for piece in engine.stream(messages, cache_key="bench-in-process"):
         if any(isinstance(e, TextDelta) for e in reply.feed(piece)):
-            return time.perf_counter() - t0
+            return retrieval, time.perf_counter() - t0
     raise RuntimeError("engine produced no visible text")
+
+
+def reply_timings(message_id) -> dict:
+    from apps.conversations.models import Message
+
+    return Message.objects.get(pk=message_id).timings
 
 
 async def run(args) -> None:
@@ -80,21 +109,33 @@ async def run(args) -> None:
     from tests import stack
 
     env = scaled_environment(args.max_new_tokens)
-    log_dir = LOG_DIR
-    worker = stack.start_worker(queues="llm", env=env, log_dir=log_dir, timeout=300)
-    daphne, url = stack.start_daphne(env=env, log_dir=log_dir)
+    chroma_url = f"http://127.0.0.1:{stack.free_port()}"
+    chroma_dir = LOG_DIR / "chroma-text-turn"
+    shutil.rmtree(chroma_dir, ignore_errors=True)
+    env.update(CHROMA_URL=chroma_url, MEMORY_EXTRACTION="false")  # the user's memories stay at --memories
+    os.environ.update(env)
+    chroma = stack.start_chroma(url=chroma_url, path=chroma_dir, log_dir=LOG_DIR)
+    worker = daphne = None
     try:
         import django
 
         django.setup()
         from asgiref.sync import sync_to_async
 
+        from apps.accounts.services import token_authenticate
         from apps.characters.models import Character
         from workers.llm.engines import get_engine
 
         character = await sync_to_async(Character.objects.get)(slug=args.character)
+        user = (await sync_to_async(token_authenticate)(key=TOKEN)).user
+        started = time.perf_counter()
+        await sync_to_async(seed_memories)(user, character, args.memories)
+        print(f"{args.memories} memories of the user, embedded in {time.perf_counter() - started:.1f} s")
+        worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, timeout=300)
+        daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
         engine = get_engine()
-        e2e, alone = [], []
+        e2e, alone, retrieval, retrieval_alone, prompt_ms, recalled = [], [], [], [], [], 0
+        queue_ms, worker_engine_ms, delivery_ms, cached = [], [], [], []
         async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
             await ws.send(
                 json.dumps(
@@ -104,23 +145,54 @@ async def run(args) -> None:
             assert json.loads(await ws.recv())["type"] == "connected"
             for i in range(args.warmup + args.turns):
                 text = PROMPTS[i % len(PROMPTS)]
-                client = await client_turn(ws, text)
-                engine_only = engine_ttft(engine, character, text)
+                client, message_id = await client_turn(ws, text)
+                timings = await sync_to_async(reply_timings)(message_id)
+                here_retrieval, engine_only = await sync_to_async(in_process)(engine, character, user, text)
                 if i >= args.warmup:
                     e2e.append(client * 1000)
                     alone.append(engine_only * 1000)
+                    retrieval.append(timings["memory_ms"])
+                    retrieval_alone.append(here_retrieval * 1000)
+                    prompt_ms.append(timings["prompt_ms"] - timings["memory_ms"])
+                    recalled += bool(timings.get("memory_ms")) and "memory_error" not in timings
+                    queue_ms.append(timings["queue_ms"])
+                    worker_engine_ms.append(timings["first_token_ms"] - timings["prompt_ms"])
+                    delivery_ms.append(client * 1000 - timings["queue_ms"] - timings["first_token_ms"])
+                    cached.append(timings.get("cached_tokens", 0) / max(1, timings.get("prompt_tokens", 1)))
+                await asyncio.sleep(args.think_s)  # the user reads the reply and types: the worker's
+                # prefill-ahead of the next prompt (and this process's engine) are done by then
         worker_rss = worker_rss_mb(worker.popen.pid)
     finally:
-        daphne.stop()
-        worker.stop()
+        for proc in (daphne, worker, chroma):
+            if proc is not None:
+                proc.stop()
 
-    overhead = [a - b for a, b in zip(e2e, alone, strict=True)]
-    print(f"turns={len(e2e)} model=SmolLM2-135M-Instruct (transformers, CPU)")
-    print(f"client time to first token   p50={pct(e2e, 0.5):7.1f} ms  p95={pct(e2e, 0.95):7.1f} ms")
-    print(f"engine alone, in-process     p50={pct(alone, 0.5):7.1f} ms  p95={pct(alone, 0.95):7.1f} ms")
-    print(f"overhead per turn            p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, 0.95):7.1f} ms")
+    overhead = [c - r - a for c, r, a in zip(e2e, retrieval, alone, strict=True)]
+    print(
+        f"turns={len(e2e)} model=SmolLM2-135M-Instruct (transformers, CPU), {args.memories} memories, searched {recalled}"
+    )
+    print(f"client time to first token    p50={pct(e2e, 0.5):7.1f} ms  p95={pct(e2e, 0.95):7.1f} ms")
+    print(f"engine alone, in-process      p50={pct(alone, 0.5):7.1f} ms  p95={pct(alone, 0.95):7.1f} ms")
+    print(f"retrieval in the LLM worker   p50={pct(retrieval, 0.5):7.1f} ms  p95={pct(retrieval, 0.95):7.1f} ms")
+    print(
+        f"retrieval alone, in-process   p50={pct(retrieval_alone, 0.5):7.1f} ms  p95={pct(retrieval_alone, 0.95):7.1f} ms"
+    )
+    print("the overhead's parts, p50:")
+    print(f"  queue (web process to job start)   {pct(queue_ms, 0.5):7.1f} ms")
+    print(f"  building the prompt in the worker  {pct(prompt_ms, 0.5):7.1f} ms")
+    print(
+        f"  engine in the worker, less alone   {pct(worker_engine_ms, 0.5) - pct(alone, 0.5):7.1f} ms  (first token vs first visible text)"
+    )
+    print(f"  first token to the client          {pct(delivery_ms, 0.5):7.1f} ms  (channel layer, Daphne, socket)")
+    print(f"  prompt share the worker had cached {pct(cached, 0.5):7.2f}")
+    print(f"overhead, retrieval apart     p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, 0.95):7.1f} ms")
     print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
-    print(f"RESULT overhead_ratio={statistics.median(e2e) / statistics.median(alone):.3f}")
+    print(f"RESULT retrieval_ms_p50={statistics.median(retrieval):.1f}")
+    print(f"RESULT retrieval_alone_ms_p50={statistics.median(retrieval_alone):.1f}")
+    print(f"RESULT engine_alone_ms_p50={statistics.median(alone):.1f}")
+    print(
+        f"RESULT overhead_ratio={statistics.median(e2e) / statistics.median([a + r for a, r in zip(alone, retrieval_alone, strict=True)]):.3f}"
+    )
     print(f"RESULT llm_worker_rss_mb={worker_rss:.0f}")
 
 
@@ -128,6 +200,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--memories", type=int, default=1000, help="the user's memories with the character")
+    parser.add_argument("--think-s", type=float, default=1.0, help="pause between turns, as a user reads and types")
     parser.add_argument("--character", default="nova")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     asyncio.run(run(parser.parse_args()))

@@ -341,32 +341,15 @@ def text_turn_run(
             recall(user_id=session.user_id, character_id=session.character_id, query=said) if said else ([], {})
         )
         timings.update(recall_timings)
-        layout = settings.MEMORY_PROMPT_LAYOUT
-        notes, memories_used = memory_notes(
-            recalled,
-            engine=engine,
-            budget_tokens=settings.MEMORY_PROMPT_TOKENS,
-            layout=layout,
-            limit=settings.MEMORY_PROMPT_NOTES or None,
-        )
         history, positions = _prompt_history(positioned)
         if draft:  # where the user's message will be once the final transcript confirms it
             history, positions = [*history, (Message.Role.USER, draft)], [*positions, next_position]
-        prompt_layout = _prompt_layout(character)
-        lore, lore_used = lore_notes(
-            character.lorebook_entries.filter(enabled=True) if prompt_layout["lore_budget_tokens"] else (),
-            recent=[content for _, content in history[max(0, len(history) - settings.LOREBOOK_SCAN_MESSAGES) :]],
-            character_name=character.name,
-            engine=engine,
-            budget_tokens=prompt_layout["lore_budget_tokens"],
-        )
-        messages = build_messages(
-            **prompt_layout,
+        messages, memories_used, lore_used = turn_prompt(
+            character=character,
             history=history,
             positions=positions,
+            recalled=recalled,
             engine=engine,
-            memory_notes=notes,
-            lore_notes=lore,
             extra_instructions=extra_instructions,
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
@@ -386,7 +369,9 @@ def text_turn_run(
 
         # Keyed by session: the engine may reuse what it computed for this session's last prompt.
         limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        for piece in engine.stream(messages, should_stop=stop, cache_key=session_id, stats=timings, **limit):
+        for piece in engine.stream(
+            messages, should_stop=stop, cache_key=engine_cache_key(session), stats=timings, **limit
+        ):
             if "first_token_ms" not in timings:
                 first_token_s = time.monotonic() - t0
                 timings["first_token_ms"] = round(first_token_s * 1000, 1)
@@ -480,6 +465,44 @@ def prompt_prefill(*, session_id: str, engine, requested_at: float = 0.0) -> int
     return _prefill_ahead(engine=engine, session=session, turn_id=None, since=requested_at or time.time())
 
 
+def turn_prompt(
+    *, character, history: list, positions: list[int], recalled: list, engine, extra_instructions: str = ""
+) -> tuple[list[dict], list, list]:
+    """A turn's prompt messages from the history it shows and the memories recalled for it, with the
+    memories and lorebook entries that made it in."""
+    notes, memories_used = memory_notes(
+        recalled,
+        engine=engine,
+        budget_tokens=settings.MEMORY_PROMPT_TOKENS,
+        layout=settings.MEMORY_PROMPT_LAYOUT,
+        limit=settings.MEMORY_PROMPT_NOTES or None,
+    )
+    prompt_layout = _prompt_layout(character)
+    lore, lore_used = lore_notes(
+        character.lorebook_entries.filter(enabled=True) if prompt_layout["lore_budget_tokens"] else (),
+        recent=[content for _, content in history[max(0, len(history) - settings.LOREBOOK_SCAN_MESSAGES) :]],
+        character_name=character.name,
+        engine=engine,
+        budget_tokens=prompt_layout["lore_budget_tokens"],
+    )
+    messages = build_messages(
+        **prompt_layout,
+        history=history,
+        positions=positions,
+        engine=engine,
+        memory_notes=notes,
+        lore_notes=lore,
+        extra_instructions=extra_instructions,
+    )
+    return messages, memories_used, lore_used
+
+
+def engine_cache_key(session: ChatSession) -> str:
+    """What the engine keeps a session's computed prompt under: "user/session", so a user's new
+    session may start from what another of theirs computed (never from another user's)."""
+    return f"{session.user_id}/{session.pk}"
+
+
 def _prompt_layout(character) -> dict:
     """The prompt's settings for this character, as build_messages and next_turn_prefix take them.
 
@@ -524,7 +547,7 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None, since: 
         )
         tokens = engine.warm(
             messages,
-            cache_key=str(session.pk),
+            cache_key=engine_cache_key(session),
             should_stop=lambda: session_reply_wanted_since(session_id=session.pk, since=since),
         )
     except Exception:  # noqa: BLE001 - the soft time limit included: the turn itself is done

@@ -53,12 +53,13 @@ def reply_to(session, line: str, engine) -> Message:
 @pytest.mark.model
 @pytest.mark.django_db
 @override_settings(MEMORY_EXTRACTION=False, LLM_PREFILL_AHEAD=True)
-def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, user):
+def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, user, django_user_model):
     cold = session_create(user=user, character=nova)
     plain = reply_to(cold, "What is a comet made of?", greedy)
     assert plain.timings["cached_tokens"] == 0  # nothing computed for this session before
 
-    warm = session_create(user=user, character=nova)
+    other = django_user_model.objects.create_user(username="other")  # shares nothing computed for `user`
+    warm = session_create(user=other, character=nova)
     computed = prompt_prefill(session_id=str(warm.pk), engine=greedy)
     assert computed > 100  # the persona, the example dialogue and the greeting
     first = reply_to(warm, "What is a comet made of?", greedy)
@@ -73,6 +74,12 @@ def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, us
     assert second.timings["cached_tokens"] == second.timings["prompt_tokens"] - second.timings["prefill_tokens"]
     assert second.timings["prefill_tokens"] < 30
     assert prompt_prefill(session_id=str(uuid.uuid4()), engine=greedy) == 0  # a session that is gone
+
+    # the user's own new session starts from what their first one computed: nothing to prefill
+    again = session_create(user=user, character=nova)
+    assert prompt_prefill(session_id=str(again.pk), engine=greedy) == 0
+    same = reply_to(again, "What is a comet made of?", greedy)
+    assert same.content == plain.content and same.timings["cached_tokens"] >= computed
 
 
 @pytest.mark.django_db

@@ -308,7 +308,7 @@ def test_a_sessions_turns_keep_their_prefix(user, settings, layout, notes_limit)
     drops = check_prefix_kept(prompts, json_render)
     assert drops and all(b - a >= 2 for a, b in pairwise(drops)), drops
     assert len(engine.warmed) == len(engine.prompts)  # after every reply
-    assert {key for _, key, _ in engine.warmed} == {str(session.pk)}
+    assert {key for _, key, _ in engine.warmed} == {f"{session.user_id}/{session.pk}"}
     ahead = {after: messages for after, _, messages in engine.warmed}
     started_with = [i for i in range(1, len(engine.prompts)) if engine.prompts[i][: len(ahead[i])] == ahead[i]]
     # all but the turn after the failed reply (two more lines came in between: the cut may differ)

@@ -66,6 +66,30 @@ def test_the_same_prompt_again_feeds_only_its_last_token(greedy):
 
 
 @pytest.mark.model
+def test_a_users_new_session_starts_from_the_prompt_their_other_session_computed(greedy):
+    """The character's part of the prompt is the same in every session: a user's second session
+    copies it from their first (the same reply as without it), and leaves the first one whole; another
+    user's session, or a key with no user, computes its own."""
+    first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER_LINES[0]}]
+    second = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER_LINES[2]}]
+    "".join(greedy.stream(first, cache_key="ann/s1"))
+    shared, own, unscoped = {}, {}, {}
+    reply = "".join(greedy.stream(second, cache_key="ann/s2", stats=shared))
+    assert reply == "".join(greedy.stream(second))
+    system_tokens = len(greedy.tokenizer.apply_chat_template(first[:1], tokenize=True))
+    assert system_tokens - 2 <= shared["cached_tokens"] < shared["prompt_tokens"]
+    assert shared["prefill_tokens"] == shared["prompt_tokens"] - shared["cached_tokens"]
+
+    again = {}
+    "".join(greedy.stream(first, cache_key="ann/s1", stats=again))  # the source kept its own whole
+    assert again["cached_tokens"] == again["prompt_tokens"] - 1
+
+    "".join(greedy.stream(second, cache_key="bob/s3", stats=own))
+    "".join(greedy.stream(second, cache_key="s4", stats=unscoped))
+    assert own["cached_tokens"] == 0 and unscoped["cached_tokens"] == 0
+
+
+@pytest.mark.model
 def test_the_kept_keys_are_those_of_a_fresh_prefill_of_the_kept_ids(greedy):
     """Off by one anywhere (crop, ids fed, ids kept) and the positions no longer line up."""
     import torch
