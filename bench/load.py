@@ -1,0 +1,300 @@
+"""One Daphne process under many sockets: 500 open, 100 of them doing text turns, 20 in a live voice call.
+
+Starts the scaled stack itself (PostgreSQL, Redis, one Daphne process, a Celery `llm` worker with
+LLM_BACKEND=openai against the test suite's fixed-rate server streaming the deterministic scripted
+engine's replies, to load the platform rather than the model, and a voice worker with Whisper and
+Piper), gives each socket a user of its own, and drives them from this process with plain
+asyncio + `websockets` on loopback:
+
+1. idle: one socket's text turns on the otherwise idle stack: the time to first text (the baseline);
+2. steps of 100, 250 and 500 sockets: at each, a fifth of them do text turns (a user's think time
+   apart) and one in 25 streams speech in real time in a voice call, for --seconds; the rest sit
+   idle (a ping now and then, as the web app does);
+3. figures: every frame checked (each finished turn's text deltas must add up to the reply the
+   database saved, every turn must end), Daphne's memory per idle socket (its RSS before and after
+   the sockets of the first step connect), and the latency added under load (p99 of the loaded
+   turns' first text less the idle socket's p50).
+
+    .venv/bin/python bench/load.py [--steps 100,250,500] [--seconds 40]
+
+Prints per step, then `RESULT errors=`, `RESULT lost_frames=`, `RESULT added_ms_p99=` (at the last
+step), `RESULT kb_per_socket=` and `RESULT sockets_per_process=` (the most sockets of a step whose
+added p99 stayed within 50 ms). Voice turns are counted apart: on this 2-core box Whisper takes the
+20 calls' speech one utterance at a time, so most of them are still waiting when a step ends.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import LOG_DIR, pct, rss_mb, scaled_environment  # noqa: E402
+
+LINES = ["Hi! How are you?", "Tell me about the Moon.", "What is a comet?", "Why is the sky blue?"]
+ADDED_P99_TARGET_MS = 50.0
+FRAME_MS = 20
+
+
+@dataclass
+class Tally:
+    errors: list[str] = field(default_factory=list)  # error frames, refused or dropped sockets
+    first_text_ms: list[float] = field(default_factory=list)
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (message_id, text the client assembled)
+    unfinished: int = 0  # text turns without turn_end when the step ended
+    voice_turns: int = 0
+    voice_frames_sent: int = 0
+
+
+async def open_socket(url: str, token: str, tally: Tally, *, text_deltas: bool = True):
+    import websockets
+
+    ws = await websockets.connect(url, max_size=None, open_timeout=30, ping_interval=None)
+    await ws.send(
+        json.dumps({"type": "connect", "api_token": token, "character_name": "nova", "text_deltas": text_deltas})
+    )
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    if frame["type"] != "connected":
+        tally.errors.append(f"connect: {frame}")
+        await ws.close()
+        return None
+    return ws
+
+
+async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
+    """Turns one after another, a think time apart, until `until`; checks each turn's frames."""
+    await asyncio.sleep(rnd.uniform(0, 2))  # users do not all start at once
+    while time.monotonic() < until:
+        started, first, text = time.monotonic(), None, []
+        await ws.send(json.dumps({"type": "message", "content": rnd.choice(LINES)}))
+        try:
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame["type"] == "text_delta":
+                    first = first or time.monotonic()
+                    text.append(frame["content"])
+                elif frame["type"] == "error":
+                    tally.errors.append(f"turn: {frame}")
+                elif frame["type"] == "turn_end":
+                    if frame["status"] != "complete":
+                        tally.errors.append(f"turn ended {frame['status']}")
+                    break
+        except TimeoutError:
+            tally.unfinished += 1
+            return
+        if first is not None:
+            tally.first_text_ms.append((first - started) * 1000)
+        tally.turns.append((frame["message_id"], "".join(text)))
+        await asyncio.sleep(rnd.uniform(1.0, 3.0))  # reading the reply, typing the next line
+
+
+async def voice_user(ws, tally: Tally, until: float, speech: bytes) -> None:
+    """A live call: 20 ms microphone frames in real time (speech, then silence), replies heard out."""
+    step = 16 * FRAME_MS * 2
+    await ws.send(json.dumps({"type": "voice_call_start"}))
+
+    async def listen():
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "error":
+                tally.errors.append(f"voice: {frame}")
+            elif frame["type"] == "turn_end":
+                tally.voice_turns += 1
+
+    listener = asyncio.create_task(listen())
+    pcm = speech + bytes(32000 * 3)  # the utterance, then 3 s of silence
+    next_at = time.monotonic()
+    try:
+        while time.monotonic() < until:
+            for i in range(0, len(pcm), step):
+                if time.monotonic() >= until:
+                    break
+                await ws.send(pcm[i : i + step])
+                tally.voice_frames_sent += 1
+                next_at += FRAME_MS / 1000
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    finally:
+        listener.cancel()
+
+
+async def idle_user(ws, until: float, rnd: random.Random) -> None:
+    while time.monotonic() < until:
+        await asyncio.sleep(rnd.uniform(10, 20))
+        await ws.send(json.dumps({"type": "ping"}))
+
+
+async def drain(ws) -> None:
+    """Read what is left (a pong, a reply still streaming) so the server never waits on this client."""
+    try:
+        while True:
+            await ws.recv()
+    except Exception:  # noqa: BLE001 - closed
+        return
+
+
+def process_tree_cpu_s(pid: int, cpu_s) -> float:
+    """CPU seconds a process and its children (a prefork worker's pool) have used so far."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return cpu_s(pid) + sum(process_tree_cpu_s(int(c), cpu_s) for c in children)
+
+
+def make_users(n: int) -> list[str]:
+    """`n` users of their own, each with an API token (one socket each; their own session)."""
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.services import token_create
+
+    User = get_user_model()
+    User.objects.filter(username__startswith="load-").delete()
+    users = User.objects.bulk_create(User(username=f"load-{i}", password="!") for i in range(n))
+    return [token_create(user=u, name="load").key for u in users]
+
+
+def check_turns(turns: list[tuple[str, str]]) -> int:
+    """Turns whose text at the client is not the reply the database saved: frames lost on the way."""
+    from apps.conversations.models import Message
+
+    saved = dict(Message.objects.filter(pk__in=[m for m, _ in turns]).values_list("pk", "content"))
+    return sum(1 for message_id, text in turns if saved.get(uuid.UUID(message_id)) != text)
+
+
+async def run(args) -> None:
+    from asgiref.sync import sync_to_async
+
+    from tests import stack
+    from tests.speech import audioeval_clip
+
+    steps = [int(s) for s in args.steps.split(",")]
+    from bench.llm_concurrency import cpu_s, start_server
+
+    env = scaled_environment(args.words)
+    port = stack.free_port()
+    env.update(
+        LLM_BACKEND="openai",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+        LLM_WORKER_CONCURRENCY=str(args.llm_threads),
+        MEMORY_EXTRACTION="false",
+        QUOTA_SOCKETS_PER_ADDRESS="0",
+        QUOTA_TURNS="0",
+    )
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    tokens = await sync_to_async(make_users)(max(steps) + 1)
+    speech, _ = audioeval_clip("quick_brown_fox")
+    server = start_server(
+        port=port, tokens_per_s=args.tokens_per_s, first_token_ms=args.first_token_ms, words=args.words
+    )
+    worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="load-llm")
+    voice = stack.start_worker(queues="asr,asr_partial,tts", env=env, log_dir=LOG_DIR, name="load-voice")
+    daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
+    ws_url = url.replace("http", "ws") + "/ws"
+    rnd = random.Random(7)
+    results, all_lost, all_errors, kb_per_socket = [], 0, 0, None
+    sockets: list = []
+    try:
+        # 1. the idle baseline: one socket, nothing else
+        idle = Tally()
+        probe = await open_socket(ws_url, tokens[-1], idle)
+        await text_user(probe, Tally(), time.monotonic() + 0.1, rnd)  # warm-up: one turn
+        await text_user(probe, idle, time.monotonic() + args.seconds / 2, rnd)
+        await probe.close()
+        baseline = statistics.median(idle.first_text_ms)
+        all_lost += await sync_to_async(check_turns)(idle.turns)
+        print(
+            f"idle: {len(idle.first_text_ms)} turns, first text p50={baseline:.1f} p99={pct(idle.first_text_ms, 0.99):.1f} ms"
+        )
+
+        for n in steps:
+            rss_before = rss_mb(daphne.popen.pid)
+            while len(sockets) < n:  # connect in batches, as users arrive
+                batch = min(50, n - len(sockets))
+                opened = await asyncio.gather(
+                    *(open_socket(ws_url, tokens[len(sockets) + i], Tally()) for i in range(batch))
+                )
+                sockets += [ws for ws in opened if ws is not None]
+                all_errors += batch - sum(ws is not None for ws in opened)
+            await asyncio.sleep(2)
+            if kb_per_socket is None:
+                kb_per_socket = (rss_mb(daphne.popen.pid) - rss_before) * 1024 / n
+            tally = Tally()
+            procs = {"daphne": daphne.popen.pid, "llm worker": worker.popen.pid, "voice worker": voice.popen.pid}
+            procs |= {"llm server": server.pid}
+            cpu_before = {name: process_tree_cpu_s(pid, cpu_s) for name, pid in procs.items()}
+            cpu_before["this client"] = cpu_s(os.getpid())
+            until = time.monotonic() + args.seconds
+            talkers, callers = n // 5, (n // 25 if args.voice else 0)
+            jobs = [text_user(ws, tally, until, rnd) for ws in sockets[:talkers]]
+            jobs += [voice_user(ws, tally, until, speech) for ws in sockets[talkers : talkers + callers]]
+            jobs += [idle_user(ws, until, rnd) for ws in sockets[talkers + callers :]]
+            await asyncio.gather(*jobs)
+            lost = await sync_to_async(check_turns)(tally.turns)
+            added = pct(tally.first_text_ms, 0.99) - baseline if tally.first_text_ms else float("nan")
+            results.append((n, added))
+            all_lost += lost + tally.unfinished
+            all_errors += len(tally.errors)
+            print(
+                f"{n} sockets ({talkers} talking, {callers} in calls): {len(tally.turns)} text turns, "
+                f"first text p50={pct(tally.first_text_ms, 0.5):.1f} p99={pct(tally.first_text_ms, 0.99):.1f} ms "
+                f"(added p99 {added:.1f}), lost {lost}, unfinished {tally.unfinished}, errors {len(tally.errors)}, "
+                f"voice: {tally.voice_frames_sent} frames sent, {tally.voice_turns} turns ended; "
+                f"daphne rss {rss_mb(daphne.popen.pid):.0f} MB"
+            )
+            used = {name: process_tree_cpu_s(pid, cpu_s) - cpu_before[name] for name, pid in procs.items()}
+            used["this client"] = cpu_s(os.getpid()) - cpu_before["this client"]
+            print(
+                "  CPU s used: "
+                + ", ".join(f"{name} {s:.1f}" for name, s in used.items())
+                + f" (of {2 * args.seconds:.0f})"
+            )
+            for error in tally.errors[:5]:
+                print(f"  {error}")
+            # the calls stop, the talkers' last replies end: a quiet stack for the next step
+            for ws in sockets[talkers : talkers + callers]:
+                await ws.send(json.dumps({"type": "voice_call_stop"}))
+            drains = [asyncio.create_task(drain(ws)) for ws in sockets]
+            await asyncio.sleep(5)
+            for task in drains:
+                task.cancel()
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        for proc in (daphne, voice, worker):
+            proc.stop()
+        server.kill()
+
+    held = [n for n, added in results if added <= ADDED_P99_TARGET_MS]
+    print(f"RESULT errors={all_errors}")
+    print(f"RESULT lost_frames={all_lost}")
+    print(f"RESULT added_ms_p99={results[-1][1]:.1f}")
+    print(f"RESULT kb_per_socket={kb_per_socket:.0f}")
+    print(f"RESULT sockets_per_process={max(held) if held else 0}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", default="100,250,500", help="sockets open at each step")
+    parser.add_argument("--seconds", type=float, default=40, help="how long each step's load runs")
+    parser.add_argument("--tokens-per-s", type=float, default=25, help="the fixed-rate server's pace per stream")
+    parser.add_argument("--first-token-ms", type=float, default=100, help="the server's own time to first token")
+    parser.add_argument(
+        "--llm-threads",
+        type=int,
+        default=64,
+        help="turns the llm worker streams at once (the last step has ~35 in flight)",
+    )
+    parser.add_argument("--no-voice", dest="voice", action="store_false", help="no voice calls (text and idle only)")
+    parser.add_argument("--words", type=int, default=20, help="words per reply")
+    asyncio.run(run(parser.parse_args()))
