@@ -256,6 +256,7 @@ class FrameBatcher:
     frames: list[p.ServerFrame] = field(default_factory=list)
     last_flush: float = 0.0
     sent_text: bool = False
+    first_text_at: float | None = None  # monotonic, when the first text was handed to the layer
     send_error: str | None = None
 
     def delta(self, text: str) -> None:
@@ -264,8 +265,9 @@ class FrameBatcher:
         else:
             self.frames.append(p.TextDelta(content=text))
         if not self.sent_text or (time.monotonic() - self.last_flush) * 1000 >= self.flush_ms:
-            self.sent_text = True
             self.flush()
+            if not self.sent_text:
+                self.sent_text, self.first_text_at = True, time.monotonic()
 
     def frame(self, frame: p.ServerFrame, *, units: int | None = None) -> None:
         self.frames.append(frame)
@@ -333,6 +335,7 @@ def text_turn_run(
     speaker = _Speaker(turn_id, reply_channel, speak) if speak else None
     first_token_at = None
     out.frame(p.LlmStart())
+    timings["setup_ms"] = round((time.time() - started) * 1000, 1)  # the session's rows, `llm_start` sent
     t0, deadline = time.monotonic(), started + settings.LLM_SOFT_TIME_LIMIT_S
     try:
         character = session.character
@@ -392,6 +395,8 @@ def text_turn_run(
             error = "The reply took too long and was stopped."
     elapsed = time.monotonic() - t0
     timings["llm_ms"] = round(elapsed * 1000, 1)
+    if out.first_text_at is not None:  # the first visible text sent (a hidden emotion tag, a word held back)
+        timings["first_text_ms"] = round((out.first_text_at - t0) * 1000, 1)
     log.info("reply %s in %.0f ms, first token %s ms", status, elapsed * 1000, timings.get("first_token_ms"))
     if out.send_error is not None:  # the user never saw (all of) it: kept, but out of later prompts
         timings["send_error"] = out.send_error
