@@ -199,7 +199,14 @@ async def run(args) -> None:
         port=port, tokens_per_s=args.tokens_per_s, first_token_ms=args.first_token_ms, words=args.words
     )
     worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="load-llm")
-    voice = stack.start_worker(queues="asr,asr_partial,tts", env=env, log_dir=LOG_DIR, name="load-voice")
+    # The voice queues as the Procfile runs them: a worker each, partial transcripts below the rest.
+    voice = [
+        stack.start_worker(queues="asr", env=env, log_dir=LOG_DIR, name="load-asr"),
+        stack.start_worker(
+            queues="asr_partial", env={**env, "WORKER_NICE": "10"}, log_dir=LOG_DIR, name="load-partial"
+        ),
+        stack.start_worker(queues="tts", env=env, log_dir=LOG_DIR, name="load-tts"),
+    ]
     daphne, url = stack.start_daphne(env=env, log_dir=LOG_DIR)
     ws_url = url.replace("http", "ws") + "/ws"
     rnd = random.Random(7)
@@ -231,7 +238,8 @@ async def run(args) -> None:
             if kb_per_socket is None:
                 kb_per_socket = (rss_mb(daphne.popen.pid) - rss_before) * 1024 / n
             tally = Tally()
-            procs = {"daphne": daphne.popen.pid, "llm worker": worker.popen.pid, "voice worker": voice.popen.pid}
+            procs = {"daphne": daphne.popen.pid, "llm worker": worker.popen.pid}
+            procs |= {proc.name.removeprefix("load-"): proc.popen.pid for proc in voice}
             procs |= {"llm server": server.pid}
             cpu_before = {name: process_tree_cpu_s(pid, cpu_s) for name, pid in procs.items()}
             cpu_before["this client"] = cpu_s(os.getpid())
@@ -271,7 +279,7 @@ async def run(args) -> None:
                 task.cancel()
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        for proc in (daphne, voice, worker):
+        for proc in (daphne, *voice, worker):
             proc.stop()
         server.kill()
 
