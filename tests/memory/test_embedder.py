@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import threading
+import time
 
 import numpy as np
 
@@ -38,3 +40,26 @@ def test_a_model_of_another_layout_is_queried_through_sentence_transformers(tmp_
     for line, want in zip(LINES[:3], expected, strict=True):
         assert np.abs(embedder.encode_query(line) - want).max() < 1e-5
     assert np.abs(expected[0] - get_embedder(DEFAULT_MODEL).encode_query(LINES[0])).max() > 1e-3  # really CLS
+
+
+def test_queries_asked_at_once_are_encoded_together_and_each_gets_its_own_vector():
+    """An LLM worker streaming many turns asks for their queries at once: one batch, not a queue."""
+    embedder = get_embedder(DEFAULT_MODEL)
+    lines = [f"What did I tell you about {topic}?" for topic in ("jazz", "my sister", "Lisbon", "the cat", "tea")]
+    expected = embedder.encode(lines)
+    batches, results = embedder.query_batches, {}
+    with embedder._lock:  # the model is busy: every query waits for it
+        threads = [
+            threading.Thread(target=lambda line=line: results.__setitem__(line, embedder.encode_query(line)))
+            for line in lines
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(embedder._waiting) < len(lines) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(10)
+    assert embedder.query_batches == batches + 1
+    for line, want in zip(lines, expected, strict=True):
+        assert np.abs(results[line] - want).max() < 1e-5, line

@@ -51,6 +51,9 @@ class Embedder:
         self.name, self.batch_size = model, batch_size
         self.dimensions = self.model.get_embedding_dimension()
         self._lock = threading.Lock()
+        self._waiting: list[_Query] = []  # queries asked while the model was busy: encoded together
+        self._waiting_lock = threading.Lock()
+        self.query_batches = 0  # batches of several queries encoded at once
         self._query = BertQueryEncoder.build(self.model)
         self.fast_queries = self._query is not None
         log.info(
@@ -71,11 +74,42 @@ class Embedder:
         return vectors.astype(np.float32, copy=False)
 
     def encode_query(self, text: str) -> np.ndarray:
-        """One sentence's vector, the same as `encode([text])[0]`; the short path a turn's retrieval takes."""
+        """One sentence's vector, the same as `encode([text])[0]`; the short path a turn's retrieval takes.
+
+        Queries asked at once (an LLM worker streaming many turns, each in a thread) are encoded
+        together: whoever takes the model encodes every query waiting by then in one batch, and the
+        others find theirs done. One at a time, 32 queries made the last wait for 31 encodings.
+        """
         if self._query is None:
             return self.encode([text])[0]
+        slot = _Query(text)
+        with self._waiting_lock:
+            self._waiting.append(slot)
         with self._lock:
-            return self._query(text)
+            if slot.vector is None:
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                if len(batch) == 1:
+                    slot.vector = self._query(text)
+                else:
+                    vectors = self.model.encode(
+                        [q.text for q in batch],
+                        batch_size=self.batch_size,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    ).astype(np.float32, copy=False)
+                    for query, vector in zip(batch, vectors, strict=True):
+                        query.vector = vector
+                    self.query_batches += 1
+        return slot.vector
+
+
+class _Query:
+    __slots__ = ("text", "vector")
+
+    def __init__(self, text: str):
+        self.text, self.vector = text, None
 
 
 _embedders: dict[str, Embedder] = {}
