@@ -113,11 +113,12 @@ def test_prometheus_scrapes_the_web_process_with_the_token_and_every_worker_serv
     prometheus = services["prometheus"]
     assert web["authorization"]["credentials_file"] in " ".join(prometheus["command"])
 
-    workers = [  # the default deployment's workers (a profile's own workers may be added to the list)
+    workers = [  # every worker, the `gpu` profile's too (a name that does not resolve yields no targets)
         name
         for name, service in services.items()
-        if service.get("image") == "personatalk-worker" and name != "beat" and not service.get("profiles")
+        if service.get("image", "").startswith("personatalk-worker") and name != "beat"
     ]
+    assert {"worker-llm", "worker-llm-gpu", "worker-voice-gpu"} <= set(workers)
     sd = jobs["workers"]["dns_sd_configs"][0]
     assert set(workers) <= set(sd["names"])
     assert str(sd["port"]) == str(compose["x-app-env"]["METRICS_PORT"])
