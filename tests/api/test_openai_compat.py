@@ -111,6 +111,32 @@ def test_a_streamed_completion(client, character):
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0  # include_usage: the last chunk
 
 
+def test_a_raw_stream_is_server_sent_events_ending_with_done(daphne_url, api_key, character):
+    """What any OpenAI client reads, not only the official one: `data:` lines, each a JSON chunk, then
+    `data: [DONE]` as the last event (clients that stop on it never wait for the connection to close)."""
+    import json
+
+    import httpx
+
+    entry = character.lorebook_entries.create(keys=["mars"], content="Mars has two moons.")
+    with httpx.stream(
+        "POST",
+        f"{daphne_url}/v1/chat/completions",
+        json={"model": "nova", "stream": True, "messages": [{"role": "user", "content": "tell me about Mars"}]},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == REPLY.format("tell me about Mars")
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert last["personatalk"]["lore_used"] == [entry.pk]  # the lorebook entry the line named, as memories are
+    assert Message.objects.get(pk=last["personatalk"]["message_id"]).lore_used == [entry.pk]
+
+
 def test_the_clients_system_message_reaches_the_prompt(client, character):
     completion = client.chat.completions.create(
         model="nova",

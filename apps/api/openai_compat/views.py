@@ -276,6 +276,7 @@ class Completion:
             "status": message.status,
             "emotion": message.emotion,
             "memories_used": message.memories_used,
+            "lore_used": message.lore_used,
         }
 
     def usage(self, message: Message) -> dict:

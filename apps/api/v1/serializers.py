@@ -120,11 +120,14 @@ class SessionListQuerySerializer(serializers.Serializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     memories_used = serializers.ListField(child=serializers.CharField(), help_text="Ids of memories in its prompt.")
+    lore_used = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Ids of the character's lorebook entries in its prompt."
+    )
     timings = serializers.DictField(help_text="Stage timings in ms (`first_token_ms`, `llm_ms`, `asr_ms`, …).")
 
     class Meta:
         model = Message
-        fields = ("id", "role", "content", "emotion", "status", "timings", "memories_used", "created_at")
+        fields = ("id", "role", "content", "emotion", "status", "timings", "memories_used", "lore_used", "created_at")
 
 
 # --- speech ---------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class TurnMessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "role", "content", "emotion", "status", "timings", "memories_used", "created_at"]
+        fields = ["id", "role", "content", "emotion", "status", "timings", "memories_used", "lore_used", "created_at"]
         read_only_fields = fields
 
 

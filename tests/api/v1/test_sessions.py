@@ -107,8 +107,9 @@ def test_messages_oldest_first_with_a_cursor(client, alice):
     assert contents == ["Hi! I'm Nova.", "I play the cello", "A cello! Lovely."]
     greeting, said, reply = first["results"]
     assert said["role"] == "user" and reply["role"] == "assistant"
-    assert set(reply) == {"id", "role", "content", "emotion", "status", "timings", "memories_used", "created_at"}
+    assert set(reply) == set("id role content emotion status timings memories_used lore_used created_at".split())
     assert (reply["emotion"], reply["status"], reply["memories_used"]) == ("happy", "complete", [])
+    assert reply["lore_used"] == []
     seen = contents
     page = first
     while page["next"]:
