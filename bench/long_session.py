@@ -82,6 +82,15 @@ What is left is the attention itself: after a 1.3k-token cache a ~25-token line'
 own part grows ~1.4x from turn 2 to turn 30 (turns 1-3: 116-143 ms after the prompt is built;
 turns 28-30: 150-202 ms). The target needs less attention work per turn (a shorter history budget,
 or an engine with faster attention), not less overhead.
+
+Fourth session, 2026-12-04, cache layers that write into room kept ahead (engines.py
+`growing_kv_cache`; transformers' DynamicLayer concatenated, copying the whole cache on every forward
+pass: ~8 ms per pass after 1.7k tokens, the same as the attention). Side by side in one process, one
+thread, 27 new tokens: first token 122.6 -> 120.9 ms after a 270-token cache, 158.6 -> 148.5 after
+1,337 (isolated ratio 1.29 -> 1.23); decoding after 1.36k tokens 43.9 -> 39.5 ms a token.
+  load 0.6-1.4 (quiet): RESULT ttft_ms_turn2=129 ttft_ms_turn30=162 ttft_growth_30=1.251 first_audio_ms_turn30=842
+  (turns 28-30 had 599-1,179 prompt tokens: block trimming had dropped the history to 572 at turn 23;
+  the engine's own part, first token minus prompt_ms, was 107-114 ms at turns 1-3 and 121-145 at 28-30)
 """
 
 import argparse

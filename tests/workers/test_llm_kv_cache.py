@@ -8,7 +8,7 @@ import time
 import pytest
 from django.conf import settings
 
-from workers.llm.engines import KvCacheStore, TransformersEngine, kv_cache_length, kv_cache_nbytes
+from workers.llm.engines import KV_GROW_TOKENS, KvCacheStore, TransformersEngine, kv_cache_length, kv_cache_nbytes
 
 SYSTEM = (
     "You are Nova, a cheerful astronomy guide who loves telling people about stars, planets and "
@@ -187,7 +187,8 @@ def test_least_recently_used_sessions_go_first_and_the_budget_holds(greedy):
         converse(greedy, key="a", lines=lines)
         ids, cache = greedy.kv_cache.take("a")
         one = kv_cache_nbytes(cache)
-        assert one == len(ids) * per_token  # real bytes: the tensors, no more, no less
+        # real bytes: the tensors' buffers, the room kept ahead of the last token included
+        assert len(ids) * per_token < one <= (len(ids) + KV_GROW_TOKENS) * per_token
         greedy.kv_cache = KvCacheStore(budget_bytes=int(2.5 * one))
         for key in ("a", "b", "c"):
             converse(greedy, key=key, lines=lines)
@@ -310,3 +311,36 @@ def test_grouped_attention_gives_the_librarys_logits_after_a_cached_prefix(greed
     for ours, theirs in zip(logits["sdpa_grouped"], logits["sdpa"], strict=True):
         assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-4)
         assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+@pytest.mark.model
+def test_a_growing_cache_scores_as_the_librarys_and_decodes_without_copying(greedy):
+    """The engine's cache layers write each forward pass's keys into room kept ahead of them: the
+    same logits as transformers' DynamicCache (which concatenates, copying the whole cache every
+    token), crop included, and a decoded token lands in the same buffer as the ones before it."""
+    import torch
+    from transformers import DynamicCache
+
+    from workers.llm.engines import growing_kv_cache
+
+    model = greedy.model
+    prefix = greedy.tokenizer(SYSTEM * 4, return_tensors="pt")["input_ids"]
+    tokens = greedy.tokenizer(" ".join(USER_LINES), return_tensors="pt")["input_ids"][:, :12]  # < KV_GROW_TOKENS
+    scores, buffers = {}, []
+    with torch.inference_mode():
+        for cache in (DynamicCache(), growing_kv_cache()):
+            out = model(input_ids=prefix, past_key_values=cache, use_cache=True)
+            steps = [out.logits[0, -1]]
+            for i in range(tokens.shape[1]):  # token by token, as decoding feeds them
+                out = model(input_ids=tokens[:, i : i + 1], past_key_values=cache, use_cache=True)
+                steps.append(out.logits[0, -1])
+                if type(cache) is not DynamicCache:
+                    buffers.append(cache.layers[0].keys.untyped_storage().data_ptr())
+            cache.crop(-5)  # a reply's last tokens dropped, then a different line fed after it
+            out = model(input_ids=tokens[:, :7], past_key_values=cache, use_cache=True)
+            steps.append(out.logits[0, -1])
+            assert kv_cache_length(cache) == prefix.shape[1] + tokens.shape[1] - 5 + 7
+            scores[type(cache) is DynamicCache] = steps
+    for ours, theirs in zip(scores[False], scores[True], strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    assert len(buffers) == tokens.shape[1] and len(set(buffers)) == 1  # never copied to a new buffer
