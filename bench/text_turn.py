@@ -9,6 +9,22 @@ the memory recall (query embedding, Chroma, rows) and the engine on the same pro
   queue hop, the session's rows, building the prompt, the channel layer, Daphne, the socket).
 
     .venv/bin/python bench/text_turn.py [--turns 20] [--memories 1000]
+
+2026-12-04, fourth session, quiet 2-core box (runs of 20 turns; figures p50):
+- The engine alone now starts from as many cached tokens as the worker had (before, its cache held
+  the previous turn's prompt and shared a few tokens of the memory heading more: ~4 ms a token).
+- overhead_ms_p50 25.4-38.1 over six runs (48.4 last session), retrieval_ms_p50 15.5-17.6 (alone 17.1-19.4).
+- Its parts: the edge 8.8-9.4 ms, queue 2.8-3.1, the job's session rows 6.0-6.8, prompt 1.7-2.0,
+  first text on to the client ~0-1, and the worker's engine 6-16 ms slower than the same engine here.
+- The engine gap, looked into: the worker's prefill forward pass of the same tokens takes 8-15%
+  more CPU time of its own thread (113-129 ms against 98-112 for 26-33 tokens, one thread each);
+  not another process (every process's CPU sampled during it: none ran), not the fork (a solo
+  pool: the same), not garbage collection (no pause over 2 ms), not page size (THP no faster).
+- The edge: one trip to the database thread for the access check, quota and queueing (was three),
+  one query for the access check (was two), no savepoint around the user's line, and the job's
+  session and "already answered" check in one query: ~3 PostgreSQL round trips and 2 thread hops
+  fewer, but the edge's figure did not move (9.1 -> 8.8-9.1 ms). py-spy on Daphne: ~4 ms a turn in
+  the database thread, 2 of them waiting on PostgreSQL; the rest is outside the handler.
 """
 
 import argparse
@@ -76,10 +92,13 @@ def seed_memories(user, character, n: int) -> None:
         memories_embed(rows[i : i + 256])
 
 
-def in_process(engine, character, user, text: str) -> tuple[float, float]:
+def in_process(engine, character, user, text: str, cached_tokens: int) -> tuple[float, float]:
     """(retrieval, engine time to first visible text) in seconds for the turn the worker just ran,
     done here on the same inputs: the same recall (query embedding, index, rows), the same prompt
-    (history, memory notes), and the engine reusing its own cached prefix as the worker's does."""
+    (history, memory notes), and the engine starting from as many cached prompt tokens as the
+    worker's did (`cached_tokens`: its session's prefix, prefilled ahead as the session opened).
+    This engine's own cache holds the previous turn's prompt, whose memory heading would otherwise
+    give it a few more tokens (~4 ms each here) than the worker had."""
     from apps.conversations.reply import ReplyStream, TextDelta
     from apps.conversations.turns import turn_prompt
     from apps.memory.selectors import memories_recall
@@ -91,12 +110,21 @@ def in_process(engine, character, user, text: str) -> tuple[float, float]:
     messages, _, _ = turn_prompt(
         character=character, history=history, positions=list(range(len(history))), recalled=recalled, engine=engine
     )
+    entry = engine.kv_cache.take(KEY)
+    if entry is not None:  # cut to the worker's cached prefix (both prompts are the same tokens)
+        ids, cache = entry
+        if len(ids) > cached_tokens:
+            cache.crop(cached_tokens - len(ids))
+        engine.kv_cache.put(KEY, ids[:cached_tokens], cache)
     reply = ReplyStream()  # first *visible* text, as the client sees it (an emotion tag is hidden)
     t0 = time.perf_counter()
-    for piece in engine.stream(messages, cache_key="bench-in-process"):
+    for piece in engine.stream(messages, cache_key=KEY):
         if any(isinstance(e, TextDelta) for e in reply.feed(piece)):
             return retrieval, time.perf_counter() - t0
     raise RuntimeError("engine produced no visible text")
+
+
+KEY = "bench/in-process"
 
 
 def reply_timings(message_id) -> dict:
@@ -149,7 +177,9 @@ async def run(args) -> None:
                 text = PROMPTS[i % len(PROMPTS)]
                 edge, client, message_id = await client_turn(ws, text, args.think_s)
                 timings = await sync_to_async(reply_timings)(message_id)
-                here_retrieval, engine_only = await sync_to_async(in_process)(engine, character, user, text)
+                here_retrieval, engine_only = await sync_to_async(in_process)(
+                    engine, character, user, text, timings.get("cached_tokens", 0)
+                )
                 if i >= args.warmup:
                     e2e.append(client * 1000)
                     alone.append(engine_only * 1000)

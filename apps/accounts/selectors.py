@@ -1,7 +1,7 @@
 from importlib import import_module
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, F, QuerySet
 
 from apps.accounts import sockets
 from apps.accounts.models import ApiToken, User
@@ -13,9 +13,13 @@ def access_ended_reason(*, user_id, token_id=None, session_key: str | None = Non
     The live check behind the groups in apps.accounts.sockets: it also catches a user deactivated
     or a token revoked by a path that did not go through the services (a shell, a bulk update).
     """
-    if not User.objects.filter(pk=user_id, is_active=True).exists():
+    checks = {"active": F("is_active")}
+    if token_id is not None:  # asked in the same query: it runs before every turn
+        checks["token_live"] = Exists(ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True))
+    row = User.objects.filter(pk=user_id).values(**checks).first()
+    if row is None or not row["active"]:
         return sockets.USER_DEACTIVATED
-    if token_id is not None and not ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).exists():
+    if token_id is not None and not row["token_live"]:
         return sockets.TOKEN_REVOKED
     if session_key is not None and not import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key):
         return sockets.LOGGED_OUT

@@ -2,7 +2,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import F, OuterRef, QuerySet, Subquery, Window
+from django.db.models import Exists, F, OuterRef, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, RowNumber
 
 from apps.conversations.models import AsrJob, ChatSession, Message
@@ -67,11 +67,6 @@ def session_history_positioned(*, session_id, limit: int = 80) -> list[tuple[int
     return [(row.position - 1, row) for row in rows]
 
 
-def reply_saved(*, turn_id) -> bool:
-    """Whether the reply of this turn is saved, whatever its status (the turn id is its id)."""
-    return Message.objects.filter(pk=turn_id).exists()
-
-
 def session_latest(*, user, character) -> ChatSession | None:
     """The session a socket's `connect` opens for this user and character (the latest live one), if any."""
     return (
@@ -87,10 +82,14 @@ def characters_talked_to(*, user) -> set[int]:
     return set(qs.values_list("character_id", flat=True).distinct())
 
 
-def session_get_for_turn(*, session_id) -> ChatSession | None:
-    return (
-        ChatSession.objects.select_related("character", "user").filter(pk=session_id, deleted_at__isnull=True).first()
-    )
+def session_get_for_turn(*, session_id, turn_id=None) -> ChatSession | None:
+    """The live session a turn is in, its character and user; with `turn_id`, its `reply_saved` says
+    whether that turn's reply is saved already, whatever its status (a reply's id is its turn id),
+    asked in the same query."""
+    rows = ChatSession.objects.select_related("character", "user").filter(pk=session_id, deleted_at__isnull=True)
+    if turn_id is not None:
+        rows = rows.annotate(reply_saved=Exists(Message.objects.filter(pk=turn_id)))
+    return rows.first()
 
 
 def session_is_new(*, session_id) -> bool:

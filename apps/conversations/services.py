@@ -89,7 +89,7 @@ def session_soft_delete(*, session: ChatSession) -> None:
         session.save(update_fields=["deleted_at"])
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # within a caller's transaction (a typed turn's), no savepoint round trips
 def turn_start(
     *, session: ChatSession, content: str, audio_wav: bytes | None = None, timings: dict | None = None
 ) -> Message:

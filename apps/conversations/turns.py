@@ -30,7 +30,7 @@ from apps.conversations.lore import lore_notes
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.prompt import build_messages, memory_notes, next_turn_prefix
 from apps.conversations.reply import ReplyStream, Sentence, TextDelta
-from apps.conversations.selectors import reply_saved, session_get_for_turn, session_history_positioned
+from apps.conversations.selectors import session_get_for_turn, session_history_positioned
 from apps.conversations.services import (
     reply_replace,
     turn_end_status,
@@ -320,11 +320,11 @@ def text_turn_run(
     """
     started = time.time()
     out = FrameBatcher(channel=reply_channel, turn_id=turn_id, flush_ms=settings.DELTA_FLUSH_MS, send=send)
-    session = session_get_for_turn(session_id=session_id)
+    session = session_get_for_turn(session_id=session_id, turn_id=turn_id)
     if session is None:  # deleted while queued: nothing to answer
         out.frame(p.TurnEnd(status="failed", message_id=None))
         return
-    if reply_saved(turn_id=turn_id):  # already answered (a redelivered job), or stopped before it started
+    if session.reply_saved:  # already answered (a redelivered job), or stopped before it started
         return
     positioned = session_history_positioned(session_id=session_id, limit=PROMPT_HISTORY_MESSAGES)
     history = [m for _, m in positioned]

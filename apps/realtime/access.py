@@ -1,6 +1,7 @@
 """The socket's access: one live socket per API token, and revocation, deactivation and logout
 ending it at once (channel-layer groups), with a cheap re-check for changes made around the services."""
 
+import math
 import time
 
 from channels.db import database_sync_to_async
@@ -10,12 +11,15 @@ from apps.accounts.selectors import access_ended_reason
 from apps.realtime import protocol as p
 
 # How often a frame re-checks the socket's access in the database (revocation through the services
-# also arrives at once as an event): before every turn, at most once a second for other frames
+# also arrives at once as an event): before every turn (in the trip that queues it, for typed ones), at most once a second for other frames
 # (a flood of pings is not a flood of queries), every 5 s for audio, which arrives many times a second.
 _ACCESS_CHECK_EVERY_S = 1.0
 _AUDIO_ACCESS_CHECK_S = 5.0
 _AUDIO_FRAMES = frozenset({"audio_stream_chunk", "voice_call_audio_chunk", "agent_audio_chunk", "binary"})
-_TURN_FRAMES = frozenset({"message", "audio_message", "audio_stream_end"})
+_TURN_FRAMES = frozenset({"audio_message", "audio_stream_end"})
+# Frames whose handler re-checks access itself, in the same trip to the database that queues the
+# turn (the consumer's `turn_admitted`).
+_ADMITTED_FRAMES = frozenset({"message", "regenerate"})
 
 
 class AccessMixin:
@@ -92,6 +96,8 @@ class AccessMixin:
 
 
 def access_check_every(frame_type: str) -> float:
+    if frame_type in _ADMITTED_FRAMES:
+        return math.inf
     if frame_type in _TURN_FRAMES:
         return 0.0
     return _AUDIO_ACCESS_CHECK_S if frame_type in _AUDIO_FRAMES else _ACCESS_CHECK_EVERY_S

@@ -1,6 +1,7 @@
 """The conversation socket at /ws (protocol: apps/realtime/protocol.py, docs/protocol.md)."""
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -19,7 +20,7 @@ from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.access import AccessMixin, access_check_every
 from apps.realtime.frames import frame_parse
-from apps.realtime.limits import QuotaMixin
+from apps.realtime.limits import REFUSED, QuotaMixin
 from apps.realtime.speculation import SpeculationMixin
 from apps.realtime.state import ClientError, Turn
 from apps.realtime.voice import VoiceMixin
@@ -227,24 +228,50 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
             )
         if self.turn is not None:
             raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next message.")
-        await self.quota_take("turn")
         session = self.conversation.session
-        turn_id = await database_sync_to_async(services.text_turn_submit)(
-            session=session, content=content, reply_channel=self.channel_name, text_deltas=self.text_deltas
+        turn_id = await self.turn_admitted(
+            functools.partial(
+                services.text_turn_submit,
+                session=session,
+                content=content,
+                reply_channel=self.channel_name,
+                text_deltas=self.text_deltas,
+            )
         )
-        self.begin_turn(Turn(turn_id, session.pk))
-        await self.send_frame(p.Thinking())
+        if turn_id is not None:
+            self.begin_turn(Turn(turn_id, session.pk))
+            await self.send_frame(p.Thinking())
 
     async def on_regenerate(self, frame: p.Regenerate):
         if self.turn is not None:
             raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` (or send `stop`) first.")
-        await self.quota_take("turn")
         session = self.conversation.session
-        turn_id = await database_sync_to_async(services.text_turn_regenerate)(
-            session=session, reply_channel=self.channel_name, text_deltas=self.text_deltas
+        turn_id = await self.turn_admitted(
+            functools.partial(
+                services.text_turn_regenerate,
+                session=session,
+                reply_channel=self.channel_name,
+                text_deltas=self.text_deltas,
+            )
         )
-        self.begin_turn(Turn(turn_id, session.pk))
-        await self.send_frame(p.Thinking())
+        if turn_id is not None:
+            self.begin_turn(Turn(turn_id, session.pk))
+            await self.send_frame(p.Thinking())
+
+    async def turn_admitted(self, submit) -> str | None:
+        """A typed turn: the socket's access re-checked, one of the user's turns taken and `submit` (which
+        saves and queues the turn) called, in one trip to the database thread; the turn id, or None when
+        access has ended (the socket is closing). ClientError `rate_limited` past the quota."""
+        outcome = await database_sync_to_async(services.turn_admit)(
+            user_id=self.user.pk, token_id=self.token_id, session_key=self.session_key, quota="turn", submit=submit
+        )
+        self.access_checked_at = time.monotonic()
+        if not isinstance(outcome, services.Refused):
+            return outcome
+        if outcome.access_ended is not None:
+            await self.end_access(outcome.access_ended)
+            return None
+        raise ClientError(p.ErrorCode.RATE_LIMITED, REFUSED["turn"], retry_after=outcome.retry_after)
 
     async def on_stop(self, frame: p.Stop):
         await self.speculation_drop(restart=False)  # nothing of a reply started on a partial plays

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from apps.accounts import quotas
+from apps.accounts.selectors import access_ended_reason
 from apps.accounts.services import token_authenticate
 from apps.characters.models import Character
 from apps.characters.selectors import (
@@ -29,6 +31,28 @@ from apps.realtime.state import ClientError
 from workers.dispatch import enqueue
 
 __all__ = ["text_turn_submit"]  # the socket's turns are the domain's
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a turn was not queued: the socket's access ended (`access_ended`, a reason), or the user's
+    quota of that kind is spent (`retry_after`, seconds)."""
+
+    access_ended: str | None = None
+    retry_after: float | None = None
+
+
+def turn_admit(*, user_id: int, token_id: int | None, session_key: str | None, quota: str, submit):
+    """Re-check the socket's access, take one `quota` of the user's and call `submit` (which saves
+    the user's line and queues the turn); its result, or Refused. One trip from the event loop for
+    all three (each trip costs the socket a thread hop and a connection check before `thinking`)."""
+    reason = access_ended_reason(user_id=user_id, token_id=token_id, session_key=session_key)
+    if reason is not None:
+        return Refused(access_ended=reason)
+    retry_after = quotas.quota_take(user_id=user_id, kind=quota)
+    if retry_after is not None:
+        return Refused(retry_after=retry_after)
+    return submit()
 
 
 @dataclass(frozen=True)

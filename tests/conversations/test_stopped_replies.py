@@ -69,3 +69,30 @@ def test_a_regenerate_in_between_is_never_undone(session):
     reply = Message.objects.get(pk=turn_id)
     assert (reply.content, reply.status) == ("Once upon", "replaced")
     assert turn_end_status(reply=reply) == "interrupted"  # a late job's turn_end stays a valid frame
+
+
+def test_a_job_delivered_again_for_a_saved_reply_writes_and_sends_nothing(session, settings):
+    """A worker that died after saving a reply gets its job again (late acks): the turn is answered."""
+    from apps.conversations.turns import text_turn_run
+    from workers.llm.engines import ScriptedEngine
+
+    settings.MEMORY_EXTRACTION, settings.LLM_PREFILL_AHEAD = False, False
+    turn_id, sent = str(uuid.uuid4()), []
+
+    def run():
+        text_turn_run(
+            turn_id=turn_id,
+            session_id=str(session.pk),
+            reply_channel="test",
+            text_deltas=True,
+            submitted_at=0,
+            engine=ScriptedEngine(),
+            recall=lambda **_: ([], {}),
+            send=lambda channel, event: sent.append(event),
+        )
+
+    run()
+    assert sent and Message.objects.get(pk=turn_id).status == "complete"
+    first, rows = len(sent), Message.objects.filter(session=session).count()
+    run()
+    assert len(sent) == first and Message.objects.filter(session=session).count() == rows

@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from apps.accounts.models import ApiToken, User
 from apps.accounts.services import token_create, token_revoke, user_deactivate
+from apps.conversations.models import Message
 from tests.realtime.client import connect, connected_socket, dumps, open_socket, send_raw
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -149,15 +150,18 @@ async def test_logging_out_ends_the_sockets_of_that_login_only(staff, character)
         (lambda user: ApiToken.objects.filter(user=user).update(revoked_at="2026-01-01T00:00Z"), "token_revoked", 4010),
     ],
 )
+@pytest.mark.parametrize("frame", [{"type": "message", "content": "hello?"}, {"type": "regenerate"}])
 async def test_access_taken_away_behind_the_services_back_fails_the_next_frame(
-    bypass, reason, close_code, user, api_key, character
+    bypass, reason, close_code, frame, user, api_key, character
 ):
-    """A shell or bulk update sends no event: the socket notices on its next frame."""
+    """A shell or bulk update sends no event: the socket notices on its next frame, and a turn it
+    asked for is neither saved nor queued (checked in the same trip that would have queued it)."""
     comm = await connected_socket(api_key)
     await sync_to_async(bypass)(user)
     assert await comm.receive_nothing(timeout=0.2)
-    await comm.send_json_to({"type": "message", "content": "hello?"})
+    await comm.send_json_to(frame)
     await assert_ended(comm, reason, close_code, time.monotonic())
+    assert not await sync_to_async(Message.objects.filter(session__user=user, role="user").exists)()
 
 
 async def test_a_deleted_login_session_fails_the_next_frame(user, character):
