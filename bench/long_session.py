@@ -91,6 +91,8 @@ thread, 27 new tokens: first token 122.6 -> 120.9 ms after a 270-token cache, 15
   load 0.6-1.4 (quiet): RESULT ttft_ms_turn2=129 ttft_ms_turn30=162 ttft_growth_30=1.251 first_audio_ms_turn30=842
   (turns 28-30 had 599-1,179 prompt tokens: block trimming had dropped the history to 572 at turn 23;
   the engine's own part, first token minus prompt_ms, was 107-114 ms at turns 1-3 and 121-145 at 28-30)
+  the same code again, load 0.8-1.6: RESULT ttft_ms_turn2=154 ttft_ms_turn30=160 ttft_growth_30=1.041
+  first_audio_ms_turn30=858 (turns 28-30: 739-1,105 prompt tokens; turn 1 took 167 ms)
 """
 
 import argparse

@@ -36,6 +36,11 @@ Second session, 2026-12-04, quiet box, 12 turns, --hold-ms 0, one change at a ti
                                                     3 replies started on a partial and kept (p50
                                                     132), 2 restarted (p50 698), 7 others (p50 703)
 Issue 11's target (p50 <= 760 ms on a fresh session) is met.
+
+Fourth session, 2026-12-04, quiet box, 12 turns, --hold-ms 0, after the KV cache's room-ahead layers:
+  voice_to_voice_ms_p50=687 (p95 891; first audio / floor 0.941): transcript 100, first token 251;
+  4 transcripts from a partial (p50 594), 8 from the final pass (p50 720); 4 replies started on a
+  partial and kept (p50 594), 2 restarted (p50 662), 6 others (p50 720).
 """
 
 import argparse
