@@ -176,3 +176,21 @@ async def test_the_audio_allowance_survives_stream_and_call_restarts(settings, a
     await asyncio.sleep(over["retry_after"] + 0.2)  # earned back at the configured rate
     await comm.send_json_to({"type": "voice_call_audio_chunk", "audio_base64": b64(silence(1.0))})
     assert await send_raw(comm, dumps({"type": "ping"})) == {"type": "pong"}  # accepted: no error came first
+
+
+async def test_a_live_socket_keeps_its_place_past_the_ttl_and_a_closed_one_frees_it(settings, user, character):
+    """The process refreshes its sockets' places together (one Redis pipeline a third of the TTL)."""
+    from django.core.cache import cache
+
+    settings.QUOTA_SOCKETS_PER_USER, settings.QUOTA_SOCKET_TTL_S = 1, 2
+    key = f"sockets:user:{user.pk}:0"
+    live = await connected_socket((await sync_to_async(token_create)(user=user, name="phone")).key)
+    await asyncio.sleep(3.5)  # past the TTL: the place was refreshed, not lapsed
+    assert await sync_to_async(cache.get)(key) is not None
+    refused = await open_socket()
+    assert_rate_limited(
+        await connect(refused, api_key=(await sync_to_async(token_create)(user=user, name="tablet")).key), at_most=2
+    )
+    await live.disconnect()
+    client.OPEN.remove(live)
+    assert await sync_to_async(cache.get)(key) is None
