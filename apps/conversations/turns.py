@@ -482,9 +482,10 @@ def turn_prompt(
         layout=settings.MEMORY_PROMPT_LAYOUT,
         limit=settings.MEMORY_PROMPT_NOTES or None,
     )
-    prompt_layout = _prompt_layout(character)
+    entries = list(character.lorebook_entries.filter(enabled=True))  # read once: the layout asks if any
+    prompt_layout = _prompt_layout(character, has_lore=bool(entries))
     lore, lore_used = lore_notes(
-        character.lorebook_entries.filter(enabled=True) if prompt_layout["lore_budget_tokens"] else (),
+        entries,
         recent=[content for _, content in history[max(0, len(history) - settings.LOREBOOK_SCAN_MESSAGES) :]],
         character_name=character.name,
         engine=engine,
@@ -508,12 +509,14 @@ def engine_cache_key(session: ChatSession) -> str:
     return f"{session.user_id}/{session.pk}"
 
 
-def _prompt_layout(character) -> dict:
+def _prompt_layout(character, *, has_lore: bool | None = None) -> dict:
     """The prompt's settings for this character, as build_messages and next_turn_prefix take them.
 
-    The lorebook's share of the budget is set aside only for a character with enabled entries.
+    The lorebook's share of the budget is set aside only for a character with enabled entries
+    (`has_lore`: whether it has any, when the caller has read them; else asked here).
     """
-    has_lore = character.lorebook_entries.filter(enabled=True).exists()
+    if has_lore is None:
+        has_lore = character.lorebook_entries.filter(enabled=True).exists()
     return dict(
         persona=character.persona,
         character_name=character.name,
