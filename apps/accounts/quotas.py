@@ -14,11 +14,11 @@ the process's memory in the embedded mode (one process). Every limit is a settin
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 
 from apps.core.metrics import QUOTA_REFUSALS
@@ -110,20 +110,22 @@ def socket_slot_refresh(*, slot: SocketSlot) -> None:
         cache.add(slot.key, slot.holder, timeout=settings.QUOTA_SOCKET_TTL_S)  # lapsed: take it back if free
 
 
-def socket_slots_refresh(*, slots: Iterable[SocketSlot]) -> None:
+def socket_slots_refresh(*, slots: Iterable[SocketSlot], still_held: Callable[[SocketSlot], bool]) -> None:
     """`socket_slot_refresh` for many slots at once (a web process's sockets): one round trip where
-    the cache is Redis (a pipeline of EXPIREs), then a lapsed slot taken back if it is free."""
-    slots, ttl = list(slots), settings.QUOTA_SOCKET_TTL_S
-    if slots and isinstance(cache, RedisCache):
+    the cache is Redis (a pipeline of EXPIREs); a lapsed slot is taken back if it is free and its
+    socket `still_held` it (one closed meanwhile deleted its key: it must stay deleted)."""
+    slots, ttl, backend = list(slots), settings.QUOTA_SOCKET_TTL_S, caches["default"]
+    if slots and isinstance(backend, RedisCache):
         # Django's cache API touches one key a call; its Redis client gives the pipeline.
-        pipe = cache._cache.get_client(write=True).pipeline(transaction=False)
+        pipe = backend._cache.get_client(write=True).pipeline(transaction=False)
         for slot in slots:
-            pipe.expire(cache.make_and_validate_key(slot.key), ttl)
+            pipe.expire(backend.make_and_validate_key(slot.key), ttl)
         lapsed = [slot for slot, kept in zip(slots, pipe.execute(), strict=True) if not kept]
     else:
-        lapsed = [slot for slot in slots if not cache.touch(slot.key, timeout=ttl)]
+        lapsed = [slot for slot in slots if not backend.touch(slot.key, timeout=ttl)]
     for slot in lapsed:
-        cache.add(slot.key, slot.holder, timeout=ttl)
+        if still_held(slot):
+            backend.add(slot.key, slot.holder, timeout=ttl)
 
 
 def socket_slot_release(*, slot: SocketSlot) -> None:

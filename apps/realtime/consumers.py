@@ -221,13 +221,13 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
     async def on_message(self, frame: p.Message):
         content = frame.content.strip()
         if not content:
-            raise ClientError(p.ErrorCode.EMPTY_MESSAGE, "The message is empty.")
+            return await self.turn_refused(p.ErrorCode.EMPTY_MESSAGE, "The message is empty.")
         if len(content) > settings.WS_MAX_MESSAGE_CHARS:
-            raise ClientError(
+            return await self.turn_refused(
                 p.ErrorCode.MESSAGE_TOO_LONG, f"Messages are limited to {settings.WS_MAX_MESSAGE_CHARS} characters."
             )
         if self.turn is not None:
-            raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next message.")
+            return await self.turn_refused(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next message.")
         session = self.conversation.session
         turn_id = await self.turn_admitted(
             functools.partial(
@@ -244,7 +244,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
 
     async def on_regenerate(self, frame: p.Regenerate):
         if self.turn is not None:
-            raise ClientError(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` (or send `stop`) first.")
+            return await self.turn_refused(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` (or send `stop`) first.")
         session = self.conversation.session
         turn_id = await self.turn_admitted(
             functools.partial(
@@ -257,6 +257,12 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
         if turn_id is not None:
             self.begin_turn(Turn(turn_id, session.pk))
             await self.send_frame(p.Thinking())
+
+    async def turn_refused(self, code: str, message: str) -> None:
+        """A typed turn refused before it reaches `turn_admitted`: access is re-checked first, as for any
+        other frame (a socket whose access has ended is closed, not told what was wrong with its frame)."""
+        if await self.access_still_live(every_s=0.0):
+            raise ClientError(code, message)
 
     async def turn_admitted(self, submit) -> str | None:
         """A typed turn: the socket's access re-checked, one of the user's turns taken and `submit` (which

@@ -49,7 +49,7 @@ class _SlotKeeper:
         while self.slots:
             await asyncio.sleep(settings.QUOTA_SOCKET_TTL_S / 3)
             try:
-                await _off_loop(quotas.socket_slots_refresh)(slots=list(self.slots))
+                await _off_loop(quotas.socket_slots_refresh)(slots=list(self.slots), still_held=self.slots.__contains__)
             except Exception:  # the cache is down: the sockets work on, their slots may lapse
                 log.warning("could not refresh %d socket slots", len(self.slots), exc_info=True)
 

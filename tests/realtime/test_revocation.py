@@ -150,7 +150,9 @@ async def test_logging_out_ends_the_sockets_of_that_login_only(staff, character)
         (lambda user: ApiToken.objects.filter(user=user).update(revoked_at="2026-01-01T00:00Z"), "token_revoked", 4010),
     ],
 )
-@pytest.mark.parametrize("frame", [{"type": "message", "content": "hello?"}, {"type": "regenerate"}])
+@pytest.mark.parametrize(
+    "frame", [{"type": "message", "content": "hello?"}, {"type": "message", "content": "  "}, {"type": "regenerate"}]
+)
 async def test_access_taken_away_behind_the_services_back_fails_the_next_frame(
     bypass, reason, close_code, frame, user, api_key, character
 ):

@@ -344,3 +344,22 @@ def test_a_growing_cache_scores_as_the_librarys_and_decodes_without_copying(gree
     for ours, theirs in zip(scores[False], scores[True], strict=True):
         assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
     assert len(buffers) == tokens.shape[1] and len(set(buffers)) == 1  # never copied to a new buffer
+
+
+def test_a_growing_cache_keeps_the_librarys_layers_where_a_model_needs_them():
+    """Only full-attention layers grow in place: a sliding-window layer of a model's config stays the
+    library's (it must drop what slides out, not keep it)."""
+    from transformers import Qwen2Config
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    from workers.llm.engines import growing_kv_cache
+
+    config = Qwen2Config(
+        num_hidden_layers=3,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        use_sliding_window=True,
+        sliding_window=8,
+    )
+    layers = growing_kv_cache(config).layers
+    assert [type(layer) is DynamicSlidingWindowLayer for layer in layers] == [True, False, True]
+    assert isinstance(layers[1], DynamicLayer) and type(layers[1]) is not DynamicLayer  # the growing one

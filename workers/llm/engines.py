@@ -204,8 +204,10 @@ def register_cpu_attention() -> str:
 KV_GROW_TOKENS = 64
 
 
-def growing_kv_cache():
-    """An empty DynamicCache whose layers write into buffers with room to spare (`_GrowingLayer`).
+def growing_kv_cache(config=None):
+    """An empty DynamicCache whose full-attention layers write into buffers with room to spare
+    (`_GrowingLayer`); built from the model's `config` when given, so that sliding-window, shared
+    or linear-attention layers stay the library's own.
 
     transformers' DynamicLayer concatenates its keys and values with each forward pass's: every
     token decoded and every line prefilled copies the whole cache. SmolLM2-135M after 1.7k tokens
@@ -247,10 +249,14 @@ def growing_kv_cache():
                 return self.keys, self.values
 
         class _GrowingCache(DynamicCache):  # noqa: N801
-            def __init__(self):
-                Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
+            def __init__(self, config=None):
+                if config is None:
+                    Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
+                    return
+                DynamicCache.__init__(self, config=config)
+                self.layers = [_GrowingLayer() if type(layer) is DynamicLayer else layer for layer in self.layers]
 
-    return _GrowingCache()
+    return _GrowingCache(config)
 
 
 _GrowingLayer = _GrowingCache = None
@@ -290,7 +296,9 @@ class KvCacheStore:
             self.bytes -= entry[2]
             return entry[0], entry[1]
 
-    def copy_prefix(self, key: str, ids: list[int], *, most: int, least: int) -> tuple[list[int], object] | None:
+    def copy_prefix(
+        self, key: str, ids: list[int], *, most: int, least: int, new_cache=growing_kv_cache
+    ) -> tuple[list[int], object] | None:
         """A copy of the longest prefix of `ids` (at least `least`, at most `most` tokens) that another
         entry of `key`'s scope holds: a new session starts from the character's prompt its user's
         other session computed. The scope is what comes before the `/` in a key (a user); a key without
@@ -310,7 +318,7 @@ class KvCacheStore:
                 return None
             self._entries.move_to_end(source)  # used: the last to be dropped
             source = self._entries[source][1]
-            copy = growing_kv_cache()
+            copy = new_cache()
             for i, layer in enumerate(source.layers):
                 copy.update(layer.keys[:, :, :best], layer.values[:, :, :best], i)  # copied into its room
         return ids[:best], copy
@@ -360,7 +368,7 @@ SHORT_PREFILL_TOKENS = 64
 SHARED_PREFIX_MIN_TOKENS = 32
 
 
-def _resume(store: KvCacheStore | None, key: str | None, ids: list[int], *, most: int) -> _Run:
+def _resume(store: KvCacheStore | None, key: str | None, ids: list[int], *, most: int, new_cache) -> _Run:
     """Take `key`'s cache out of `store` cut to its longest common prefix with `ids` (at most `most`
     tokens): what a forward pass over `ids` need not compute again. Without one of its own, a copy
     of the longest such prefix another key of its scope holds; an empty run when there is none."""
@@ -373,10 +381,10 @@ def _resume(store: KvCacheStore | None, key: str | None, ids: list[int], *, most
                 cache.crop(keep - len(cached_ids))  # a negative count: tokens removed from the end
             return _Run(ids[:keep], cache)
     if store is not None and key:
-        shared = store.copy_prefix(key, ids, most=most, least=SHARED_PREFIX_MIN_TOKENS)
+        shared = store.copy_prefix(key, ids, most=most, least=SHARED_PREFIX_MIN_TOKENS, new_cache=new_cache)
         if shared is not None:
             return _Run(*shared)
-    return _Run([], growing_kv_cache())
+    return _Run([], new_cache())
 
 
 class TransformersEngine:
@@ -461,6 +469,10 @@ class TransformersEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def new_cache(self):
+        """An empty KV cache for this model (`growing_kv_cache`)."""
+        return growing_kv_cache(self.model.config)
+
     def _next_token(self, logits, seen):
         import torch
 
@@ -508,7 +520,7 @@ class TransformersEngine:
             )["input_ids"].to(self.device)
             ids = prompt[0].tolist()
             # The last prompt token is always fed again: its logits pick the reply's first token.
-            run = _resume(store, cache_key, ids, most=len(ids) - 1)
+            run = _resume(store, cache_key, ids, most=len(ids) - 1, new_cache=self.new_cache)
             reused = len(run.ids)
             if stats is not None:
                 stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
@@ -562,7 +574,7 @@ class TransformersEngine:
         with torch.inference_mode():
             ids = self.tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)["input_ids"]
             ids = ids[0].tolist()
-            run = _resume(store, cache_key, ids, most=len(ids))
+            run = _resume(store, cache_key, ids, most=len(ids), new_cache=self.new_cache)
             start = len(run.ids)
             try:
                 for at in range(start, len(ids), WARM_CHUNK_TOKENS):
