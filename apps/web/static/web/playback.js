@@ -8,6 +8,7 @@ export class Player {
     this.sources = new Set();
     this.end = 0; // context time at which the last scheduled chunk ends
     this.onidle = null; // called when the last scheduled source ends (not after stopAll)
+    this.startsAtPerformance = null; // see lastStartPerformanceTime
   }
 
   get active() {
@@ -25,8 +26,10 @@ export class Player {
     const source = this.ctx.createBufferSource();
     source.buffer = buffer;
     source.connect(this.ctx.destination);
-    const at = Math.max(this.ctx.currentTime, this.end);
+    const now = this.ctx.currentTime; // read once: it moves in render quanta, ~10 ms apart under load
+    const at = Math.max(now, this.end);
     source.start(at);
+    this.startsAtPerformance = performance.now() + (at - now) * 1000;
     this.end = at + buffer.duration;
     this.sources.add(source);
     source.addEventListener("ended", () => {
@@ -53,8 +56,9 @@ export class Player {
     return stopped;
   }
 
-  // performance.now() time at which context time `at` is heard (output latency left out).
-  performanceTime(at) {
-    return performance.now() + (at - this.ctx.currentTime) * 1000;
+  // performance.now() time at which the last scheduled chunk starts to be heard (output latency left out),
+  // from the same reading of the context's clock that placed it.
+  get lastStartPerformanceTime() {
+    return this.startsAtPerformance;
   }
 }

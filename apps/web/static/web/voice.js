@@ -537,7 +537,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       if (turn.firstAudioAt === null) {
         turn.firstChunkAt = received;
         turn.firstAudioAt = performance.now();
-        turn.firstAudioStartsAt = player.performanceTime(at);
+        turn.firstAudioStartsAt = player.lastStartPerformanceTime;
       }
     },
     llm_end() {
