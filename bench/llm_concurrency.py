@@ -24,23 +24,28 @@ box's load average are printed: it has 2 cores, shared with other work.
     .venv/bin/python bench/llm_concurrency.py [--tokens-per-s 25] [--words 100] [--seconds 8]
 
 Measured 2026-12-04 on the shared 2-core box, defaults (100 words a reply at 25 tokens/s per stream,
-the server's first token after 100 ms), four runs; the second and third beside another session's full
-test suite (load average 4.2 and 4.3 during the 32 level), the fourth on a quiet box:
+the server's first token after 100 ms); runs 1-4 before the memory queries asked at once were embedded
+in one batch, the second and third beside another session's full test suite (load average 4.2 and 4.3
+during the 32 level), the fourth on a quiet box; run 5 after it (a later session, quiet box):
 
-| RESULT                                | run 1 | run 2 | run 3 | run 4 | target |
-| ------------------------------------- | ----- | ----- | ----- | ----- | ------ |
-| concurrent_speedup_32                 |  30.7 |  29.8 |  27.6 |  31.2 | >= 25  |
-| first_token_added_ms_p95_32           |   314 |   696 |   608 |   359 | <= 50  |
-| worker_first_token_added_ms_p95_32    |     - |   421 |   379 |   246 |        |
-| socket_concurrent_speedup_32          |  24.2 |  17.7 |  16.0 |  29.2 |        |
-| socket_first_token_added_ms_p95_32    |  1257 |  3172 |  3406 |   349 |        |
+| RESULT                                | run 1 | run 2 | run 3 | run 4 | run 5 | target |
+| ------------------------------------- | ----- | ----- | ----- | ----- | ----- | ------ |
+| concurrent_speedup_32                 |  30.7 |  29.8 |  27.6 |  31.2 |  31.5 | >= 25  |
+| first_token_added_ms_p95_32           |   314 |   696 |   608 |   359 |   103 | <= 50  |
+| worker_first_token_added_ms_p95_32    |     - |   421 |   379 |   246 |  59.2 |        |
+| socket_concurrent_speedup_32          |  24.2 |  17.7 |  16.0 |  29.2 |  31.6 |        |
+| socket_first_token_added_ms_p95_32    |  1257 |  3172 |  3406 |   349 |   117 |        |
 
-At 32 the worker streams 670-750 of the 780 tokens/s the server sends (24.0-24.5 of 24.4 at one turn).
-The first-token target is not met here: one turn adds p95 50-96 ms end to end, of which the worker's
-own share is ~25 ms (queued to first token, less the server's); at 32 its share grows to p95 250-420,
-mostly its memory query's embedding (median 16 ms alone, 45 at 32 on the quiet box, p95 109) as 32
-threads, this process, Daphne and the server share two cores. One Daphne process kept up on the quiet
-box and fell behind under load (~800 channel messages a second at 32 streams).
+In runs 1-4 the worker streamed 670-750 of the 780 tokens/s at 32, and its share of the first token
+grew to p95 250-420 ms, mostly its memory query's embedding waiting for the others'; one Daphne
+process kept up on the quiet box and fell behind under load (~800 channel messages a second).
+In run 5 (load average under 1.7) at 32 the worker streams 767-773 of the 780 tokens/s
+the server sends (24.2-24.5 of 24.4 at one turn). The first-token target is still not met: one turn
+adds p95 30 ms end to end (through Daphne 40), of which the worker's own share is ~18 (its memory
+query 15 of it); at 32 the worker's share grows to p95 59 (its memory query's median 28 ms as 32
+threads share two cores with this process, Daphne and the server), and this process's own reading of
+32 streams from the channel layer adds the rest. Tried and left out, each measured here: a GIL switch
+interval of 0.5 ms instead of 5 in the threads pool (p95 115, worker 66: no better).
 """
 
 import argparse

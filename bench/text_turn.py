@@ -25,6 +25,21 @@ the memory recall (query embedding, Chroma, rows) and the engine on the same pro
   session and "already answered" check in one query: ~3 PostgreSQL round trips and 2 thread hops
   fewer, but the edge's figure did not move (9.1 -> 8.8-9.1 ms). py-spy on Daphne: ~4 ms a turn in
   the database thread, 2 of them waiting on PostgreSQL; the rest is outside the handler.
+
+A later session, same box (2026-12-04, 12- and 20-turn runs): overhead_ms_p50 26.1 and 32.2 (the
+worker's engine 1.8 and 14.6 ms slower than the same engine here: that part swings most between runs),
+retrieval_ms_p50 18.1 and 17.9 (alone 20.8 and 21.5). What each stage costs after the user's second of
+typing, timed apart: much of the gap to the targets is the first touch of each process after idle on
+this VM.
+The job's first query takes 3.5 ms after a 0.3 s pause (1.6 back to back), a Chroma query 4.3 (1.9),
+the query embedding 8.5-13 (4.4). Tried and left out:
+- Beginning the memory recall (embedding, index) in a helper thread while the job reads its session:
+  both hold the GIL for most of their time, so the recall took 27.7 ms instead of 18 and the session
+  9.3 instead of 6.2; first text came no sooner.
+- A smaller query encoder: int8 dynamic quantization of its linear layers takes the cold embedding
+  to 5.4 ms on one thread, but its vectors are 0.96 cosine from the float ones (top-8 of 1,000 agree
+  0.94); int8 weights with float activations (0.999) run 50-90 ms in torch's CPU kernel; bfloat16 is
+  slower (6.5 ms warm, 16 cold).
 """
 
 import argparse
