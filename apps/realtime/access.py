@@ -18,7 +18,7 @@ _AUDIO_ACCESS_CHECK_S = 5.0
 _AUDIO_FRAMES = frozenset({"audio_stream_chunk", "voice_call_audio_chunk", "agent_audio_chunk", "binary"})
 _TURN_FRAMES = frozenset({"audio_message", "audio_stream_end"})
 # Frames whose handler re-checks access itself, in the same trip to the database that queues the
-# turn (the consumer's `turn_admitted`).
+# turn (the consumer's `typed_turn`).
 _ADMITTED_FRAMES = frozenset({"message", "regenerate"})
 
 

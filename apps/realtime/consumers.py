@@ -228,56 +228,38 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
             )
         if self.turn is not None:
             return await self.turn_refused(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` before the next message.")
-        session = self.conversation.session
-        turn_id = await self.turn_admitted(
-            functools.partial(
-                services.text_turn_submit,
-                session=session,
-                content=content,
-                reply_channel=self.channel_name,
-                text_deltas=self.text_deltas,
-            )
-        )
-        if turn_id is not None:
-            self.begin_turn(Turn(turn_id, session.pk))
-            await self.send_frame(p.Thinking())
+        await self.typed_turn(services.text_turn_submit, content=content)
 
     async def on_regenerate(self, frame: p.Regenerate):
         if self.turn is not None:
             return await self.turn_refused(p.ErrorCode.TURN_IN_PROGRESS, "Wait for `turn_end` (or send `stop`) first.")
-        session = self.conversation.session
-        turn_id = await self.turn_admitted(
-            functools.partial(
-                services.text_turn_regenerate,
-                session=session,
-                reply_channel=self.channel_name,
-                text_deltas=self.text_deltas,
-            )
-        )
-        if turn_id is not None:
-            self.begin_turn(Turn(turn_id, session.pk))
-            await self.send_frame(p.Thinking())
+        await self.typed_turn(services.text_turn_regenerate)
 
     async def turn_refused(self, code: str, message: str) -> None:
-        """A typed turn refused before it reaches `turn_admitted`: access is re-checked first, as for any
+        """A typed turn refused before it reaches `typed_turn`: access is re-checked first, as for any
         other frame (a socket whose access has ended is closed, not told what was wrong with its frame)."""
         if await self.access_still_live(every_s=0.0):
             raise ClientError(code, message)
 
-    async def turn_admitted(self, submit) -> str | None:
+    async def typed_turn(self, submit, **arguments) -> None:
         """A typed turn: the socket's access re-checked, one of the user's turns taken and `submit` (which
-        saves and queues the turn) called, in one trip to the database thread; the turn id, or None when
-        access has ended (the socket is closing). ClientError `rate_limited` past the quota."""
+        saves and queues the turn, given `arguments`) called, in one trip to the database thread; then
+        the turn begins and the client hears `thinking`. Nothing when access has ended (the socket is
+        closing); ClientError `rate_limited` past the quota."""
+        session = self.conversation.session
+        submit = functools.partial(
+            submit, session=session, reply_channel=self.channel_name, text_deltas=self.text_deltas, **arguments
+        )
         outcome = await database_sync_to_async(services.turn_admit)(
             user_id=self.user.pk, token_id=self.token_id, session_key=self.session_key, quota="turn", submit=submit
         )
         self.access_checked_at = time.monotonic()
-        if not isinstance(outcome, services.Refused):
-            return outcome
-        if outcome.access_ended is not None:
-            await self.end_access(outcome.access_ended)
-            return None
-        raise ClientError(p.ErrorCode.RATE_LIMITED, REFUSED["turn"], retry_after=outcome.retry_after)
+        if isinstance(outcome, services.Refused):
+            if outcome.access_ended is None:
+                raise ClientError(p.ErrorCode.RATE_LIMITED, REFUSED["turn"], retry_after=outcome.retry_after)
+            return await self.end_access(outcome.access_ended)
+        self.begin_turn(Turn(outcome, session.pk))
+        await self.send_frame(p.Thinking())
 
     async def on_stop(self, frame: p.Stop):
         await self.speculation_drop(restart=False)  # nothing of a reply started on a partial plays

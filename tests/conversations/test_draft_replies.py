@@ -13,6 +13,7 @@ from apps.conversations.cancel import turn_cancel, turn_confirm, turn_drop
 from apps.conversations.models import Message
 from apps.conversations.services import session_create
 from apps.realtime import protocol as p
+from tests.conversations.replies import reply_job
 from tests.conversations.test_prompt_prefix import RecordingEngine
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -38,14 +39,11 @@ class DraftReply:
 
     def __init__(self, session, draft: str = DRAFT):
         self.turn_id, self.engine, self.events = str(uuid.uuid4()), RecordingEngine(), []
-        kwargs = dict(
+        kwargs = reply_job(
+            session,
             turn_id=self.turn_id,
-            session_id=str(session.pk),
-            reply_channel="test",
-            text_deltas=False,
             submitted_at=time.time(),
             engine=self.engine,
-            recall=lambda **kwargs: ([], {}),
             send=lambda channel, event: self.events.append(event),
             draft=draft,
         )

@@ -3,7 +3,6 @@ join the per-turn tail (never the stable prefix) within their token budget and a
 reply; scenario, personality and description go in the system prompt, post-history instructions
 after the user's line; card placeholders are filled in."""
 
-import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -195,9 +194,8 @@ def turn(user, settings):
     (prompt, saved reply) of each."""
     settings.MEMORY_EXTRACTION, settings.LLM_PREFILL_AHEAD = False, False
     from apps.characters.models import Character
-    from apps.conversations.models import Message
-    from apps.conversations.services import session_create, turn_start
-    from apps.conversations.turns import text_turn_run
+    from apps.conversations.services import session_create
+    from tests.conversations.replies import reply_to
 
     nova = Character.objects.create(
         name="Nova",
@@ -210,19 +208,8 @@ def turn(user, settings):
     session, engine = session_create(user=user, character=nova), RecordingEngine()
 
     def run(said: str):
-        turn_start(session=session, content=said)
-        turn_id = str(uuid.uuid4())
-        text_turn_run(
-            turn_id=turn_id,
-            session_id=str(session.pk),
-            reply_channel="test",
-            text_deltas=False,
-            submitted_at=0,
-            engine=engine,
-            recall=lambda **_: ([], {}),
-            send=lambda channel, event: None,
-        )
-        return engine.prompts[-1], Message.objects.get(pk=turn_id)
+        reply = reply_to(session, said, engine=engine)
+        return engine.prompts[-1], reply
 
     run.character = nova
     return run

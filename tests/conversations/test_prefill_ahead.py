@@ -10,9 +10,9 @@ from django.conf import settings
 from django.test import override_settings
 
 from apps.characters.demo import DEMO_CHARACTERS
-from apps.conversations.models import Message
-from apps.conversations.services import session_create, turn_start
-from apps.conversations.turns import prompt_prefill, text_turn_run
+from apps.conversations.services import session_create
+from apps.conversations.turns import prompt_prefill
+from tests.conversations.replies import reply_to
 from workers.llm.engines import TransformersEngine
 
 NOVA = next(c for c in DEMO_CHARACTERS if c["slug"] == "nova")
@@ -34,35 +34,19 @@ def nova(db):
     return Character.objects.create(**NOVA, is_published=True)
 
 
-def reply_to(session, line: str, engine) -> Message:
-    turn_start(session=session, content=line)
-    turn_id = str(uuid.uuid4())
-    text_turn_run(
-        turn_id=turn_id,
-        session_id=str(session.pk),
-        reply_channel="test",
-        text_deltas=False,
-        submitted_at=0,
-        engine=engine,
-        recall=lambda **_: ([], {}),
-        send=lambda channel, event: None,
-    )
-    return Message.objects.get(pk=turn_id)
-
-
 @pytest.mark.model
 @pytest.mark.django_db
 @override_settings(MEMORY_EXTRACTION=False, LLM_PREFILL_AHEAD=True)
 def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, user, django_user_model):
     cold = session_create(user=user, character=nova)
-    plain = reply_to(cold, "What is a comet made of?", greedy)
+    plain = reply_to(cold, "What is a comet made of?", engine=greedy)
     assert plain.timings["cached_tokens"] == 0  # nothing computed for this session before
 
     other = django_user_model.objects.create_user(username="other")  # shares nothing computed for `user`
     warm = session_create(user=other, character=nova)
     computed = prompt_prefill(session_id=str(warm.pk), engine=greedy)
     assert computed > 100  # the persona, the example dialogue and the greeting
-    first = reply_to(warm, "What is a comet made of?", greedy)
+    first = reply_to(warm, "What is a comet made of?", engine=greedy)
     assert first.content == plain.content
     assert first.timings["cached_tokens"] == computed
     assert first.timings["prefill_tokens"] < 30  # the user's line and the reply's opening
@@ -70,7 +54,7 @@ def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, us
 
     # after each reply the next prompt's start is computed: the next turn reuses all of it
     assert first.timings["prefill_ahead_tokens"] > 0  # the reply's end: what it wrote is in the cache already
-    second = reply_to(warm, "And where do comets come from?", greedy)
+    second = reply_to(warm, "And where do comets come from?", engine=greedy)
     assert second.timings["cached_tokens"] == second.timings["prompt_tokens"] - second.timings["prefill_tokens"]
     assert second.timings["prefill_tokens"] < 30
     assert prompt_prefill(session_id=str(uuid.uuid4()), engine=greedy) == 0  # a session that is gone
@@ -78,7 +62,7 @@ def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, us
     # the user's own new session starts from what their first one computed: nothing to prefill
     again = session_create(user=user, character=nova)
     assert prompt_prefill(session_id=str(again.pk), engine=greedy) == 0
-    same = reply_to(again, "What is a comet made of?", greedy)
+    same = reply_to(again, "What is a comet made of?", engine=greedy)
     assert same.content == plain.content and same.timings["cached_tokens"] >= computed
 
 
@@ -150,5 +134,5 @@ def test_a_reply_queued_meanwhile_stops_the_prefill_ahead_of_the_one_before(
             return 1
 
     engine = Warming()
-    reply_to(session, "What is a comet made of?", engine)
+    reply_to(session, "What is a comet made of?", engine=engine)
     assert engine.stops == [False, True]  # its own turn's queueing did not count; the next one's did

@@ -255,7 +255,7 @@ def test_a_sessions_turns_keep_their_prefix(user, settings, layout, notes_limit)
     from apps.characters.models import Character
     from apps.conversations.models import Message
     from apps.conversations.services import session_create, turn_finish, turn_start
-    from apps.conversations.turns import text_turn_run
+    from tests.conversations.replies import reply_run
 
     nova = Character.objects.create(**{k: v for k, v in NOVA.items()}, is_published=True)
     session = session_create(user=user, character=nova)
@@ -280,17 +280,8 @@ def test_a_sessions_turns_keep_their_prefix(user, settings, layout, notes_limit)
                 timings={},
             )
             continue
-        before, turn_id = len(engine.prompts), str(uuid.uuid4())
-        text_turn_run(
-            turn_id=turn_id,
-            session_id=str(session.pk),
-            reply_channel="test",
-            text_deltas=False,
-            submitted_at=0,
-            engine=engine,
-            recall=recall,
-            send=lambda channel, event: frames.append(event),
-        )
+        before = len(engine.prompts)
+        turn_id = reply_run(session, engine=engine, recall=recall, send=lambda channel, event: frames.append(event))
         assert len(engine.prompts) == before + 1
         messages = engine.prompts[-1]
         if layout == "exchange":

@@ -73,23 +73,14 @@ def test_a_regenerate_in_between_is_never_undone(session):
 
 def test_a_job_delivered_again_for_a_saved_reply_writes_and_sends_nothing(session, settings):
     """A worker that died after saving a reply gets its job again (late acks): the turn is answered."""
-    from apps.conversations.turns import text_turn_run
+    from tests.conversations.replies import reply_run
     from workers.llm.engines import ScriptedEngine
 
     settings.MEMORY_EXTRACTION, settings.LLM_PREFILL_AHEAD = False, False
     turn_id, sent = str(uuid.uuid4()), []
 
     def run():
-        text_turn_run(
-            turn_id=turn_id,
-            session_id=str(session.pk),
-            reply_channel="test",
-            text_deltas=True,
-            submitted_at=0,
-            engine=ScriptedEngine(),
-            recall=lambda **_: ([], {}),
-            send=lambda channel, event: sent.append(event),
-        )
+        reply_run(session, turn_id=turn_id, engine=ScriptedEngine(), text_deltas=True, send=lambda c, e: sent.append(e))
 
     run()
     assert sent and Message.objects.get(pk=turn_id).status == "complete"
