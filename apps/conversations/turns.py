@@ -557,6 +557,9 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None, since: 
             messages,
             cache_key=engine_cache_key(session),
             should_stop=lambda: session_reply_wanted_since(session_id=session.pk, since=since),
+            # The user's turn opens most prompts' next message (its notes and line; lore, notes in the
+            # `system` layout and a client's instructions come as system messages: the cache is cut there).
+            then="user",
         )
     except Exception:  # noqa: BLE001 - the soft time limit included: the turn itself is done
         log.warning("session %s: prefilling the next prompt failed", session.pk, exc_info=True)

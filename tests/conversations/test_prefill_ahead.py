@@ -113,6 +113,25 @@ def test_a_prefill_ahead_stopped_half_way_keeps_a_prefix_the_turn_builds_on(gree
     assert stats["cached_tokens"] == WARM_CHUNK_TOKENS
 
 
+@pytest.mark.model
+def test_the_prefill_ahead_takes_in_the_next_turns_opening_and_a_turn_opening_otherwise_still_uses_the_rest(greedy):
+    messages = [{"role": "system", "content": NOVA["persona"]}, {"role": "assistant", "content": NOVA["greeting"]}]
+    plain = greedy.tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"]
+    assert greedy.warm(messages, cache_key="opening", then="user") == len(plain) + 3
+    ids, cache = greedy.kv_cache.take("opening")
+    assert greedy.tokenizer.decode(ids[len(plain) :]) == "<|im_start|>user\n"  # SmolLM2's ChatML
+    greedy.kv_cache.put("opening", ids, cache)
+    for key, then in (("opening", "user"), ("lore first", "system")):
+        if key != "opening":
+            greedy.warm(messages, cache_key=key, then="user")
+        prompt = [*messages, {"role": then, "content": "The Moon is 384,400 km away."}]
+        prompt += [{"role": "user", "content": "How far is the Moon?"}] if then == "system" else []
+        stats = {}
+        assert "".join(greedy.stream(prompt, cache_key=key, stats=stats)) == "".join(greedy.stream(prompt))
+        # all of it for a user's turn; up to `<|im_start|>` for a system message (the cache is cut there)
+        assert stats["cached_tokens"] == len(plain) + (3 if then == "user" else 1), (then, stats)
+
+
 @pytest.mark.django_db
 @override_settings(MEMORY_EXTRACTION=False, LLM_PREFILL_AHEAD=True)
 def test_a_reply_queued_meanwhile_stops_the_prefill_ahead_of_the_one_before(
@@ -126,7 +145,7 @@ def test_a_reply_queued_meanwhile_stops_the_prefill_ahead_of_the_one_before(
     session = session_create(user=user, character=nova)
 
     class Warming(ScriptedEngine):
-        def warm(self, messages, *, cache_key, should_stop=lambda: False):
+        def warm(self, messages, *, cache_key, should_stop=lambda: False, then=None):
             self.stops = [should_stop()]
             with django_capture_on_commit_callbacks(execute=True):
                 turns.text_turn_submit(session=session, content="next line", reply_channel="x", text_deltas=False)

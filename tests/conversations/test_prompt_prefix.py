@@ -208,7 +208,7 @@ class RecordingEngine:
             self.prompts.append(messages)
         yield from self.engine.stream(messages, should_stop=should_stop, max_new_tokens=max_new_tokens)
 
-    def warm(self, messages, *, cache_key, should_stop=lambda: False):
+    def warm(self, messages, *, cache_key, should_stop=lambda: False, then=None):
         with self.lock:
             self.warmed.append((len(self.prompts), cache_key, messages))
         return len(messages)
