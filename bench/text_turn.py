@@ -26,9 +26,13 @@ the memory recall (query embedding, Chroma, rows) and the engine on the same pro
   fewer, but the edge's figure did not move (9.1 -> 8.8-9.1 ms). py-spy on Daphne: ~4 ms a turn in
   the database thread, 2 of them waiting on PostgreSQL; the rest is outside the handler.
 
-A later session, same box (2026-12-04, 12- and 20-turn runs): overhead_ms_p50 26.1 and 32.2 (the
-worker's engine 1.8 and 14.6 ms slower than the same engine here: that part swings most between runs),
-retrieval_ms_p50 18.1 and 17.9 (alone 20.8 and 21.5). What each stage costs after the user's second of
+A later session, same box (2026-12-04, runs of 12, 20 and 20 turns, the last with the prefill-ahead
+taking in the user's next message opening): overhead_ms_p50 26.1, 32.2 and 31.2 (the worker's engine
+1.8, 14.6 and 10.7 ms slower than the same engine here: that part swings most between runs),
+retrieval_ms_p50 18.1, 17.9 and 16.1 (alone 20.8, 21.5 and 18.1), first text at the client 181, 170
+and 165 ms. The engine gap is not the fork (the same engine in a forked child and in a plain process:
+124 ms both) nor how the cache was built (a prefill-ahead's cache against a cropped turn's: the same
+per token). What each stage costs after the user's second of
 typing, timed apart: much of the gap to the targets is the first touch of each process after idle on
 this VM.
 The job's first query takes 3.5 ms after a 0.3 s pause (1.6 back to back), a Chroma query 4.3 (1.9),
