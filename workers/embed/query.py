@@ -6,7 +6,8 @@ transformers 5 that costs ~7 ms on this CPU for 7-12 tokens, of which ~3 ms is p
 It covers only the layout all-MiniLM-L6-v2 has (BertModel with absolute positions and GELU, mean
 pooling, normalisation), reuses the loaded model's weights and is checked against `encode` when it
 is built: any other model, or any difference, and the query goes through sentence-transformers.
-Batches (memories, re-embedding jobs) always do.
+Batches (memories, re-embedding jobs) always do. The pass runs as one TorchScript graph
+(bert_script.py), which takes the GIL once a sentence instead of once a torch call.
 """
 
 import copy
@@ -41,6 +42,10 @@ class BertQueryEncoder:
                 )
                 for a in (layer.attention.self for layer in self.layers)
             ]
+        from workers.embed.bert_script import scripted
+
+        # one graph that gives up the GIL once a sentence (bert_script.py says why)
+        self.forward = scripted(self.embeddings, self.layers, self.qkv, eps=self.eps, heads=self.heads)
 
     @classmethod
     def build(cls, model) -> "BertQueryEncoder | None":
@@ -90,35 +95,7 @@ class BertQueryEncoder:
 
     def __call__(self, text: str) -> np.ndarray:
         import torch
-        import torch.nn.functional as F
 
         with torch.inference_mode():
             ids = torch.tensor(self.tokenizer.encode(text).ids, device=self.device)
-            n, emb = len(ids), self.embeddings
-            x = (
-                emb.word_embeddings.weight[ids]
-                + emb.position_embeddings.weight[:n]
-                + emb.token_type_embeddings.weight[0]
-            )
-            x = F.layer_norm(x, x.shape[-1:], emb.LayerNorm.weight, emb.LayerNorm.bias, self.eps)
-            for layer, (qkv_weight, qkv_bias) in zip(self.layers, self.qkv, strict=True):
-                q, k, v = F.linear(x, qkv_weight, qkv_bias).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
-                attended = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(n, -1)
-                out = layer.attention.output
-                x = F.layer_norm(
-                    F.linear(attended, out.dense.weight, out.dense.bias) + x,
-                    x.shape[-1:],
-                    out.LayerNorm.weight,
-                    out.LayerNorm.bias,
-                    self.eps,
-                )
-                hidden = F.gelu(F.linear(x, layer.intermediate.dense.weight, layer.intermediate.dense.bias))
-                out = layer.output
-                x = F.layer_norm(
-                    F.linear(hidden, out.dense.weight, out.dense.bias) + x,
-                    x.shape[-1:],
-                    out.LayerNorm.weight,
-                    out.LayerNorm.bias,
-                    self.eps,
-                )
-            return F.normalize(x.mean(0), dim=0).float().cpu().numpy()
+            return self.forward(ids).float().cpu().numpy()
