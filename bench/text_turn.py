@@ -32,9 +32,12 @@ taking in the user's next message opening): overhead_ms_p50 26.1, 32.2 and 31.2 
 retrieval_ms_p50 18.1, 17.9 and 16.1 (alone 20.8, 21.5 and 18.1), first text at the client 181, 170
 and 165 ms. The engine gap is not the fork (the same engine in a forked child and in a plain process:
 124 ms both) nor how the cache was built (a prefill-ahead's cache against a cropped turn's: the same
-per token). What each stage costs after the user's second of
-typing, timed apart: much of the gap to the targets is the first touch of each process after idle on
-this VM.
+per token). Then the memory query ran as one TorchScript graph (workers/embed/bert_script.py), two
+runs of 20: retrieval_ms_p50 13.1 and 13.4 (alone 16.7 and 16.5), overhead_ms_p50 35.0 and 37.4, first
+text at the client 146 and 151 ms; the engine alone got faster here (97 ms, from 115-123) than in the
+worker (gap 15.4 and 20.9 ms), which is not explained yet.
+What each stage costs after the user's second of typing, timed apart: much of the gap to the targets
+is the first touch of each process after idle on this VM.
 The job's first query takes 3.5 ms after a 0.3 s pause (1.6 back to back), a Chroma query 4.3 (1.9),
 the query embedding 8.5-13 (4.4). Tried and left out:
 - Beginning the memory recall (embedding, index) in a helper thread while the job reads its session:
