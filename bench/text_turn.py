@@ -35,7 +35,11 @@ and 165 ms. The engine gap is not the fork (the same engine in a forked child an
 per token). Then the memory query ran as one TorchScript graph (workers/embed/bert_script.py), two
 runs of 20: retrieval_ms_p50 13.1 and 13.4 (alone 16.7 and 16.5), overhead_ms_p50 35.0 and 37.4, first
 text at the client 146 and 151 ms; the engine alone got faster here (97 ms, from 115-123) than in the
-worker (gap 15.4 and 20.9 ms), which is not explained yet.
+worker (gap 15.4 and 20.9 ms), which is not explained yet. Timed apart, the gap is all in the forward
+pass to the first token (107 ms in the worker against 96 here for the same prompt, the same cached
+prefix and the same first token), not in an emotion tag or the first text's send (~2 ms). Not the
+allocator: jemalloc preloaded in every process left it at 14.4 ms; glibc with a fixed 256 MB mmap
+threshold made it 45.
 What each stage costs after the user's second of typing, timed apart: much of the gap to the targets
 is the first touch of each process after idle on this VM.
 The job's first query takes 3.5 ms after a 0.3 s pause (1.6 back to back), a Chroma query 4.3 (1.9),
