@@ -39,7 +39,13 @@ worker (gap 15.4 and 20.9 ms), which is not explained yet. Timed apart, the gap 
 pass to the first token (107 ms in the worker against 96 here for the same prompt, the same cached
 prefix and the same first token), not in an emotion tag or the first text's send (~2 ms). Not the
 allocator: jemalloc preloaded in every process left it at 14.4 ms; glibc with a fixed 256 MB mmap
-threshold made it 45.
+threshold made it 45. It was the bench's doing: the engine here ran at once after the worker's
+turn, on warm cores, the worker's after the user's second of typing. With the same pause before the
+work here (as now), two runs of 20: the engine gap 2.3 and 3.7 ms, overhead_ms_p50 20.6 and 22.2
+(edge 8.0-8.4, queue 2.5, session 5.4-5.6, prompt 1.8-1.9), retrieval_ms_p50 17.2 and 16.2 (alone
+18.6 and 18.5; in the worker the query's embedding 5-13 ms, Chroma ~5.5, the rows ~3), first text at
+the client 144 and 146 ms. Retrieval is slower at this slower pace (a turn every ~3.3 s instead of
+~2.2 s: colder again) than in the two runs before it.
 What each stage costs after the user's second of typing, timed apart: much of the gap to the targets
 is the first touch of each process after idle on this VM.
 The job's first query takes 3.5 ms after a 0.3 s pause (1.6 back to back), a Chroma query 4.3 (1.9),
@@ -203,6 +209,9 @@ async def run(args) -> None:
                 text = PROMPTS[i % len(PROMPTS)]
                 edge, client, message_id = await client_turn(ws, text, args.think_s)
                 timings = await sync_to_async(reply_timings)(message_id)
+                # The same pause before the same work here: the worker's turn came after the user's
+                # typing, on a box idle by then (its prefill-ahead done), and so does this one.
+                await asyncio.sleep(args.think_s)
                 here_retrieval, engine_only = await sync_to_async(in_process)(
                     engine, character, user, text, timings.get("cached_tokens", 0)
                 )
