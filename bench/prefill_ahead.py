@@ -7,7 +7,7 @@ and a newline, 3 tokens) is the same whatever the user says. The prefill-ahead t
 (`warm(..., then="user")`); before, the turn computed it. This runs both side by side in one engine,
 alternately, on the same prompts (the demo character Nova's system prompt and greeting, a memory note
 and a line), a second's pause (the user typing) before each turn, and times the turn to its first
-token. The local engine as configured (LLM_* settings, greedy).
+token. The local engine as configured (LLM_* settings); which variant goes first alternates by round.
 
     .venv/bin/python bench/prefill_ahead.py [--rounds 12]
 
@@ -68,7 +68,8 @@ def main() -> None:
     figures = {None: ([], []), "user": ([], [])}
     for round_ in range(args.rounds):
         line = f"{NOTE} {LINES[round_ % len(LINES)]}"
-        for then, (times, cached) in figures.items():
+        order = list(figures.items())
+        for then, (times, cached) in order if round_ % 2 else order[::-1]:
             key = f"bench/{round_}/{then}"  # a session of its own: nothing cached but this prefill
             engine.warm(prefix, cache_key=key, then=then)
             time.sleep(args.pause)

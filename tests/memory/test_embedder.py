@@ -27,6 +27,20 @@ def test_a_turns_query_is_embedded_exactly_as_the_memories_are():
     assert embedder.encode_query(LINES[0]) @ embedder.encode_query("In which city is my home?") > 0.5
 
 
+def test_without_torchscript_queries_go_through_sentence_transformers_with_the_same_vectors(monkeypatch):
+    from workers.embed import bert_script
+
+    def gone(*args, **kwargs):  # as a torch without torch.jit.script would answer
+        raise RuntimeError("torch.jit.script is no more")
+
+    monkeypatch.setattr(bert_script, "scripted", gone)
+    embedder = Embedder(DEFAULT_MODEL)
+    assert not embedder.fast_queries
+    batch = embedder.encode(LINES)
+    for line, expected in zip(LINES, batch, strict=True):
+        assert np.abs(embedder.encode_query(line) - expected).max() < 1e-5, line
+
+
 def test_a_model_of_another_layout_is_queried_through_sentence_transformers(tmp_path):
     """CLS pooling is not the layout the short path knows: queries must still match that model's batches."""
     copy = tmp_path / "minilm-cls"

@@ -9,12 +9,18 @@ Quiet, it is a little faster too (5.3 ms against 5.8). Same weights, same vector
 torch 2.13 marks `torch.jit.script` deprecated (for torch.compile and torch.export, which compile C++
 at start or ahead of time). It is still there and tested; should a later torch drop it, building the
 encoder fails, `BertQueryEncoder.build` logs why and queries go through sentence-transformers.
+Several queries asked at once are still encoded as one eager batch (workers/embed/engine.py): one pass
+for all of them, though it takes the GIL per torch call.
 """
 
 import warnings
 
 import torch
 import torch.nn.functional as F
+
+# Known (above), and not worth a warning at every worker start. Set once at import: catch_warnings
+# around the call would swap the process's filters while other threads may be warning.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
 
 
 class BertQuery(torch.nn.Module):
@@ -69,6 +75,4 @@ class BertQuery(torch.nn.Module):
 
 
 def scripted(embeddings, layers, qkv, *, eps: float, heads: int) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():  # the deprecation is known (above): not a warning per worker start
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
-        return torch.jit.script(BertQuery(embeddings, layers, qkv, eps=eps, heads=heads))
+    return torch.jit.script(BertQuery(embeddings, layers, qkv, eps=eps, heads=heads))

@@ -1,4 +1,4 @@
-"""One sentence through a BERT encoder in a dozen torch calls: the retrieval a turn does.
+"""One sentence through a BERT encoder, without sentence-transformers' machinery: the retrieval a turn does.
 
 A turn embeds one short line before it can build its prompt. Through sentence-transformers and
 transformers 5 that costs ~7 ms on this CPU for 7-12 tokens, of which ~3 ms is per-call machinery
