@@ -26,25 +26,27 @@ warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", ca
 class BertQuery(torch.nn.Module):
     """BERT (absolute positions, GELU) over one sentence's token ids, mean-pooled and normalised.
 
-    Holds references to the loaded model's tensors (and its fused query/key/value weights): no copy.
+    Holds references to the loaded model's tensors, and fuses each layer's query, key and value weights
+    into one matmul (+5 MB for MiniLM).
     """
 
-    def __init__(self, embeddings, layers, qkv, *, eps: float, heads: int):
+    def __init__(self, bert):
         super().__init__()
+        embeddings, layers = bert.embeddings, bert.encoder.layer
         self.word = embeddings.word_embeddings.weight.detach()
         self.position = embeddings.position_embeddings.weight.detach()
         self.token_type = embeddings.token_type_embeddings.weight[0].detach()
         self.norm = [embeddings.LayerNorm.weight.detach(), embeddings.LayerNorm.bias.detach()]
-        self.eps, self.heads = float(eps), int(heads)
+        self.eps, self.heads = float(bert.config.layer_norm_eps), int(bert.config.num_attention_heads)
         weights: list[list[torch.Tensor]] = []
-        for layer, (qkv_weight, qkv_bias) in zip(layers, qkv, strict=True):
-            attention, output = layer.attention.output, layer.output
+        for layer in layers:
+            attention, output, own = layer.attention.output, layer.output, layer.attention.self
             weights.append(
                 [
                     t.detach()
                     for t in (
-                        qkv_weight,
-                        qkv_bias,
+                        torch.cat([own.query.weight, own.key.weight, own.value.weight]),
+                        torch.cat([own.query.bias, own.key.bias, own.value.bias]),
                         attention.dense.weight,
                         attention.dense.bias,
                         attention.LayerNorm.weight,
@@ -74,5 +76,6 @@ class BertQuery(torch.nn.Module):
         return F.normalize(x.mean(0), dim=0)
 
 
-def scripted(embeddings, layers, qkv, *, eps: float, heads: int) -> torch.jit.ScriptModule:
-    return torch.jit.script(BertQuery(embeddings, layers, qkv, eps=eps, heads=heads))
+def scripted(bert) -> torch.jit.ScriptModule:
+    """`bert` (a transformers BertModel) as one scripted forward pass over a sentence's token ids."""
+    return torch.jit.script(BertQuery(bert))

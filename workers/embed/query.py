@@ -24,28 +24,14 @@ TOLERANCE = 1e-5
 
 class BertQueryEncoder:
     def __init__(self, model):
-        import torch
+        from workers.embed.bert_script import scripted
 
         bert = model[0].auto_model
-        config = bert.config
         self.device = next(bert.parameters()).device
-        self.embeddings, self.layers = bert.embeddings, bert.encoder.layer
-        self.eps, self.heads = config.layer_norm_eps, config.num_attention_heads
         self.tokenizer = copy.deepcopy(model.tokenizer.backend_tokenizer)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(model.max_seq_length)
-        with torch.no_grad():  # one matmul for query, key and value (+5 MB for MiniLM)
-            self.qkv = [
-                (
-                    torch.cat([a.query.weight, a.key.weight, a.value.weight]),
-                    torch.cat([a.query.bias, a.key.bias, a.value.bias]),
-                )
-                for a in (layer.attention.self for layer in self.layers)
-            ]
-        from workers.embed.bert_script import scripted
-
-        # one graph that gives up the GIL once a sentence (bert_script.py says why)
-        self.forward = scripted(self.embeddings, self.layers, self.qkv, eps=self.eps, heads=self.heads)
+        self.forward = scripted(bert)  # one graph that gives up the GIL once a sentence (bert_script.py says why)
 
     @classmethod
     def build(cls, model) -> "BertQueryEncoder | None":
