@@ -131,13 +131,14 @@ if EMBEDDED:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "apps.realtime.layers.OneTripRedisChannelLayer",  # sends in one round trip
             # redis-py 8 reads with a 5 s socket timeout, the same as channels_redis' 5 s BZPOPMIN:
             # an idle socket's receive would fail at random. Give reads room past the block.
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 1000, "expiry": 60},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Django's Redis cache, its client reused (apps/core/cache.py)
+    CACHES = {"default": {"BACKEND": "apps.core.cache.SharedClientRedisCache", "LOCATION": REDIS_URL}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
