@@ -28,7 +28,7 @@ def collection_name(model: str, version: int) -> str:
 
 def index_active() -> EmbeddingIndex:
     """The index retrieval reads; the first one (EMBED_MODEL, version 1) is made on first use."""
-    index = EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE).first()
+    index = next(iter(EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE)[:1]), None)  # one at most
     if index is not None:
         return index
     try:
@@ -105,12 +105,14 @@ class MemoryIndexUnavailable(AppError):
 
 
 def memories_search(
-    *, user_id, character_id, query: str, k: int, timings: dict | None = None
+    *, user_id, character_id, query: str, k: int, timings: dict | None = None, with_character: bool = True
 ) -> list[tuple[Memory, float]]:
     """The `k` memories of this user and character nearest `query`, best first, with their similarity.
 
     Always this user's only: the index filters by owner and the rows are read back by owner too.
-    `timings`, if given, receives the stages in ms (embed, index query).
+    `timings`, if given, receives the stages in ms (embed, index query). Without `with_character` the
+    rows come without their character's (a turn's recall has it; joining its 25 columns cost more
+    than reading the rows).
     """
     timings = {} if timings is None else timings
     index = index_active()
@@ -125,7 +127,9 @@ def memories_search(
     except Exception as exc:  # noqa: BLE001 - Chroma unreachable, a model that will not load...
         log.warning("memory search failed: %r", exc)
         raise MemoryIndexUnavailable(f"The memory index could not be searched ({exc.__class__.__name__}).") from exc
-    owned = Memory.objects.filter(user_id=user_id, character_id=character_id).select_related("character")
+    owned = Memory.objects.filter(user_id=user_id, character_id=character_id).order_by()  # a dict: no sort
+    if with_character:
+        owned = owned.select_related("character")
     rows = {str(pk): m for pk, m in owned.in_bulk([i for i, _ in hits]).items()}
     return [(rows[i], s) for i, s in hits if i in rows]  # a vector whose row was deleted is skipped
 
@@ -183,7 +187,12 @@ def memories_recall(*, user_id, character_id, query: str) -> tuple[list[Memory],
     started, timings = time.monotonic(), {}
     try:
         hits = memories_search(
-            user_id=user_id, character_id=character_id, query=query, k=settings.MEMORY_TOP_K, timings=timings
+            user_id=user_id,
+            character_id=character_id,
+            query=query,
+            k=settings.MEMORY_TOP_K,
+            timings=timings,
+            with_character=False,
         )
     except MemoryIndexUnavailable as exc:
         return [], {"memory_error": str(exc)}
