@@ -16,7 +16,7 @@ def access_ended_reason(*, user_id, token_id=None, session_key: str | None = Non
     checks = {"active": F("is_active")}
     if token_id is not None:  # asked in the same query: it runs before every turn
         checks["token_live"] = Exists(ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True))
-    row = User.objects.filter(pk=user_id).values(**checks).first()
+    row = next(iter(User.objects.filter(pk=user_id).values(**checks)[:1]), None)  # no ORDER BY: one row
     if row is None or not row["active"]:
         return sockets.USER_DEACTIVATED
     if token_id is not None and not row["token_live"]:

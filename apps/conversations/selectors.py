@@ -6,6 +6,7 @@ from django.db import connections
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from apps.characters.models import LorebookEntry
 from apps.conversations.models import AsrJob, ChatSession, Message
 
 PREVIEW_CHARS = 120  # of the last message, in the sessions sidebar
@@ -90,13 +91,18 @@ def characters_talked_to(*, user) -> set[int]:
 
 
 def session_get_for_turn(*, session_id, turn_id=None) -> ChatSession | None:
-    """The live session a turn is in, with its character; with `turn_id`, its `reply_saved` says
-    whether that turn's reply is saved already, whatever its status (a reply's id is its turn id),
-    asked in the same query.
+    """The live session a turn is in, with its character; its `has_lore` says whether the character
+    has enabled lorebook entries (most have none: the prompt then reads none); with `turn_id`, its
+    `reply_saved` says whether that turn's reply is saved already, whatever its status (a reply's id
+    is its turn id). All in one query.
 
     On a turn's critical path, where Django's compiling the query costs more than PostgreSQL's running
     it: no join the turn does not use (the user's row), no ORDER BY (`first()` adds one by pk)."""
-    rows = ChatSession.objects.select_related("character").filter(pk=session_id, deleted_at__isnull=True)
+    rows = (
+        ChatSession.objects.select_related("character")
+        .filter(pk=session_id, deleted_at__isnull=True)
+        .annotate(has_lore=Exists(LorebookEntry.objects.filter(character=OuterRef("character_id"), enabled=True)))
+    )
     if turn_id is not None:
         rows = rows.annotate(reply_saved=Exists(Message.objects.filter(pk=turn_id)))
     return next(iter(rows[:1]), None)

@@ -349,6 +349,7 @@ def text_turn_run(
             history, positions = [*history, (Message.Role.USER, draft)], [*positions, next_position]
         messages, memories_used, lore_used = turn_prompt(
             character=character,
+            has_lore=session.has_lore,
             history=history,
             positions=positions,
             recalled=recalled,
@@ -471,10 +472,18 @@ def prompt_prefill(*, session_id: str, engine, requested_at: float = 0.0) -> int
 
 
 def turn_prompt(
-    *, character, history: list, positions: list[int], recalled: list, engine, extra_instructions: str = ""
+    *,
+    character,
+    history: list,
+    positions: list[int],
+    recalled: list,
+    engine,
+    extra_instructions: str = "",
+    has_lore: bool = True,
 ) -> tuple[list[dict], list, list]:
     """A turn's prompt messages from the history it shows and the memories recalled for it, with the
-    memories and lorebook entries that made it in."""
+    memories and lorebook entries that made it in (`has_lore` False: the caller knows the character
+    has no enabled entry, none are read)."""
     notes, memories_used = memory_notes(
         recalled,
         engine=engine,
@@ -482,7 +491,7 @@ def turn_prompt(
         layout=settings.MEMORY_PROMPT_LAYOUT,
         limit=settings.MEMORY_PROMPT_NOTES or None,
     )
-    entries = list(character.lorebook_entries.filter(enabled=True))  # read once: the layout asks if any
+    entries = list(character.lorebook_entries.filter(enabled=True)) if has_lore else []  # the layout asks if any
     prompt_layout = _prompt_layout(character, has_lore=bool(entries))
     lore, lore_used = lore_notes(
         entries,
@@ -551,7 +560,10 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None, since: 
         positioned = session_history_positioned(session_id=session.pk, limit=PROMPT_HISTORY_MESSAGES)
         history, positions = _prompt_history(positioned)
         messages = next_turn_prefix(
-            **_prompt_layout(session.character), history=history, positions=positions, engine=engine
+            **_prompt_layout(session.character, has_lore=session.has_lore),
+            history=history,
+            positions=positions,
+            engine=engine,
         )
         tokens = engine.warm(
             messages,
