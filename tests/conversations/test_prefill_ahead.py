@@ -55,7 +55,7 @@ def test_a_prefilled_session_feeds_its_first_turn_only_its_line(greedy, nova, us
     # after each reply the next prompt's start is computed: the next turn reuses all of it
     assert first.timings["prefill_ahead_tokens"] > 0  # the reply's end: what it wrote is in the cache already
     second = reply_to(warm, "And where do comets come from?", engine=greedy)
-    assert second.timings["cached_tokens"] == second.timings["prompt_tokens"] - second.timings["prefill_tokens"]
+    assert second.timings["cached_tokens"] > first.timings["prompt_tokens"]  # the first prompt and its reply
     assert second.timings["prefill_tokens"] < 30
     assert prompt_prefill(session_id=str(uuid.uuid4()), engine=greedy) == 0  # a session that is gone
 
