@@ -57,6 +57,18 @@ the query embedding 8.5-13 (4.4). Tried and left out:
   to 5.4 ms on one thread, but its vectors are 0.96 cosine from the float ones (top-8 of 1,000 agree
   0.94); int8 weights with float activations (0.999) run 50-90 ms in torch's CPU kernel; bfloat16 is
   slower (6.5 ms warm, 16 cold).
+
+2026-12-04, sixth session, on a box 3-5x slower than before (the engine alone 335-563 ms for what took
+97-123; it drifted within the session, so only runs side by side compare). Profiles of the job and
+the edge showed Django compiling queries, not PostgreSQL running them, and the layers' round trips:
+the session's query with the character's 25 columns 4.3 ms of which 0.75 in PostgreSQL; Django's
+Redis cache building a client per call (0.38 ms a call against 0.21 reused); channels_redis sending
+in four round trips (0.95 ms a send against 0.27 as one script); the memory rows joined to the
+character and, without statistics on the freshly seeded table, scanned all 1,000 through the owner
+index. Fixed (apps/core/cache.py, apps/realtime/layers.py, the selectors): the job's session part
+17.0 -> 12.8 ms, prompt 6.1 -> 2.3, retrieval 52.0 -> 44.8, edge and queue unchanged within noise
+(17.0/17.2, 6.3/6.1), overhead_ms_p50 51.1 -> 32.4 (the engine gap swinging most), the old code and
+the new one run back to back.
 """
 
 import argparse
