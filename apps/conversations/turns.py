@@ -560,7 +560,7 @@ def _prefill_ahead(*, engine, session: ChatSession, turn_id: str | None, since: 
         positioned = session_history_positioned(session_id=session.pk, limit=PROMPT_HISTORY_MESSAGES)
         history, positions = _prompt_history(positioned)
         messages = next_turn_prefix(
-            **_prompt_layout(session.character, has_lore=session.has_lore),
+            **_prompt_layout(session.character, has_lore=getattr(session, "has_lore", None)),  # asked if not known
             history=history,
             positions=positions,
             engine=engine,

@@ -1,5 +1,6 @@
 """The scaled mode's channel layer (apps/realtime/layers.py): channels_redis' own behaviour, each send
-one round trip to Redis."""
+one round trip to Redis. Each test uses channels of its own (left to expire: the layer's `flush` would
+empty every channel of the test stack's processes too)."""
 
 import asyncio
 import time
@@ -33,7 +34,6 @@ def test_messages_arrive_once_in_the_order_they_were_sent(local):
         received = [(await receiver.receive(channel))["i"] for _ in range(50)]
         with pytest.raises(asyncio.TimeoutError):  # nothing more: each arrived once
             await asyncio.wait_for(receiver.receive(channel), 0.3)
-        await receiver.flush()
         return received
 
     assert run(go()) == list(range(50))
@@ -50,7 +50,6 @@ def test_a_full_channel_refuses_the_message_and_keeps_those_it_holds():
         received = [(await receiver.receive(channel))["i"] for _ in range(3)]
         await sender.send(channel, {"type": "frame", "i": 4})  # room again
         received.append((await receiver.receive(channel))["i"])
-        await receiver.flush()
         return received
 
     assert run(go()) == [0, 1, 2, 4]
@@ -58,17 +57,19 @@ def test_a_full_channel_refuses_the_message_and_keeps_those_it_holds():
 
 def test_messages_past_the_expiry_are_dropped_and_make_room():
     async def go():
-        sender, receiver = layer(capacity=2, expiry=1), layer(capacity=2, expiry=1)
+        sender, receiver = layer(capacity=2, expiry=60), layer(capacity=2, expiry=60)
         channel = await receiver.new_channel()
-        await sender.send(channel, {"type": "frame", "i": 0})
-        await sender.send(channel, {"type": "frame", "i": 1})
-        await asyncio.sleep(2.1)  # both expired: the next send removes them before counting
-        await sender.send(channel, {"type": "frame", "i": 2})
+        key = sender.prefix + sender.non_local_name(channel)
+        stale = time.time() - 120  # two messages sent two minutes ago fill the channel; its key lives on
+        redis = sender.connection(sender.consistent_hash(channel))
+        for i in range(2):
+            await redis.zadd(key, {sender.serialize({"type": "frame", "i": -i, "__asgi_channel__": channel}): stale})
+        await sender.send(channel, {"type": "frame", "i": 2})  # the send drops them before counting
         first = (await receiver.receive(channel))["i"]
-        await receiver.flush()
-        return first
+        left = await redis.zcard(key)
+        return first, left
 
-    assert run(go()) == 2
+    assert run(go()) == (2, 0)
 
 
 def test_groups_still_reach_their_members():
@@ -79,7 +80,7 @@ def test_groups_still_reach_their_members():
         await receiver.group_add(group, channel)
         await layer().group_send(group, {"type": "frame", "i": 7})
         got = (await receiver.receive(channel))["i"]
-        await receiver.flush()
+        await receiver.group_discard(group, channel)
         return got
 
     assert run(go()) == 7
