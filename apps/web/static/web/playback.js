@@ -9,6 +9,7 @@ export class Player {
     this.end = 0; // context time at which the last scheduled chunk ends
     this.onidle = null; // called when the last scheduled source ends (not after stopAll)
     this.startsAtPerformance = null; // see lastStartPerformanceTime
+    this.scheduledAtPerformance = null; // see lastScheduledPerformanceTime
   }
 
   get active() {
@@ -29,7 +30,8 @@ export class Player {
     const now = this.ctx.currentTime; // read once: it moves in render quanta, ~10 ms apart under load
     const at = Math.max(now, this.end);
     source.start(at);
-    this.startsAtPerformance = performance.now() + (at - now) * 1000;
+    this.scheduledAtPerformance = performance.now();
+    this.startsAtPerformance = this.scheduledAtPerformance + (at - now) * 1000;
     this.end = at + buffer.duration;
     this.sources.add(source);
     source.addEventListener("ended", () => {
@@ -60,5 +62,10 @@ export class Player {
   // from the same reading of the context's clock that placed it.
   get lastStartPerformanceTime() {
     return this.startsAtPerformance;
+  }
+
+  // performance.now() time at which the last chunk was scheduled (the reading its start is placed from).
+  get lastScheduledPerformanceTime() {
+    return this.scheduledAtPerformance;
   }
 }

@@ -536,7 +536,9 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       turn.chunks += 1;
       if (turn.firstAudioAt === null) {
         turn.firstChunkAt = received;
-        turn.firstAudioAt = performance.now();
+        // When it was scheduled, not now: the page's own updates since then (a few ms on a loaded box)
+        // would put the start the same reading placed before the scheduling.
+        turn.firstAudioAt = player.lastScheduledPerformanceTime;
         turn.firstAudioStartsAt = player.lastStartPerformanceTime;
       }
     },
