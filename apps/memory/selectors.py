@@ -127,11 +127,17 @@ def memories_search(
     except Exception as exc:  # noqa: BLE001 - Chroma unreachable, a model that will not load...
         log.warning("memory search failed: %r", exc)
         raise MemoryIndexUnavailable(f"The memory index could not be searched ({exc.__class__.__name__}).") from exc
+    return _owned_rows(user_id=user_id, character_id=character_id, hits=hits, with_character=with_character)
+
+
+def _owned_rows(*, user_id, character_id, hits: list, with_character: bool = True) -> list[tuple[Memory, float]]:
+    """(id, similarity) hits as the user's own rows, in the hits' order; an id whose row is gone (or
+    not the user's) is skipped."""
     owned = Memory.objects.filter(user_id=user_id, character_id=character_id).order_by()  # a dict: no sort
     if with_character:
         owned = owned.select_related("character")
     rows = {str(pk): m for pk, m in owned.in_bulk([i for i, _ in hits]).items()}
-    return [(rows[i], s) for i, s in hits if i in rows]  # a vector whose row was deleted is skipped
+    return [(rows[i], s) for i, s in hits if i in rows]
 
 
 MEMORY_SEARCH_TIMEOUT_S = 20.0  # as the REST search waits: a cold embedding worker loads its model first
@@ -174,9 +180,7 @@ def _owned_hits(*, user_id, character_id, answer: dict) -> list[tuple[Memory, fl
     if answer.get("error"):
         raise AppError(answer["error"]["code"], answer["error"]["message"])
     hits = [(item["id"], item["similarity"]) for item in answer.get("items") or []]
-    owned = Memory.objects.filter(user_id=user_id, character_id=character_id).select_related("character")
-    rows = {str(pk): m for pk, m in owned.in_bulk([i for i, _ in hits]).items()}
-    return [(rows[i], s) for i, s in hits if i in rows]  # deleted since the job read it: skipped
+    return _owned_rows(user_id=user_id, character_id=character_id, hits=hits)  # deleted since the job read it: skipped
 
 
 def memories_recall(*, user_id, character_id, query: str) -> tuple[list[Memory], dict]:
