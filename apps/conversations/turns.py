@@ -394,7 +394,7 @@ def text_turn_run(
         status, error = Message.Status.FAILED, f"The model failed to write a reply: {exc}"
         if time.time() > deadline:  # a server silent past the limit: its client's read timed out
             error = "The reply took too long and was stopped."
-    elapsed = time.monotonic() - t0
+    elapsed, llm_end_at = time.monotonic() - t0, time.time()
     timings["llm_ms"] = round(elapsed * 1000, 1)
     if out.first_text_at is not None:  # the first visible text sent (a hidden emotion tag, a word held back)
         timings["first_text_ms"] = round((out.first_text_at - t0) * 1000, 1)
@@ -412,7 +412,12 @@ def text_turn_run(
             return
         timings["reply_on_partial"] = True
     if speech_end_at:  # negative for a reply started on a partial transcript before the user finished
-        for key, at in (("first_token_at_ms", first_token_at), ("first_unit_at_ms", speaker and speaker.first_at)):
+        stages = (
+            ("first_token_at_ms", first_token_at),
+            ("first_unit_at_ms", speaker and speaker.first_at),
+            ("llm_end_at_ms", llm_end_at),
+        )
+        for key, at in stages:
             if at:
                 timings[key] = round((at - speech_end_at) * 1000, 1)
     message = turn_finish(

@@ -113,8 +113,10 @@ async def test_turns_sent_together_stream_at_once_each_to_its_own_socket(threade
         assert turn.text == reply_to(turn.content)  # its own reply, whole, and nobody else's words
     streaming = [(turn.first_text_at, turn.ended_at) for turn in turns]
     assert max(start for start, _ in streaming) < min(end for _, end in streaming)  # all four streamed at once
-    one_turn_s = streaming_s(contents[0])  # ~1.5 s
-    assert wall < 2 * one_turn_s < len(turns) * one_turn_s, f"{wall:.2f} s for {len(turns)} turns of {one_turn_s} s"
+    # One after another they would take the server's streaming time four times over (~5.6 s) plus each
+    # turn's own work; at once ~1.5 s on a fast machine, 2.8 s on a loaded CI box.
+    one_turn_s = streaming_s(contents[0])
+    assert wall < len(turns) * one_turn_s, f"{wall:.2f} s for {len(turns)} turns of {one_turn_s} s"
     assert f"{THREADS} turns at once (threads pool)" in threaded_llm_worker.log.read_text()
 
 

@@ -82,8 +82,9 @@ async def test_whole_utterance_recorded_speech_to_spoken_reply(api_key, characte
     )
     assert user.timings["asr_ms"] > 0
     assert assistant.content == reply and assistant.status == "complete"
-    for stage in ("first_token_at_ms", "first_audio_at_ms", "last_audio_at_ms"):
+    for stage in ("first_token_at_ms", "first_unit_at_ms", "llm_end_at_ms", "first_audio_at_ms", "last_audio_at_ms"):
         assert assistant.timings[stage] > 0, assistant.timings
+    assert assistant.timings["first_token_at_ms"] <= assistant.timings["llm_end_at_ms"]
     assert assistant.timings["first_audio_at_ms"] <= assistant.timings["last_audio_at_ms"]
     await comm.disconnect()
 

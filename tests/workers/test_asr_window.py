@@ -3,10 +3,12 @@ pass whenever the short one would be wrong or cannot apply. Real Whisper tiny.en
 
 import functools
 
+import numpy as np
 import pytest
 
 from tests.speech import alsa_clip, audioeval_clip, piper_says, silence, words
 from workers.asr.engine import AsrEngine
+from workers.audio import pcm_to_float
 
 LINES = [
     "Can you tell me something about Mars?",
@@ -60,6 +62,15 @@ def test_clips_past_the_window_and_silence():
     assert "mars" in words(short.transcribe(thirty).text)
     assert short.full_windows == before_full + 1
     assert short.transcribe(silence(2.0)).text == ""
+
+
+def test_a_press_without_words_gives_no_transcript():
+    """A second of faint hiss (a button pressed and let go without a word): Whisper writes "." for it,
+    which is no message to answer (the socket says no_speech)."""
+    hiss = np.random.default_rng(0).normal(0, 100, 60_800)[-16000:].astype(np.int16).tobytes()  # (found by trying)
+    short = engine(10.0)
+    assert short._short_window(pcm_to_float(hiss)) == "."
+    assert short.transcribe(hiss).text == ""
 
 
 @pytest.mark.parametrize("window_s", [0.0, 10.0])

@@ -102,6 +102,10 @@ def test_scripted_engine_is_deterministic_and_can_fail():
     assert "".join(engine.stream(CHAT[:1] + [{"role": "user", "content": "hi"}])) == (
         "[happy] You said: hi. I am Nova. Anything else?"
     )
+    assert "".join(engine.stream(CHAT[:1] + [{"role": "user", "content": "say it at length"}])) == (
+        "[happy] You said: say it at length. Once more: say it at length. And again: say it at length."
+        " I am Nova. Anything else?"
+    )
     with pytest.raises(EngineError):
         list(engine.stream([{"role": "user", "content": "explode"}]))
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from workers.packages import package_dir
 from workers.singleton import process_singleton
 
 log = logging.getLogger(__name__)
+
+
+def spoken(text: str) -> str:
+    """The transcript, or "" when it holds no word: Whisper writes "." or "..." for near-silence (a
+    button pressed and let go without a word), which is no message to answer."""
+    return text if re.search(r"\w", text) else ""
 
 
 def default_model_dir() -> Path:
@@ -112,7 +119,7 @@ class AsrEngine:
             else:
                 self.short_windows += 1
         elapsed = time.monotonic() - started
-        return Transcript(text=text, audio_s=len(audio) / PCM_RATE, elapsed_s=elapsed, language=language)
+        return Transcript(text=spoken(text), audio_s=len(audio) / PCM_RATE, elapsed_s=elapsed, language=language)
 
     def warm(self) -> None:
         """The first decode of each window size is much slower: do them before a user waits."""

@@ -743,7 +743,8 @@ class ScriptedEngine:
     The reply to a last user message X is "[happy] You said: X. I am <Name>. Anything else?",
     where <Name> comes from "You are <Name>" in the system prompt, yielded word by word. If X
     contains "slow" each word takes 50 ms (so tests can interrupt a turn), "slowly" 200 ms (a spoken
-    reply whose first audio must come while it is still being written, on a loaded machine too);
+    reply whose first audio must come while it is still being written, on a loaded machine too); "at
+    length" says the echo three times (a spoken reply long enough to talk over on a slow machine too);
     if it contains "explode"
     the engine raises EngineError after the first word. If X asks "what do you remember", the reply
     lists the memories the prompt holds (its "- " lines, or the sentences in front of the question):
@@ -773,6 +774,8 @@ class ScriptedEngine:
         found = re.search(r"You are ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)", system)
         said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         reply = f"[happy] You said: {said}. I am {found.group(1) if found else 'here'}. Anything else?"
+        if "at length" in said:
+            reply = reply.replace(f"You said: {said}.", f"You said: {said}. Once more: {said}. And again: {said}.")
         if "what do you remember" in said.lower():
             # the memory notes, wherever the layout put them (apps/conversations/prompt.py)
             notes = [line[2:] for m in messages for line in m["content"].splitlines() if line.startswith("- ")]
