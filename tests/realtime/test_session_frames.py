@@ -108,7 +108,7 @@ async def test_stop_interrupts_the_turn_keeps_the_session_then_regenerate(api_ke
     await comm.send_json_to({"type": "stop"})
     assert (await comm.receive_json_from(timeout=5))["code"] == "no_turn"
 
-    await comm.send_json_to({"type": "message", "content": "a slow story please"})
+    await comm.send_json_to({"type": "message", "content": "a story told slowly please"})
     assert (await comm.receive_json_from(timeout=5))["type"] == "thinking"
     assert (await comm.receive_json_from(timeout=10))["type"] == "llm_start"
     await comm.send_json_to({"type": "regenerate"})  # refused while the turn runs

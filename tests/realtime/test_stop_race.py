@@ -35,7 +35,7 @@ async def stop_when(comm, kind: str | None) -> tuple[list[dict], str]:
 
 async def stop_and_regenerate_rounds(api_key) -> None:
     comm = await connected_socket(api_key, text_deltas=True)
-    await comm.send_json_to({"type": "message", "content": "a slow story please"})
+    await comm.send_json_to({"type": "message", "content": "a story told slowly please"})
     shown_by_turn = {}
     for round_ in range(ROUNDS):
         # Mostly mid-reply; every third round right after `thinking` (the job queued, or just taken).
@@ -84,7 +84,7 @@ async def test_regenerate_at_once_after_stop_in_the_embedded_mode(api_key, chara
 
 async def test_a_message_at_once_after_stop_comes_after_the_stopped_reply(api_key, character):
     comm = await connected_socket(api_key, text_deltas=True)
-    await comm.send_json_to({"type": "message", "content": "a slow story please"})
+    await comm.send_json_to({"type": "message", "content": "a story told slowly please"})
     frames, shown = await stop_when(comm, "text_delta")
     assert shown and not shown.endswith("Anything else?")
     await comm.send_json_to({"type": "message", "content": "never mind"})
@@ -93,7 +93,7 @@ async def test_a_message_at_once_after_stop_comes_after_the_stopped_reply(api_ke
     rows = await rows_of((await Message.objects.aget(pk=answer[-1]["message_id"])).session_id)
     assert [(m.role, m.status, m.content) for m in rows] == [
         ("assistant", "complete", "Hi! I'm Nova."),
-        ("user", "complete", "a slow story please"),
+        ("user", "complete", "a story told slowly please"),
         ("assistant", "interrupted", shown),  # before the next message, not after it
         ("user", "complete", "never mind"),
         ("assistant", "complete", "You said: never mind. I am Nova. Anything else?"),

@@ -99,7 +99,7 @@ async def test_second_message_during_a_turn_is_refused_and_turn_still_ends(api_k
 
 async def test_clear_history_interrupts_the_turn_and_saves_what_was_written(api_key, character):
     comm = await connected_socket(api_key)
-    await comm.send_json_to({"type": "message", "content": "a slow story please"})
+    await comm.send_json_to({"type": "message", "content": "a story told slowly please"})
     first = await comm.receive_json_from(timeout=5)
     assert first["type"] == "thinking"
     assert (await comm.receive_json_from(timeout=10))["type"] == "llm_start"

@@ -258,13 +258,16 @@ def test_a_muted_mic_lets_the_greeting_play_to_its_end(speaking, nova, member):
     from workers.tts.tasks import _synthesize
 
     assert greeting_audio_render(character_id=nova.pk, synthesize=_synthesize) == "rendered"
-    clip, _ = audioeval_clip("hello_world")  # about a second, well inside the greeting
-    page = speaking(silence(0.5) + clip + silence(3.0))
+    # About a second, 2 s into the call: inside the greeting (~4.5 s), which starts 0.2-1 s into it.
+    clip, _ = audioeval_clip("hello_world")
+    page = speaking(silence(2.0) + clip + silence(3.0))
     open_chat(page)
     page.get_by_text("Microphone settings").click()
     page.get_by_label(re.compile("Mute my mic while Nova speaks")).check()
     page.get_by_role("button", name="Start a call").click()
     page.wait_for_function("() => window.ptVoice.greeting && window.ptVoice.greeting.chunks > 0")
+    began = page.evaluate("performance.now() - window.ptVoice.micOpenedAt")
+    assert began < 2000, f"the greeting began {began:.0f} ms into the call, after the user spoke: nothing to mute"
     page.wait_for_function("() => window.ptVoice.activeSources === 0", timeout=20_000)  # played to its end
     state = voice(page)
     assert state["greeting"]["stopped"] is False and state["interruptions"] == []
@@ -274,13 +277,13 @@ def test_a_muted_mic_lets_the_greeting_play_to_its_end(speaking, nova, member):
 
 
 def test_talking_over_the_reply_in_a_call_stops_its_audio(speaking, nova, member):
-    # A long reply ("at length": the echo three times, ~18 s of speech) and the user talking 8 s after the
+    # A long reply ("at length": the echo three times, ~18 s of speech) and the user talking 11 s after the
     # question: within the reply on a fast machine (its first audio 1-3.5 s after the question) and on
     # two slow, loaded cores alike (5 s and more; a 4 s pause once came before the first audio).
     ask = piper_says("Please answer slow and at length. Tell me about the moon, the stars and the planets.")
     interruption, _ = audioeval_clip("hello_world")
     # No greeting audio was rendered for this character: the call starts silent.
-    page = speaking(silence(0.5) + ask + silence(8.0) + interruption + silence(1.5))
+    page = speaking(silence(0.5) + ask + silence(11.0) + interruption + silence(1.5))
     open_chat(page)
     page.evaluate("""() => {
       window.seen = [];

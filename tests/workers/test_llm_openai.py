@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
@@ -92,14 +91,13 @@ def test_engine_failure_mid_stream_is_an_engine_error(server):
 def test_should_stop_hangs_up_and_the_server_stops_its_engine(server):
     url, engine, _ = server
     client = OpenAIEngine(base_url=url, api_key="sk-test")
-    slow = [CHAT[0], {"role": "user", "content": "tell it slow please"}]
-    total = len("[happy] You said: tell it slow please. I am Nova. Anything else?".split())  # pieces of the reply
+    slow = [CHAT[0], {"role": "user", "content": "tell it slowly please"}]  # 200 ms a piece
+    total = len("[happy] You said: tell it slowly please. I am Nova. Anything else?".split())  # pieces of the reply
     seen = []
-    started = time.monotonic()
     for delta in client.stream(slow, should_stop=lambda: len(seen) >= 1):
         seen.append(delta)
     assert seen == ["[happy] "]
-    assert time.monotonic() - started < 0.05 * total  # did not wait for the rest
+    assert len(engine.yielded) <= 3 < total  # returned at once: it did not wait for the rest
     assert engine.stopped.wait(2), "the server did not notice the client hung up"
     assert engine.done.wait(2)
     assert len(engine.yielded) < total
