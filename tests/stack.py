@@ -121,7 +121,7 @@ def sole_worker(*, queue: str, env: dict, log_dir: Path, name: str, **kwargs) ->
     the next tests find the queue served as before."""
     from personatalk.celery import app
 
-    paused = [node for reply in app.control.cancel_consumer(queue, reply=True, timeout=2) for node in reply]
+    paused = _stop_consuming(app, queue)
     proc = start_worker(queues=queue, env=env, log_dir=log_dir, name=name, **kwargs)
     try:
         yield proc
@@ -129,6 +129,21 @@ def sole_worker(*, queue: str, env: dict, log_dir: Path, name: str, **kwargs) ->
         proc.stop()
         if paused:
             _consume_again(app, queue, paused)
+
+
+def _stop_consuming(app, queue: str, timeout_s: float = 15.0) -> list[str]:
+    """Every running worker stops consuming `queue`, checked (a worker slow to answer on a loaded
+    machine would otherwise go on taking its jobs); the nodes paused."""
+    paused, deadline = [], time.monotonic() + timeout_s
+    while True:
+        queues = app.control.inspect(timeout=2).active_queues() or {}
+        still = [node for node, consumed in queues.items() if any(q["name"] == queue for q in consumed)]
+        if not still:
+            return paused
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{still} still consume queue {queue}")
+        replies = app.control.cancel_consumer(queue, destination=still, reply=True, timeout=2)
+        paused += [node for reply in replies for node in reply if node not in paused]
 
 
 def _consume_again(app, queue: str, nodes: list[str], timeout_s: float = 15.0) -> None:

@@ -85,7 +85,8 @@ def test_reembed_while_turns_retrieve_then_switch_atomically(user, character):
         source_message_ids=[],
     )
     wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
-    time.sleep(0.5)
+    switched_to = EmbeddingIndex.objects.get(pk=Job.objects.get(pk=job.pk).index_id).version
+    wait_for(lambda: any(v == switched_to for v, _, _ in results[:]), what="a turn on the new index")
     stop.set()
     chatter.join()
     job.refresh_from_db()

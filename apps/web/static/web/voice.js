@@ -6,7 +6,8 @@
 // {state, activeSources, turns: [{mode, speechEndAt, transcript, partials, firstAudioAt,
 // firstAudioStartsAt, chunks, replyDoneAt, replyText, interrupted, status}], greeting: {chunks, stopped}}.
 // Also (for tests): micOpenedAt (when the microphone stream opened), interruptions: [{at, by, stopped,
-// turnChunks}] and each turn's llmEndAt, endSentAt (push-to-talk: audio_stream_end sent) and
+// turnChunks}] and each turn's llmEndAt, endSentAt (push-to-talk: audio_stream_end sent), flushedBy
+// ("worklet" when the microphone's last samples came back in time, "timeout" after 200 ms) and
 // firstChunkAt (the first audio_chunk received, before it was decoded and scheduled). Times are performance.now() milliseconds. End of speech: push-to-talk, the moment the button (or
 // space bar) is released; in a call, when the page sent the last frame above SPEECH_LEVEL before
 // the server's `asr_start` (the server's VAD decides the utterance ended a few hundred ms later:
@@ -315,9 +316,10 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       }
     }
     if (mic) {
-      const flushed = new Promise((resolve) => (releasing.resolve = resolve));
+      const flushed = new Promise((resolve) => (releasing.resolve = () => resolve("worklet")));
       mic.node.port.postMessage("flush"); // the samples of the frame being filled go now
-      await Promise.race([flushed, new Promise((resolve) => setTimeout(resolve, 200))]);
+      const by = await Promise.race([flushed, new Promise((resolve) => setTimeout(() => resolve("timeout"), 200))]);
+      if (next) next.flushedBy = by;
     }
     releasing = null;
     mode = null;
@@ -406,6 +408,7 @@ export function createVoice({ send, sendBinary, history, addMessage, changed }) 
       replyDoneAt: null,
       llmEndAt: null,
       endSentAt: null,
+      flushedBy: null,
       firstChunkAt: null,
       replyText: "",
       interrupted: false,
