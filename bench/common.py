@@ -1,7 +1,11 @@
 """What both benchmarks share: a fresh scaled-mode environment and the figures' arithmetic."""
 
 import os
+import queue
+import statistics
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -12,6 +16,27 @@ LOG_DIR = ROOT / "var" / "bench"
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def wake_up_ms(pause_s: float, rounds: int = 15) -> tuple[float, float]:
+    """This machine's cost of waking an idle thread: the median round trip to another thread of this
+    process after `pause_s` of idling, and back to back (ms). Every hop of a turn pays it (Daphne's
+    database thread, PostgreSQL, Redis, the worker), so it reads the overhead figures across machines:
+    ~0.2 ms both on a quiet bare core, 1-4 ms after a second's pause on some VMs."""
+    to_thread, back = queue.Queue(), queue.Queue()
+    threading.Thread(target=lambda: [back.put(to_thread.get()) for _ in range(2 * rounds)], daemon=True).start()
+
+    def hop() -> float:
+        started = time.perf_counter()
+        to_thread.put(None)
+        back.get()
+        return (time.perf_counter() - started) * 1000
+
+    paused = []
+    for _ in range(rounds):
+        time.sleep(pause_s)
+        paused.append(hop())
+    return statistics.median(paused), statistics.median(hop() for _ in range(rounds))
 
 
 def rss_mb(pid: int) -> float:

@@ -84,7 +84,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, pct, scaled_environment, worker_rss_mb  # noqa: E402
+from bench.common import LOG_DIR, TOKEN, pct, scaled_environment, wake_up_ms, worker_rss_mb  # noqa: E402
 
 PROMPTS = [
     "Hi! What is your name?",
@@ -275,6 +275,8 @@ async def run(args) -> None:
     print(f"  first text on to the client        {pct(delivery_ms, 0.5):7.1f} ms  (channel layer, Daphne, socket)")
     print(f"  prompt share the worker had cached {pct(cached, 0.5):7.2f}")
     print(f"overhead, retrieval apart     p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, 0.95):7.1f} ms")
+    paused_ms, warm_ms = wake_up_ms(args.think_s)
+    print(f"this machine: a thread woken after {args.think_s} s idle {paused_ms:.2f} ms, back to back {warm_ms:.2f} ms")
     print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
     print(f"RESULT retrieval_ms_p50={statistics.median(retrieval):.1f}")
     print(f"RESULT retrieval_alone_ms_p50={statistics.median(retrieval_alone):.1f}")
