@@ -17,6 +17,10 @@ asyncio + `websockets` on loopback:
 
     .venv/bin/python bench/load.py [--steps 100,250,500] [--seconds 40]
 
+Each step also prints its text turns' stages p50/p99 (the edge to `thinking` at the client, then the
+reply's saved timings: queue, session rows, query embedding, index, first token, first text), so a
+slow tail shows where it spent its time.
+
 Prints per step, then `RESULT errors=`, `RESULT lost_frames=`, `RESULT added_ms_p99=` (at the last
 step), `RESULT kb_per_socket=` and `RESULT sockets_per_process=` (the most sockets of a step whose
 added p99 stayed within 50 ms). Voice turns are counted apart: on this 2-core box Whisper takes the
@@ -49,6 +53,7 @@ FRAME_MS = 20
 class Tally:
     errors: list[str] = field(default_factory=list)  # error frames, refused or dropped sockets
     first_text_ms: list[float] = field(default_factory=list)
+    thinking_ms: list[float] = field(default_factory=list)  # message sent -> `thinking` (the edge saved and queued it)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (message_id, text the client assembled)
     unfinished: int = 0  # text turns without turn_end when the step ended
     voice_turns: int = 0
@@ -79,7 +84,9 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
         try:
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if frame["type"] == "text_delta":
+                if frame["type"] == "thinking":
+                    tally.thinking_ms.append((time.monotonic() - started) * 1000)
+                elif frame["type"] == "text_delta":
                     first = first or time.monotonic()
                     text.append(frame["content"])
                 elif frame["type"] == "error":
@@ -170,6 +177,19 @@ def check_turns(turns: list[tuple[str, str]]) -> int:
     return sum(1 for message_id, text in turns if saved.get(uuid.UUID(message_id)) != text)
 
 
+STAGES = ("queue_ms", "setup_ms", "memory_embed_ms", "memory_index_ms", "memory_ms", "first_token_ms", "first_text_ms")
+
+
+def stage_tails(tally: Tally) -> str:
+    """p50/p99 of each stage of the step's text turns, from their saved timings (the job's own clock)
+    and the client's (`thinking`): where a slow first text spent its time."""
+    from apps.conversations.models import Message
+
+    timings = list(Message.objects.filter(pk__in=[m for m, _ in tally.turns]).values_list("timings", flat=True))
+    parts = [("edge", tally.thinking_ms)] + [(k, [t[k] for t in timings if k in t]) for k in STAGES]
+    return ", ".join(f"{name} {pct(v, 0.5):.0f}/{pct(v, 0.99):.0f}" for name, v in parts if v)
+
+
 async def run(args) -> None:
     from asgiref.sync import sync_to_async
 
@@ -224,6 +244,7 @@ async def run(args) -> None:
         print(
             f"idle: {len(idle.first_text_ms)} turns, first text p50={baseline:.1f} p99={pct(idle.first_text_ms, 0.99):.1f} ms"
         )
+        print(f"  stages p50/p99 ms: {await sync_to_async(stage_tails)(idle)}")
 
         for n in steps:
             rss_before = rss_mb(daphne.popen.pid)
@@ -261,6 +282,7 @@ async def run(args) -> None:
                 f"voice: {tally.voice_frames_sent} frames sent, {tally.voice_turns} turns ended; "
                 f"daphne rss {rss_mb(daphne.popen.pid):.0f} MB"
             )
+            print(f"  stages p50/p99 ms: {await sync_to_async(stage_tails)(tally)}")
             used = {name: process_tree_cpu_s(pid, cpu_s) - cpu_before[name] for name, pid in procs.items()}
             used["this client"] = cpu_s(os.getpid()) - cpu_before["this client"]
             print(
