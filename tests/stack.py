@@ -133,17 +133,26 @@ def sole_worker(*, queue: str, env: dict, log_dir: Path, name: str, **kwargs) ->
 
 def _stop_consuming(app, queue: str, timeout_s: float = 15.0) -> list[str]:
     """Every running worker stops consuming `queue`, checked (a worker slow to answer on a loaded
-    machine would otherwise go on taking its jobs); the nodes paused."""
+    machine would otherwise go on taking its jobs); the nodes paused, whether or not they answered
+    the cancel in time. On failure those are restored before the error is raised."""
     paused, deadline = [], time.monotonic() + timeout_s
-    while True:
-        queues = app.control.inspect(timeout=2).active_queues() or {}
-        still = [node for node, consumed in queues.items() if any(q["name"] == queue for q in consumed)]
-        if not still:
-            return paused
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{still} still consume queue {queue}")
-        replies = app.control.cancel_consumer(queue, destination=still, reply=True, timeout=2)
-        paused += [node for reply in replies for node in reply if node not in paused]
+    try:
+        while True:
+            nodes = {node for reply in app.control.ping(timeout=2) for node in reply}
+            queues = (app.control.inspect(destination=list(nodes), timeout=2).active_queues() or {}) if nodes else {}
+            consuming = [node for node, consumed in queues.items() if any(q["name"] == queue for q in consumed)]
+            unheard = nodes - queues.keys()  # alive, but its queues came too late: asked again
+            if not consuming and not unheard:
+                return paused
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{consuming} still consume queue {queue}; {sorted(unheard)} do not say")
+            if consuming:
+                app.control.cancel_consumer(queue, destination=consuming, reply=True, timeout=2)
+                paused += [node for node in consuming if node not in paused]  # answered in time or not
+    except BaseException:
+        if paused:
+            _consume_again(app, queue, paused)
+        raise
 
 
 def _consume_again(app, queue: str, nodes: list[str], timeout_s: float = 15.0) -> None:

@@ -333,7 +333,7 @@ def text_turn_run(
     status, error, memories_used, lore_used = Message.Status.COMPLETE, None, [], []
     reply = ReplyStream(first_clause_min_words=settings.FIRST_CLAUSE_MIN_WORDS if speak else 0)
     speaker = _Speaker(turn_id, reply_channel, speak) if speak else None
-    first_token_at = None
+    first_token_at = llm_end_at = None
     out.frame(p.LlmStart())
     timings["setup_ms"] = round((time.time() - started) * 1000, 1)  # the session's rows, `llm_start` sent
     t0, deadline = time.monotonic(), started + settings.LLM_SOFT_TIME_LIMIT_S
@@ -382,6 +382,7 @@ def text_turn_run(
                 first_token_at = time.time()
                 stage_observe(LLM_FIRST_TOKEN, engine=engine_label(engine), seconds=first_token_s)
             _emit(out, reply.feed(piece), text_deltas, speaker)
+        llm_end_at = time.time()  # the engine's last piece: what is still held back is spoken after it
         _emit(out, reply.finish(), text_deltas, speaker)
         stop_ms = turn_stop_ms(turn_id=turn_id)
         if stop_ms is not None:
@@ -394,7 +395,8 @@ def text_turn_run(
         status, error = Message.Status.FAILED, f"The model failed to write a reply: {exc}"
         if time.time() > deadline:  # a server silent past the limit: its client's read timed out
             error = "The reply took too long and was stopped."
-    elapsed, llm_end_at = time.monotonic() - t0, time.time()
+    elapsed = time.monotonic() - t0
+    llm_end_at = llm_end_at or time.time()  # (failed or stopped: when the job let go)
     timings["llm_ms"] = round(elapsed * 1000, 1)
     if out.first_text_at is not None:  # the first visible text sent (a hidden emotion tag, a word held back)
         timings["first_text_ms"] = round((out.first_text_at - t0) * 1000, 1)

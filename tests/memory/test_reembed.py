@@ -67,28 +67,31 @@ def test_reembed_while_turns_retrieve_then_switch_atomically(user, character):
 
         try:
             while not stop.is_set():
+                version = index_active().version  # the index the recall starts on
                 found, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="a game of chess")
-                results.append((index_active().version, [m.text for m in found], timings))
+                results.append((version, [m.text for m in found], timings))
         finally:
             connection.close()
 
     chatter = threading.Thread(target=chat)
     chatter.start()
-    job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
-    assert job.chunks_total == 12 and job.index.state == "building"
-    written_during = services.memory_remember(
-        user_id=user.pk,
-        character_id=character.pk,
-        kind="fact",
-        text="The user said: I moved to Kyoto last spring.",
-        importance=0.7,
-        source_message_ids=[],
-    )
-    wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
-    switched_to = EmbeddingIndex.objects.get(pk=Job.objects.get(pk=job.pk).index_id).version
-    wait_for(lambda: any(v == switched_to for v, _, _ in results[:]), what="a turn on the new index")
-    stop.set()
-    chatter.join()
+    try:
+        job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
+        assert job.chunks_total == 12 and job.index.state == "building"
+        written_during = services.memory_remember(
+            user_id=user.pk,
+            character_id=character.pk,
+            kind="fact",
+            text="The user said: I moved to Kyoto last spring.",
+            importance=0.7,
+            source_message_ids=[],
+        )
+        wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
+        switched_to = EmbeddingIndex.objects.get(pk=Job.objects.get(pk=job.pk).index_id).version
+        wait_for(lambda: any(v == switched_to for v, _, _ in results[:]), what="a turn on the new index")
+    finally:
+        stop.set()
+        chatter.join()
     job.refresh_from_db()
     new = EmbeddingIndex.objects.get(pk=job.index_id)
     assert (job.done, job.total) == (1200, 1200) and job.finished_at is not None

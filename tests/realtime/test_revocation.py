@@ -80,7 +80,7 @@ async def test_revoking_in_the_admin_ends_the_socket(user, api_key, character, a
     changelist = reverse("admin:accounts_apitoken_changelist")
     response = await sync_to_async(admin_browser.post)(changelist, {"action": "revoke", "_selected_action": [token.pk]})
     assert response.status_code == 302
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     await assert_ended(comm, "token_revoked", 4010, started)
 
 
@@ -114,7 +114,7 @@ async def test_deactivating_in_the_admin_change_form_goes_through_the_service(us
     }
     response = await sync_to_async(admin_browser.post)(change, form)
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     await assert_ended(comm, "user_deactivated", 4011, started)
     assert not (await User.objects.aget(pk=user.pk)).is_active
 
@@ -126,7 +126,7 @@ async def test_deactivate_action_in_the_admin(user, api_key, character, admin_br
         changelist, {"action": "deactivate", "_selected_action": [user.pk]}
     )
     assert response.status_code == 302
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     await assert_ended(comm, "user_deactivated", 4011, started)
 
 
@@ -137,7 +137,7 @@ async def test_logging_out_ends_the_sockets_of_that_login_only(staff, character)
     by_token = await connected_socket((await sync_to_async(token_create)(user=staff, name="cli")).key)
     response = await sync_to_async(browser.post)(reverse("admin:logout"))
     assert response.status_code == 302 and response["Location"] == reverse("web:login")  # LOGOUT_REDIRECT_URL
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     await assert_ended(this_tab, "logged_out", 4012, started)
     await assert_usable(other_device)
     await assert_usable(by_token)
@@ -184,7 +184,7 @@ async def test_embedded_layer_revocation_and_logout(staff, character):
     comm = await connected_socket(issued.key)
     tab, browser = await cookie_socket(staff)
     await sync_to_async(browser.post)(reverse("admin:logout"))
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     await assert_ended(tab, "logged_out", 4012, started)
     started = time.monotonic()
     await sync_to_async(token_revoke)(token=issued.token)

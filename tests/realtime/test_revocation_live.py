@@ -106,7 +106,7 @@ async def test_scaled_admin_logout_ends_that_sessions_cookie_socket(scaled_url, 
 
     response = await browser.post("/admin/logout/", data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]})
     assert response.status_code == 302 and response.headers["location"] == "/login/", response.text[:300]
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     print(f"scaled logged_out in {await assert_ended(tab, 'logged_out', 4012, started) * 1000:.0f} ms")
     await assert_usable(other_tab)
     await other_tab.close()
@@ -152,17 +152,17 @@ async def test_embedded_admin_revoke_deactivate_and_logout_end_sockets(embedded_
         browser, "/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": token_id}
     )
     assert response.status_code == 302
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     print(f"embedded token_revoked in {await assert_ended(by_token, 'token_revoked', 4010, started) * 1000:.0f} ms")
 
     response = await admin_post(browser, "/admin/accounts/user/", {"action": "deactivate", "_selected_action": bob_id})
     assert response.status_code == 302
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     print(f"embedded user_deactivated in {await assert_ended(bob, 'user_deactivated', 4011, started) * 1000:.0f} ms")
     await assert_usable(by_cookie)
 
     response = await browser.post("/admin/logout/", data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]})
     assert response.status_code == 302 and response.headers["location"] == "/login/"
-    started = time.monotonic()  # the change is committed: the bound runs from here
+    started = time.monotonic()  # the admin has answered (the change is committed): the bound runs from here
     print(f"embedded logged_out in {await assert_ended(by_cookie, 'logged_out', 4012, started) * 1000:.0f} ms")
     await browser.aclose()

@@ -174,7 +174,7 @@ def test_push_to_talk_transcribes_and_speaks_the_reply_while_it_is_written(speak
     assert turn["speechEndAt"] < turn["firstAudioAt"] < turn["replyDoneAt"], turn
     assert turn["speechEndAt"] < turn["llmEndAt"] < turn["replyDoneAt"], turn
     saved = Message.objects.filter(role=Message.Role.ASSISTANT, content__contains="Anything else").get()
-    assert 0 < saved.timings["first_unit_at_ms"] < saved.timings["llm_end_at_ms"], saved.timings
+    assert 0 < saved.timings["first_unit_at_ms"] < saved.timings["llm_end_at_ms"] - 2000, saved.timings  # of ~5 s
     assert turn["firstAudioStartsAt"] >= turn["firstAudioAt"] - 1
     # What the page adds: the release to the stream's end sent, the first chunk's arrival to its scheduling.
     # (a figure, not a bound: on two loaded cores it can pass 100 ms; the flush must not have waited out its timeout)
@@ -471,8 +471,8 @@ WORKLET_TONE = """async ([rate, freq]) => {
   osc.connect(gain).connect(node);
   osc.start();
   await ctx.startRendering();
-  // The port delivers the frames after the rendering: wait for the second's 49 (less the one being filled).
-  for (let waited = 0; frames.length < 49 && waited < 10000; waited += 20)
+  // The port delivers the frames after the rendering: wait for the second's ~49 (less the one being filled).
+  for (let waited = 0; frames.length < 48 && waited < 10000; waited += 20)
     await new Promise((resolve) => setTimeout(resolve, 20));
   await new Promise((resolve) => setTimeout(resolve, 50));
   return frames.flat();

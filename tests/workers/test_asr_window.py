@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.speech import alsa_clip, audioeval_clip, piper_says, silence, words
-from workers.asr.engine import AsrEngine
+from workers.asr.engine import AsrEngine, spoken
 from workers.audio import pcm_to_float
 
 LINES = [
@@ -62,6 +62,22 @@ def test_clips_past_the_window_and_silence():
     assert "mars" in words(short.transcribe(thirty).text)
     assert short.full_windows == before_full + 1
     assert short.transcribe(silence(2.0)).text == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (".", False),
+        ("...", False),
+        (" ♪ ", False),
+        ("", False),
+        ("42", True),
+        ("日本語です。", True),
+        ("Привет.", True),
+    ],
+)
+def test_a_transcript_is_kept_only_with_a_word(text, kept):
+    assert spoken(text) == (text if kept else "")
 
 
 def test_a_press_without_words_gives_no_transcript():
