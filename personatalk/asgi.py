@@ -37,3 +37,7 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+from personatalk.warmup import heap_freeze  # noqa: E402
+
+heap_freeze()  # last: everything imported and loaded above is start-up heap

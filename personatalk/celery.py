@@ -126,6 +126,9 @@ def load_models(**kwargs):
         from workers.tts.engine import get_tts_engines
 
         get_tts_engines()
+    from personatalk.warmup import heap_freeze
+
+    heap_freeze()
     # tests/stack.py waits for this line: the worker can take a job once its pool process logged it.
     log.info(
         "pool process ready: pid %s loaded %s in %.1f s",

@@ -1,5 +1,5 @@
 """The channel layers: in memory, sendable from worker threads (the embedded mode); Redis, sending in
-one round trip (the scaled mode)."""
+one round trip and receiving in one or two (the scaled mode)."""
 
 import asyncio
 import time
@@ -7,10 +7,13 @@ import time
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
+from redis.commands.core import AsyncScript  # called with each loop's own connection: EVALSHA
 
 # channels_redis' `send`, as one script: drop the channel's expired messages, refuse a full channel,
 # add the message (scored by its send time: receivers pop the lowest first) and renew the key's expiry.
-_SEND = """
+_SEND = AsyncScript(
+    None,
+    b"""
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
     return 0
@@ -18,7 +21,32 @@ end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
-"""
+""",
+)
+
+# channels_redis' receive, the part that does not block, as one script: forget the message the last
+# receive delivered (ARGV[1], its backup entry), put back in order what a cancelled receive left in
+# the backup, then pop the oldest message, keeping it in the backup until it is known to be delivered.
+_POP = AsyncScript(
+    None,
+    b"""
+if ARGV[1] ~= '' then
+    redis.call('ZREM', KEYS[2], ARGV[1])
+end
+local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = #backed_up, 1, -2 do
+    redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+end
+redis.call('DEL', KEYS[2])
+local popped = redis.call('ZPOPMIN', KEYS[1])
+if popped[1] then
+    redis.call('ZADD', KEYS[2], popped[2], popped[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+    return popped[1]
+end
+return false
+""",
+)
 
 
 class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):
@@ -50,13 +78,43 @@ class ThreadSafeInMemoryChannelLayer(InMemoryChannelLayer):
 
 
 class OneTripRedisChannelLayer(RedisChannelLayer):
-    """channels_redis' layer whose `send` takes one round trip to Redis instead of four.
+    """channels_redis' layer whose `send` takes one round trip to Redis instead of four, and whose
+    receive takes one where a message is waiting (two where it must wait) instead of four.
 
     Every frame of a reply reaches its socket through `send` (a worker's text, sentences, audio), and
     the first of them is on the turn's critical path: four round trips in a row (~0.3 ms each, with the
     coroutine's scheduling between them) became one script with the same effect, atomic besides.
-    Receiving and groups are channels_redis' own.
+
+    A web process receives every frame for its sockets through one loop, which channels_redis runs as
+    a cleanup script, a blocking pop, a backup write and, once the message is handed over, a backup
+    delete: four round trips a frame, in a row (bench/load.py at 100 sockets: ~100 frames a second,
+    a quarter of Daphne's samples in socket writes to Redis). Here the delete rides on the next
+    receive's script, which pops too; only an empty channel needs the blocking pop after it, and that
+    message is handed over with no await between (a backup write there guarded only its own trip).
+    What a receive cancelled mid-way leaves in the backup is put back first, as before.
+    Groups are channels_redis' own.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._delivered: dict[str, bytes] = {}  # channel key -> the member its last receive handed over
+
+    async def _brpop_with_clean(self, index, channel, timeout):
+        connection = self.connection(index)
+        delivered = self._delivered.get(channel, b"")
+        member = await _POP(
+            keys=[channel, self._backup_channel_name(channel)], args=[delivered, int(self.expiry)], client=connection
+        )
+        # Only now: had the script been cancelled unrun, the next one must still forget `delivered`.
+        self._delivered.pop(channel, None)
+        if member is not None:
+            self._delivered[channel] = member  # handed over once this returns (no await in between)
+            return member
+        result = await connection.bzpopmin(channel, timeout=timeout)
+        return None if result is None else result[1]
+
+    async def _clean_receive_backup(self, index, channel):
+        """Nothing: the next receive's script forgets the delivered message (see `_brpop_with_clean`)."""
 
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"
@@ -69,15 +127,17 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
         else:
             index = next(self._send_index_generator)
         now = time.time()
-        added = await self.connection(index).eval(
-            _SEND,
-            1,
-            self.prefix + key,
-            int(now) - int(self.expiry),
-            self.get_capacity(channel),
-            now,
-            self.serialize(message),
-            int(self.expiry),
+        connection = self.connection(index)
+        added = await _SEND(
+            keys=[self.prefix + key],
+            args=[
+                int(now) - int(self.expiry),
+                self.get_capacity(channel),
+                now,
+                self.serialize(message),
+                int(self.expiry),
+            ],
+            client=connection,
         )
         if not added:
             raise ChannelFull()

@@ -84,3 +84,64 @@ def test_groups_still_reach_their_members():
         return got
 
     assert run(go()) == 7
+
+
+def test_a_waiting_message_is_received_in_one_round_trip(monkeypatch):
+    """channels_redis took four trips a message (cleanup, pop, backup write, backup delete); a web
+    process receives every frame of its sockets' replies this way."""
+
+    async def go():
+        sender, receiver = layer(), layer()
+        channel = await receiver.new_channel()
+        for i in range(21):
+            await sender.send(channel, {"type": "frame", "i": i})
+        await receiver.receive(channel)  # the first loads the script into Redis
+        redis = receiver.connection(receiver.consistent_hash(channel))
+        commands = []
+        execute = redis.execute_command
+
+        async def counted(*args, **kwargs):
+            commands.append(args[0])
+            return await execute(*args, **kwargs)
+
+        monkeypatch.setattr(redis, "execute_command", counted)
+        received = [(await receiver.receive(channel))["i"] for _ in range(20)]
+        return received, commands
+
+    received, commands = run(go())
+    assert received == list(range(1, 21))
+    assert commands == ["EVALSHA"] * 20
+
+
+def test_a_receive_cut_short_after_the_pop_loses_nothing():
+    """A socket's task is cancelled while it receives for the whole process (its client left): the
+    message popped for it stays in the backup and the next receive hands it over, once."""
+
+    async def go():
+        sender, receiver = layer(), layer()
+        channel = await receiver.new_channel()
+        for i in range(3):
+            await sender.send(channel, {"type": "frame", "i": i})
+        key = receiver.prefix + receiver.non_local_name(channel)
+        # The pop ran in Redis, but its answer never reached the receiver (as if cancelled there).
+        popped = await receiver._brpop_with_clean(receiver.consistent_hash(channel), key, timeout=1)
+        receiver._delivered.clear()
+        received = [(await receiver.receive(channel))["i"] for _ in range(3)]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(receiver.receive(channel), 0.3)
+        return popped is not None, received
+
+    assert run(go()) == (True, [0, 1, 2])
+
+
+def test_a_receive_waits_for_a_message_sent_later():
+    async def go():
+        sender, receiver = layer(), layer()
+        channel = await receiver.new_channel()
+        waiting = asyncio.ensure_future(receiver.receive(channel))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await sender.send(channel, {"type": "frame", "i": 9})
+        return (await asyncio.wait_for(waiting, 5))["i"]
+
+    assert run(go()) == 9
