@@ -207,7 +207,7 @@ async def run(args) -> None:
         LLM_WORKER_CONCURRENCY=str(args.llm_threads),
         MEMORY_EXTRACTION="false",
         QUOTA_SOCKETS_PER_ADDRESS="0",
-        QUOTA_TURNS="0",
+        QUOTA_TURNS="1000000",  # counted, as every live turn is, with a limit no user reaches here
     )
     os.environ.update(env)
     import django

@@ -193,7 +193,9 @@ async def run(args) -> None:
     chroma_url = f"http://127.0.0.1:{stack.free_port()}"
     chroma_dir = LOG_DIR / "chroma-text-turn"
     shutil.rmtree(chroma_dir, ignore_errors=True)
-    env.update(CHROMA_URL=chroma_url, MEMORY_EXTRACTION="false")  # the user's memories stay at --memories
+    # The user's memories stay at --memories; the turn quota is counted (a limit no run reaches), as
+    # every live turn's is.
+    env.update(CHROMA_URL=chroma_url, MEMORY_EXTRACTION="false", QUOTA_TURNS="1000000")
     os.environ.update(env)
     chroma = stack.start_chroma(url=chroma_url, path=chroma_dir, log_dir=LOG_DIR)
     worker = daphne = None

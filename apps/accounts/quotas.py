@@ -4,8 +4,9 @@ Counted in the Django cache: Redis in the scaled mode, so every web process sees
 the process's memory in the embedded mode (one process). Every limit is a setting; 0 turns it off.
 
 - Rates (`quota_take`): one window of QUOTA_WINDOW_S per user and kind, starting at the first
-  request, counted with an atomic increment (`cache.add` + `cache.incr`) on a key that expires
-  with the window. The answer to a refused request is when the window ends.
+  request, counted with an atomic increment on a key that expires with the window: in Redis one
+  script (a turn's quota is on its critical path: one round trip, not five), elsewhere Django's
+  `cache.add` + `cache.incr`. The answer to a refused request is when the window ends.
 - Open sockets (`socket_slot_claim`): a cap of N is N slot keys; a socket holds one (an atomic
   `cache.add`) with a TTL it refreshes while it lives (`socket_slot_refresh`), and deletes on
   disconnect. A web process that dies without closing its sockets frees their slots within
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
+from redis.commands.core import Script
 
 from apps.core.metrics import QUOTA_REFUSALS
 
@@ -44,6 +46,22 @@ class QuotaExceeded(Exception):
         self.kind, self.retry_after = kind, retry_after
 
 
+# Count one in the window's key, which the first count starts (it expires with the window);
+# answers the count and the window's milliseconds left.
+_COUNT = Script(
+    None,
+    b"""
+local count = redis.call('INCR', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    left = tonumber(ARGV[1])
+end
+return {count, left}
+""",
+)
+
+
 def quota_take(*, user_id: int, kind: str) -> float | None:
     """Count one `kind` ("turn", "memory_search", "speech") for the user.
 
@@ -53,6 +71,24 @@ def quota_take(*, user_id: int, kind: str) -> float | None:
     limit = getattr(settings, RATE_LIMITS[kind])
     if limit <= 0:
         return None
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        key = backend.make_and_validate_key(f"quota:{kind}:{user_id}:window")
+        window_ms = max(1, round(settings.QUOTA_WINDOW_S * 1000))
+        count, left_ms = _COUNT(keys=[key], args=[window_ms], client=backend._cache.get_client(write=True))
+        return _refused(kind, count, limit, left_ms / 1000)
+    return _quota_take_in_cache(user_id=user_id, kind=kind, limit=limit)
+
+
+def _refused(kind: str, count: int, limit: int, left_s: float) -> float | None:
+    if count <= limit:
+        return None
+    QUOTA_REFUSALS.labels(kind=kind).inc()
+    return round(max(left_s, 0.01), 2)
+
+
+def _quota_take_in_cache(*, user_id: int, kind: str, limit: int) -> float | None:
+    """`quota_take` with Django's cache API (the embedded mode's memory cache)."""
     window = settings.QUOTA_WINDOW_S
     ttl = math.ceil(window) + 1
     start_key = f"quota:{kind}:{user_id}"
@@ -70,10 +106,7 @@ def quota_take(*, user_id: int, kind: str) -> float | None:
             count = cache.incr(count_key)
         except ValueError:  # the counter expired just now
             continue
-        if count <= limit:
-            return None
-        QUOTA_REFUSALS.labels(kind=kind).inc()
-        return round(max(start + window - now, 0.01), 2)
+        return _refused(kind, count, limit, start + window - now)
     return None  # the cache keeps dropping the window: let the request through rather than fail it
 
 

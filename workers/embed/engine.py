@@ -90,7 +90,7 @@ class Embedder:
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
                 if len(batch) == 1:
-                    slot.vector = self._query(text)
+                    slot.vector = self._query_on_one_thread(text)
                 else:
                     vectors = self.model.encode(
                         [q.text for q in batch],
@@ -103,6 +103,22 @@ class Embedder:
                         query.vector = vector
                     self.query_batches += 1
         return slot.vector
+
+    def _query_on_one_thread(self, text: str) -> np.ndarray:
+        """One sentence on one torch CPU thread. A turn's query comes after the user's pause, when the
+        pool's other threads sleep: with two, each of the graph's ops waited to wake one (17 ms on this
+        2-core box, 6.5 back to back); alone, 9-10 either way. The count is the process's, so it is put
+        back at once (an LLM engine in the same process sets its own before each pass)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        if threads == 1 or self._query.device.type != "cpu":
+            return self._query(text)
+        torch.set_num_threads(1)
+        try:
+            return self._query(text)
+        finally:
+            torch.set_num_threads(threads)
 
 
 class _Query:
