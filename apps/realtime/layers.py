@@ -2,6 +2,7 @@
 one round trip and receiving in one or two (the scaled mode)."""
 
 import asyncio
+import hashlib
 import time
 
 from channels.exceptions import ChannelFull
@@ -24,18 +25,18 @@ return 1
 """,
 )
 
-# channels_redis' receive, the part that does not block, as one script: forget the message the last
-# receive delivered (ARGV[1], its backup entry), put back in order what a cancelled receive left in
-# the backup, then pop the oldest message, keeping it in the backup until it is known to be delivered.
+# channels_redis' receive, the part that does not block, as one script: put back in order what a
+# cancelled receive left in the backup, except the message the last receive delivered (ARGV[1], its
+# SHA-1: the backup holds one or two entries), then pop the oldest message, keeping it in the backup
+# until the next receive knows it was delivered.
 _POP = AsyncScript(
     None,
     b"""
-if ARGV[1] ~= '' then
-    redis.call('ZREM', KEYS[2], ARGV[1])
-end
 local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = #backed_up, 1, -2 do
-    redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+    if ARGV[1] == '' or redis.sha1hex(backed_up[i - 1]) ~= ARGV[1] then
+        redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+    end
 end
 redis.call('DEL', KEYS[2])
 local popped = redis.call('ZPOPMIN', KEYS[1])
@@ -85,36 +86,42 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
     the first of them is on the turn's critical path: four round trips in a row (~0.3 ms each, with the
     coroutine's scheduling between them) became one script with the same effect, atomic besides.
 
-    A web process receives every frame for its sockets through one loop, which channels_redis runs as
+    A web process receives every frame for its sockets on its own channel, which channels_redis reads as
     a cleanup script, a blocking pop, a backup write and, once the message is handed over, a backup
     delete: four round trips a frame, in a row (bench/load.py at 100 sockets: ~100 frames a second,
     a quarter of Daphne's samples in socket writes to Redis). Here the delete rides on the next
     receive's script, which pops too; only an empty channel needs the blocking pop after it, and that
     message is handed over with no await between (a backup write there guarded only its own trip).
-    What a receive cancelled mid-way leaves in the backup is put back first, as before.
-    Groups are channels_redis' own.
+    What a receive cancelled mid-way leaves in the backup is put back first, as before. General channels
+    (shared by processes) and groups are channels_redis' own.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._delivered: dict[str, bytes] = {}  # channel key -> the member its last receive handed over
+        self._delivered: dict[str, str] = {}  # process channel key -> SHA-1 of the message last handed over
 
     async def _brpop_with_clean(self, index, channel, timeout):
+        if not channel.endswith("!"):
+            # A general channel may have receivers in other processes, whose cleanup would put back a
+            # message this one delivered but had not yet forgotten: channels_redis' own receive there.
+            return await super()._brpop_with_clean(index, channel, timeout)
         connection = self.connection(index)
-        delivered = self._delivered.get(channel, b"")
+        delivered = self._delivered.get(channel, "")
         member = await _POP(
             keys=[channel, self._backup_channel_name(channel)], args=[delivered, int(self.expiry)], client=connection
         )
         # Only now: had the script been cancelled unrun, the next one must still forget `delivered`.
         self._delivered.pop(channel, None)
         if member is not None:
-            self._delivered[channel] = member  # handed over once this returns (no await in between)
+            self._delivered[channel] = hashlib.sha1(member).hexdigest()  # handed over once this returns
             return member
         result = await connection.bzpopmin(channel, timeout=timeout)
         return None if result is None else result[1]
 
     async def _clean_receive_backup(self, index, channel):
-        """Nothing: the next receive's script forgets the delivered message (see `_brpop_with_clean`)."""
+        """For this process's channel, nothing: its next receive's script forgets the delivered message."""
+        if not channel.endswith("!"):
+            await super()._clean_receive_backup(index, channel)
 
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"

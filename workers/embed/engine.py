@@ -107,8 +107,8 @@ class Embedder:
     def _query_on_one_thread(self, text: str) -> np.ndarray:
         """One sentence on one torch CPU thread. A turn's query comes after the user's pause, when the
         pool's other threads sleep: with two, each of the graph's ops waited to wake one (17 ms on this
-        2-core box, 6.5 back to back); alone, 9-10 either way. The count is the process's, so it is put
-        back at once (an LLM engine in the same process sets its own before each pass)."""
+        2-core box, 6.5 back to back); alone, 9-10 either way. The count is put back at once: with
+        torch's OpenMP it is this thread's, but threads that first use torch meanwhile copy it."""
         import torch
 
         threads = torch.get_num_threads()
