@@ -239,7 +239,8 @@ async def run(args) -> None:
         # 1. the idle baseline: one socket, nothing else
         idle = Tally()
         probe = await open_socket(ws_url, tokens[-1], idle)
-        await text_user(probe, Tally(), time.monotonic() + 0.1, rnd)  # warm-up: one turn
+        # warm-up: one turn (its start is up to 2 s away, the next at least 1 s after it ends)
+        await text_user(probe, Tally(), time.monotonic() + 2.1, rnd)
         await text_user(probe, idle, time.monotonic() + args.seconds / 2, rnd)
         await probe.close()
         baseline = statistics.median(idle.first_text_ms)

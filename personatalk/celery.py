@@ -119,9 +119,11 @@ def load_models(**kwargs):
 
         get_asr_engine()
     if queues & {"llm", "embed", "batch"}:  # retrieval in every turn; the memory jobs
+        from personatalk.warmup import memory_index_connect
         from workers.embed.engine import get_embedder
 
         get_embedder()
+        memory_index_connect()
     if queues & {"tts", "batch"}:  # batch: greetings rendered ahead of time
         from workers.tts.engine import get_tts_engines
 

@@ -73,6 +73,21 @@ def _vad() -> None:
     StreamingVad.from_settings().feed(np.zeros(1600, np.int16).tobytes())
 
 
+def memory_index_connect() -> None:
+    """Import chromadb and build the index client, as a worker's first turn otherwise did: 400-700 ms
+    of the first reply after every worker start. The index is optional to a turn, so one that cannot
+    be reached now is logged, not fatal: turns go on without memories and connect when it is back."""
+    from apps.memory.index import chroma_client
+
+    started = time.monotonic()
+    try:
+        chroma_client()
+    except Exception as exc:  # noqa: BLE001 - chromadb raises its own, httpx's or a ValueError
+        log.warning("memory index not reachable at start (%r); turns reply without memories until it is", exc)
+        return
+    log.info("memory index client ready in %.2f s", time.monotonic() - started)
+
+
 def heap_freeze() -> int:
     """Move every object alive now (modules, models, settings: what a process builds as it starts)
     out of the garbage collector's sight, so its full collections scan only what requests and jobs

@@ -103,3 +103,26 @@ def test_the_start_up_heap_is_left_out_of_garbage_collection():
         assert any(o is later for o in gc.get_objects())  # what comes after is collected as before
     finally:
         gc.unfreeze()
+
+
+def test_a_worker_connects_to_the_memory_index_at_start_and_starts_without_it(settings, caplog, chroma_server):
+    """Its first turn had paid for chromadb's import and client (400-700 ms); an unreachable index
+    must not stop the worker (turns reply without memories and connect once it is back)."""
+    import logging
+
+    from apps.memory import index
+    from personatalk.warmup import memory_index_connect
+
+    saved = index._client
+    try:
+        index._client = None
+        settings.CHROMA_URL = "http://127.0.0.1:9"  # nothing listens
+        with caplog.at_level(logging.INFO, logger="personatalk.warmup"):
+            memory_index_connect()
+        assert index._client is None and "memory index not reachable at start" in caplog.text
+
+        settings.CHROMA_URL = chroma_server
+        memory_index_connect()
+        assert index._client is not None and index._client.heartbeat() > 0
+    finally:
+        index._client = saved
