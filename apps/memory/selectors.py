@@ -105,14 +105,22 @@ class MemoryIndexUnavailable(AppError):
 
 
 def memories_search(
-    *, user_id, character_id, query: str, k: int, timings: dict | None = None, with_character: bool = True
+    *,
+    user_id,
+    character_id,
+    query: str,
+    k: int,
+    timings: dict | None = None,
+    with_character: bool = True,
+    min_similarity: float | None = None,
 ) -> list[tuple[Memory, float]]:
     """The `k` memories of this user and character nearest `query`, best first, with their similarity.
 
     Always this user's only: the index filters by owner and the rows are read back by owner too.
     `timings`, if given, receives the stages in ms (embed, index query). Without `with_character` the
     rows come without their character's (a turn's recall has it; joining its 25 columns cost more
-    than reading the rows).
+    than reading the rows). With `min_similarity`, hits below it are dropped before their rows are
+    read (none left: no query).
     """
     timings = {} if timings is None else timings
     index = index_active()
@@ -127,6 +135,8 @@ def memories_search(
     except Exception as exc:  # noqa: BLE001 - Chroma unreachable, a model that will not load...
         log.warning("memory search failed: %r", exc)
         raise MemoryIndexUnavailable(f"The memory index could not be searched ({exc.__class__.__name__}).") from exc
+    if min_similarity is not None:
+        hits = [(i, similarity) for i, similarity in hits if similarity >= min_similarity]
     return _owned_rows(user_id=user_id, character_id=character_id, hits=hits, with_character=with_character)
 
 
@@ -197,10 +207,11 @@ def memories_recall(*, user_id, character_id, query: str) -> tuple[list[Memory],
             k=settings.MEMORY_TOP_K,
             timings=timings,
             with_character=False,
+            min_similarity=settings.MEMORY_MIN_SIMILARITY,  # off topic: not worth reading
         )
     except MemoryIndexUnavailable as exc:
         return [], {"memory_error": str(exc)}
-    hits = [(m, s + 0.1 * m.importance) for m, s in hits if s >= settings.MEMORY_MIN_SIMILARITY]
+    hits = [(m, s + 0.1 * m.importance) for m, s in hits]
     hits.sort(key=lambda hit: -hit[1])
     return [m for m, _ in hits], {**timings, "memory_ms": round((time.monotonic() - started) * 1000, 1)}
 

@@ -103,7 +103,9 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
     async def _brpop_with_clean(self, index, channel, timeout):
         if not channel.endswith("!"):
             # A general channel may have receivers in other processes, whose cleanup would put back a
-            # message this one delivered but had not yet forgotten: channels_redis' own receive there.
+            # message this one delivered but had not yet forgotten: channels_redis' own receive there
+            # (which shares that risk for the round trip before its backup delete; our sockets and
+            # workers receive on process channels only).
             return await super()._brpop_with_clean(index, channel, timeout)
         connection = self.connection(index)
         delivered = self._delivered.get(channel, "")

@@ -35,6 +35,20 @@ def test_a_memory_is_found_by_meaning_and_only_by_its_owner(user, other_user, ch
     assert vector_index.count(index.collection) == 3
 
 
+def test_a_turn_off_every_memory_s_topic_recalls_none_and_reads_no_memory_rows(
+    user, character, django_assert_num_queries
+):
+    remember(user, character, "The user said: I live in Lisbon with my dog Rex.")
+    remember(user, character, "The user said: I really love jazz music.", kind="preference")
+    index_active()  # made on first use; a turn finds it
+    with django_assert_num_queries(1):  # the active index; below MEMORY_MIN_SIMILARITY no row is read
+        found, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="What is 17 times 23?")
+    assert found == [] and "memory_error" not in timings
+    with django_assert_num_queries(2):  # on topic: the rows too
+        found, _ = memories_recall(user_id=user.pk, character_id=character.pk, query="Where do I live?")
+    assert [m.text for m in found][0].endswith("Lisbon with my dog Rex.")
+
+
 def test_restatements_are_merged_not_piled_up(user, character):
     first = remember(user, character, "The user said: I really love jazz.", kind="preference")
     again = remember(user, character, "The user said: I really love jazz.", kind="preference", importance=0.9)

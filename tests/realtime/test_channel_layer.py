@@ -145,29 +145,3 @@ def test_a_receive_waits_for_a_message_sent_later():
         return (await asyncio.wait_for(waiting, 5))["i"]
 
     assert run(go()) == 9
-
-
-def test_receivers_in_two_processes_share_a_general_channel_each_message_once():
-    async def go():
-        sender, first, second = layer(), layer(), layer()
-        channel = f"test.shared.{time.monotonic_ns()}"
-        for i in range(30):
-            await sender.send(channel, {"type": "frame", "i": i})
-
-        got_first, got_second, all_in = [], [], asyncio.Event()
-
-        async def take(receiver, into):
-            while True:
-                into.append((await receiver.receive(channel))["i"])
-                if len(got_first) + len(got_second) >= 30:
-                    all_in.set()
-
-        tasks = [asyncio.ensure_future(take(first, got_first)), asyncio.ensure_future(take(second, got_second))]
-        await asyncio.wait_for(all_in.wait(), 10)
-        await asyncio.sleep(0.5)  # a duplicate would arrive now
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return sorted(got_first + got_second)
-
-    assert run(go()) == list(range(30))
