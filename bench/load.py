@@ -15,7 +15,12 @@ asyncio + `websockets` on loopback:
    the sockets of the first step connect), and the latency added under load (p99 of the loaded
    turns' first text less the idle socket's p50).
 
-    .venv/bin/python bench/load.py [--steps 100,250,500] [--seconds 40]
+    .venv/bin/python bench/load.py [--steps 100,250,500] [--seconds 40] [--llm-workers 1]
+
+An llm worker process is one core's worth under its GIL: where 500 sockets' turns saturate it, run
+more (`--llm-workers 2`) on a box with the cores for them. On this 2-core box (2026-12-05) two took
+the worker's stages at 500 from 256 to 154 ms p50 to first text, but starved Daphne (the edge 22 ->
+96 ms p50), so the client's first text came later (336 -> 597 ms p50).
 
 Each step also prints its text turns' stages p50/p99 (the edge to `thinking` at the client, then the
 reply's saved timings: queue, session rows, query embedding, index, first token, first text), so a
@@ -221,7 +226,10 @@ async def run(args) -> None:
     server = start_server(
         port=port, tokens_per_s=args.tokens_per_s, first_token_ms=args.first_token_ms, words=args.words
     )
-    worker = stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name="load-llm")
+    llm_workers = [
+        stack.start_worker(queues="llm", env=env, log_dir=LOG_DIR, name=f"load-llm{i or ''}")
+        for i in range(args.llm_workers)
+    ]
     # The voice queues as the Procfile runs them: a worker each, partial transcripts below the rest.
     voice = [
         stack.start_worker(queues="asr", env=env, log_dir=LOG_DIR, name="load-asr"),
@@ -263,7 +271,8 @@ async def run(args) -> None:
             if kb_per_socket is None:
                 kb_per_socket = (rss_mb(daphne.popen.pid) - rss_before) * 1024 / n
             tally = Tally()
-            procs = {"daphne": daphne.popen.pid, "llm worker": worker.popen.pid}
+            procs = {"daphne": daphne.popen.pid}
+            procs |= {f"llm worker {i + 1}": proc.popen.pid for i, proc in enumerate(llm_workers)}
             procs |= {proc.name.removeprefix("load-"): proc.popen.pid for proc in voice}
             procs |= {"llm server": server.pid}
             cpu_before = {name: process_tree_cpu_s(pid, cpu_s) for name, pid in procs.items()}
@@ -305,7 +314,7 @@ async def run(args) -> None:
                 task.cancel()
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        for proc in (daphne, *voice, worker):
+        for proc in (daphne, *voice, *llm_workers):
             proc.stop()
         server.kill()
 
@@ -328,6 +337,9 @@ if __name__ == "__main__":
         type=int,
         default=64,
         help="turns the llm worker streams at once (the last step has ~35 in flight)",
+    )
+    parser.add_argument(
+        "--llm-workers", type=int, default=1, help="llm worker processes (each one core's worth under its GIL)"
     )
     parser.add_argument("--no-voice", dest="voice", action="store_false", help="no voice calls (text and idle only)")
     parser.add_argument("--words", type=int, default=20, help="words per reply")
