@@ -14,6 +14,7 @@ from apps.accounts.services import token_create
 from apps.conversations.models import ChatSession, Message
 from apps.conversations.services import session_create
 from apps.memory.models import Memory
+from tests.memories import remember
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("llm_worker")]
 
@@ -210,16 +211,7 @@ def test_a_session_named_by_header(client, user, character, django_user_model):
 
 
 def test_the_characters_memory_of_the_user_is_used(client, user, character):
-    from apps.memory.services import memory_remember
-
-    memory_remember(
-        user_id=user.pk,
-        character_id=character.pk,
-        text="The user said: I live in Lisbon with my dog Rex.",
-        kind="fact",
-        importance=0.7,
-        source_message_ids=[],
-    )
+    remember(user, character, "The user said: I live in Lisbon with my dog Rex.")
     remembered = Memory.objects.get(user=user)
     completion = client.chat.completions.create(
         model="nova", messages=[{"role": "user", "content": "What do you remember about my pet?"}]

@@ -16,6 +16,7 @@ from apps.memory.models import EmbeddingIndex, Job, JobChunk, Memory
 from apps.memory.selectors import index_active, memories_recall
 from tests import stack
 from tests.conftest import LOG_DIR
+from tests.memories import remember
 from workers.embed.engine import DEFAULT_MODEL, get_embedder
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,14 +79,7 @@ def test_reembed_while_turns_retrieve_then_switch_atomically(user, character):
     try:
         job = services.reembed_start(model=DEFAULT_MODEL, chunk_size=100)
         assert job.chunks_total == 12 and job.index.state == "building"
-        written_during = services.memory_remember(
-            user_id=user.pk,
-            character_id=character.pk,
-            kind="fact",
-            text="The user said: I moved to Kyoto last spring.",
-            importance=0.7,
-            source_message_ids=[],
-        )
+        written_during = remember(user, character, "The user said: I moved to Kyoto last spring.")
         wait_for(lambda: Job.objects.get(pk=job.pk).status == "complete", what="the job")
         switched_to = EmbeddingIndex.objects.get(pk=Job.objects.get(pk=job.pk).index_id).version
         wait_for(lambda: any(v == switched_to for v, _, _ in results[:]), what="a turn on the new index")

@@ -6,19 +6,13 @@ from apps.memory import index as vector_index
 from apps.memory import services
 from apps.memory.models import Memory
 from apps.memory.selectors import index_active, memories_recall, memories_search
+from tests import memories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def remember(user, character, text, kind="fact", importance=0.7):
-    return services.memory_remember(
-        user_id=user.pk,
-        character_id=character.pk,
-        text=text,
-        kind=kind,
-        importance=importance,
-        source_message_ids=["m1"],
-    )
+    return memories.remember(user, character, text, kind=kind, importance=importance, sources=["m1"])
 
 
 def test_a_memory_is_found_by_meaning_and_only_by_its_owner(user, other_user, character):

@@ -21,8 +21,7 @@ from apps.characters.models import Character
 from apps.memory import index as vector_index
 from apps.memory.models import Memory
 from apps.memory.selectors import index_active
-from apps.memory.services import memory_remember
-from tests import stack
+from tests import memories, stack
 from tests.conftest import LOG_DIR
 from tests.web.conftest import PASSWORD, log_in, page_check
 
@@ -39,10 +38,7 @@ def nova():
 
 
 def remember(user, character, text: str, kind: str = "fact") -> Memory:
-    """A memory written as a turn's extraction writes it: the row and its vector in the index."""
-    return memory_remember(
-        user_id=user.pk, character_id=character.pk, text=text, kind=kind, importance=0.6, source_message_ids=[]
-    )
+    return memories.remember(user, character, text, kind=kind, importance=0.6)
 
 
 def csrf(page) -> str:
