@@ -162,6 +162,22 @@ def process_tree_cpu_s(pid: int, cpu_s) -> float:
     return cpu_s(pid) + sum(process_tree_cpu_s(int(c), cpu_s) for c in children)
 
 
+def services_cpu_s(cpu_s) -> dict[str, float]:
+    """CPU seconds used so far by the services every turn touches: PostgreSQL (the server and every
+    backend) and Redis. Each process is named by its command, so backends that connected during the
+    step are counted in full."""
+    used = {"postgres": 0.0, "redis": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = stat.read_text().strip()
+            key = "postgres" if name == "postgres" else "redis" if name == "redis-server" else None
+            if key:
+                used[key] += cpu_s(int(stat.parent.name))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return used
+
+
 def make_users(n: int) -> list[str]:
     """`n` users of their own, each with an API token (one socket each; their own session)."""
     from django.contrib.auth import get_user_model
@@ -277,6 +293,7 @@ async def run(args) -> None:
             procs |= {"llm server": server.pid}
             cpu_before = {name: process_tree_cpu_s(pid, cpu_s) for name, pid in procs.items()}
             cpu_before["this client"] = cpu_s(os.getpid())
+            cpu_before |= services_cpu_s(cpu_s)
             until = time.monotonic() + args.seconds
             talkers, callers = n // 5, (n // 25 if args.voice else 0)
             jobs = [text_user(ws, tally, until, rnd) for ws in sockets[:talkers]]
@@ -298,6 +315,7 @@ async def run(args) -> None:
             print(f"  stages p50/p99 ms: {await sync_to_async(stage_tails)(tally)}")
             used = {name: process_tree_cpu_s(pid, cpu_s) - cpu_before[name] for name, pid in procs.items()}
             used["this client"] = cpu_s(os.getpid()) - cpu_before["this client"]
+            used |= {name: s - cpu_before[name] for name, s in services_cpu_s(cpu_s).items()}
             print(
                 "  CPU s used: "
                 + ", ".join(f"{name} {s:.1f}" for name, s in used.items())

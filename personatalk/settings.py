@@ -473,6 +473,8 @@ MEMORY_EMBEDDING_ENGINE = "workers.embed.engine"
 EMBED_DEVICE = env("EMBED_DEVICE", default="cpu")
 EMBED_THREADS = env.int("EMBED_THREADS", default=0)  # torch threads per embedding worker; 0 = all cores
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=64)
+# A turn's query embedding: its matmuls in bfloat16 (auto: where the CPU computes it natively), or float32
+EMBED_QUERY_PRECISION = env("EMBED_QUERY_PRECISION", default="auto")
 # A Chroma server (scaled mode: `chroma run --path DIR --port 8001`); empty = a local directory.
 CHROMA_URL = env("CHROMA_URL", default="")
 CHROMA_PATH = Path(env("CHROMA_PATH", default=str(VAR_DIR / "chroma")))

@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from workers.embed.engine import DEFAULT_MODEL, Embedder, get_embedder, model_dir
 
@@ -18,13 +19,69 @@ LINES = [
 ]
 
 
-def test_a_turns_query_is_embedded_exactly_as_the_memories_are():
-    embedder = get_embedder(DEFAULT_MODEL)
+MEMORIES = [
+    "The user lives in Lisbon.",
+    "The user's sister has a cat called Miso.",
+    "The user plays the saxophone in a jazz band.",
+    "The user is allergic to peanuts.",
+    "The user works as a nurse on night shifts.",
+    "The user wants to visit Tokyo next spring.",
+    "The user's favourite tea is genmaicha.",
+    "The user ran a marathon last October.",
+]
+QUERIES = ["Where do I live?", "What did I say about my sister's pet?", "Any music in my life?", "What can't I eat?"]
+
+
+def test_a_turns_query_is_embedded_exactly_as_the_memories_are_in_float32():
+    embedder = Embedder(DEFAULT_MODEL, query_precision="float32")
     assert embedder.fast_queries  # the shipped model takes the short path (retrieval's latency depends on it)
+    assert embedder._query.precision == "float32"
     batch = embedder.encode(LINES)
     for line, expected in zip(LINES, batch, strict=True):
         assert np.abs(embedder.encode_query(line) - expected).max() < 1e-5, line
     assert embedder.encode_query(LINES[0]) @ embedder.encode_query("In which city is my home?") > 0.5
+
+
+def test_a_query_in_bfloat16_recalls_the_memories_float32_does_in_the_same_order():
+    """Half the bytes of weights to read after a user's pause; the memories found must not change."""
+    exact, low = Embedder(DEFAULT_MODEL, query_precision="float32"), Embedder(DEFAULT_MODEL, query_precision="bfloat16")
+    assert low._query.precision == "bfloat16"
+    for line, expected in zip(LINES, low.encode(LINES), strict=True):
+        vector = low.encode_query(line)
+        assert vector.dtype == np.float32 and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+        assert vector @ expected >= 0.9999, line
+        assert np.abs(vector - expected).max() > 1e-6 or not line  # really another computation
+    memories = exact.encode(MEMORIES)
+    for query in QUERIES:
+        want, got = memories @ exact.encode_query(query), memories @ low.encode_query(query)
+        assert list(np.argsort(-got)) == list(np.argsort(-want)), query
+        assert np.abs(got - want).max() < 1e-3, query
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert get_embedder(DEFAULT_MODEL)._query.precision == ("bfloat16" if native else "float32")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert Embedder(DEFAULT_MODEL, query_precision="auto")._query.precision == "float32"  # emulated: slower
+
+
+def test_a_bfloat16_encoder_that_points_elsewhere_falls_back_to_float32(monkeypatch, caplog):
+    from workers.embed import query
+
+    monkeypatch.setattr(query, "LOW_PRECISION_MIN_COSINE", 1.01)  # no vector can meet it
+    embedder = Embedder(DEFAULT_MODEL, query_precision="bfloat16")
+    assert embedder._query.precision == "float32"
+    assert "point away from float32" in caplog.text
+
+
+def test_an_unknown_query_precision_is_a_configuration_error():
+    from apps.core.errors import EngineConfigError
+
+    with pytest.raises(EngineConfigError, match="EMBED_QUERY_PRECISION"):
+        Embedder(DEFAULT_MODEL, query_precision="float8")
 
 
 def test_without_torchscript_queries_go_through_sentence_transformers_with_the_same_vectors(monkeypatch):
@@ -56,12 +113,36 @@ def test_a_model_of_another_layout_is_queried_through_sentence_transformers(tmp_
     assert np.abs(expected[0] - get_embedder(DEFAULT_MODEL).encode_query(LINES[0])).max() > 1e-3  # really CLS
 
 
-def test_queries_asked_at_once_are_encoded_together_and_each_gets_its_own_vector():
-    """An LLM worker streaming many turns asks for their queries at once: one batch, not a queue."""
+def test_queries_asked_at_once_are_encoded_together_on_one_thread_and_each_gets_its_own_vector(monkeypatch):
+    """An LLM worker streaming many turns asks for their queries at once: one batch, not a queue, and
+    on one torch thread (with the other core busy, two took 31 ms for 8 queries against 20 on one)."""
+    import torch
+
     embedder = get_embedder(DEFAULT_MODEL)
     lines = [f"What did I tell you about {topic}?" for topic in ("jazz", "my sister", "Lisbon", "the cat", "tea")]
     expected = embedder.encode(lines)
-    batches, results = embedder.query_batches, {}
+    batches, results, threads_seen = embedder.query_batches, {}, []
+    encode = embedder.model.encode
+
+    def recorded(*args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(embedder.model, "encode", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _encode_together(embedder, lines, results)
+        assert threads_seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert embedder.query_batches == batches + 1
+    for line, want in zip(lines, expected, strict=True):
+        assert np.abs(results[line] - want).max() < 1e-5, line
+
+
+def _encode_together(embedder, lines, results):
+    """Each line's query from a thread of its own, all asked while the model is busy."""
     with embedder._lock:  # the model is busy: every query waits for it
         threads = [
             threading.Thread(target=lambda line=line: results.__setitem__(line, embedder.encode_query(line)))
@@ -74,9 +155,6 @@ def test_queries_asked_at_once_are_encoded_together_and_each_gets_its_own_vector
             time.sleep(0.01)
     for thread in threads:
         thread.join(10)
-    assert embedder.query_batches == batches + 1
-    for line, want in zip(lines, expected, strict=True):
-        assert np.abs(results[line] - want).max() < 1e-5, line
 
 
 def test_a_query_runs_on_one_torch_thread_and_leaves_the_process_s_count(monkeypatch):
@@ -100,4 +178,4 @@ def test_a_query_runs_on_one_torch_thread_and_leaves_the_process_s_count(monkeyp
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert np.abs(vector - embedder.encode([LINES[0]])[0]).max() < 1e-5
+    assert vector @ embedder.encode([LINES[0]])[0] >= 0.9999

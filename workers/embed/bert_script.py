@@ -30,7 +30,7 @@ class BertQuery(torch.nn.Module):
     into one matmul (+5 MB for MiniLM).
     """
 
-    def __init__(self, bert):
+    def __init__(self, bert, low_precision: torch.dtype | None = None):
         super().__init__()
         embeddings, layers = bert.embeddings, bert.encoder.layer
         self.word = embeddings.word_embeddings.weight.detach()
@@ -60,6 +60,11 @@ class BertQuery(torch.nn.Module):
                     )
                 ]
             )
+        # The matmuls' weights in `low_precision` (bfloat16), the rest (biases, norms, residuals) in float32
+        self.low = low_precision is not None
+        self.dtype = low_precision if low_precision is not None else torch.float32
+        if low_precision is not None:
+            weights = [[t.to(low_precision) if i in (0, 2, 6, 8) else t for i, t in enumerate(w)] for w in weights]
         self.weights = weights
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -67,6 +72,8 @@ class BertQuery(torch.nn.Module):
         x = self.word[ids] + self.position[:n] + self.token_type
         width = [x.size(-1)]
         x = F.layer_norm(x, width, self.norm[0], self.norm[1], self.eps)
+        if self.low:
+            return self._forward_low(x, n, width)
         for w in self.weights:
             qkv = F.linear(x, w[0], w[1]).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
             attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(0, 1).reshape(n, -1)
@@ -75,7 +82,18 @@ class BertQuery(torch.nn.Module):
             x = F.layer_norm(F.linear(hidden, w[8], w[9]) + x, width, w[10], w[11], self.eps)
         return F.normalize(x.mean(0), dim=0)
 
+    def _forward_low(self, x: torch.Tensor, n: int, width: list[int]) -> torch.Tensor:
+        """The same pass with each matmul in the weights' lower precision, accumulated back in float32."""
+        for w in self.weights:
+            qkv = (F.linear(x.to(self.dtype), w[0]).float() + w[1]).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
+            attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(0, 1).reshape(n, -1)
+            x = F.layer_norm(F.linear(attended.to(self.dtype), w[2]).float() + w[3] + x, width, w[4], w[5], self.eps)
+            hidden = F.gelu(F.linear(x.to(self.dtype), w[6]).float() + w[7])
+            x = F.layer_norm(F.linear(hidden.to(self.dtype), w[8]).float() + w[9] + x, width, w[10], w[11], self.eps)
+        return F.normalize(x.mean(0), dim=0)
 
-def scripted(bert) -> torch.jit.ScriptModule:
-    """`bert` (a transformers BertModel) as one scripted forward pass over a sentence's token ids."""
-    return torch.jit.script(BertQuery(bert))
+
+def scripted(bert, low_precision: torch.dtype | None = None) -> torch.jit.ScriptModule:
+    """`bert` (a transformers BertModel) as one scripted forward pass over a sentence's token ids; with
+    `low_precision` (torch.bfloat16), its matmuls read weights of that type (half the bytes)."""
+    return torch.jit.script(BertQuery(bert, low_precision))

@@ -5,6 +5,7 @@ local sentence-transformers directory. Nothing is fetched from a hub; chromadb's
 embedding function would try, so every write and query passes vectors made here.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -40,7 +41,9 @@ def model_dir(model: str) -> Path:
 class Embedder:
     """One loaded model; `encode` gives L2-normalised float32 vectors (cosine = dot product)."""
 
-    def __init__(self, model: str, *, device: str = "cpu", threads: int = 0, batch_size: int = 64):
+    def __init__(
+        self, model: str, *, device: str = "cpu", threads: int = 0, batch_size: int = 64, query_precision: str = "auto"
+    ):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -54,10 +57,15 @@ class Embedder:
         self._waiting: list[_Query] = []  # queries asked while the model was busy: encoded together
         self._waiting_lock = threading.Lock()
         self.query_batches = 0  # batches of several queries encoded at once
-        self._query = BertQueryEncoder.build(self.model)
+        self._query = BertQueryEncoder.build(self.model, query_precision)
         self.fast_queries = self._query is not None
         log.info(
-            "loaded embedder %s (%d dims) on %s in %.1f s", model, self.dimensions, device, time.monotonic() - started
+            "loaded embedder %s (%d dims) on %s in %.1f s, single queries %s",
+            model,
+            self.dimensions,
+            device,
+            time.monotonic() - started,
+            f"in {self._query.precision}" if self._query else "through sentence-transformers",
         )
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -89,34 +97,42 @@ class Embedder:
             if slot.vector is None:
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
-                if len(batch) == 1:
-                    slot.vector = self._query_on_one_thread(text)
-                else:
-                    vectors = self.model.encode(
-                        [q.text for q in batch],
-                        batch_size=self.batch_size,
-                        normalize_embeddings=True,
-                        convert_to_numpy=True,
-                        show_progress_bar=False,
-                    ).astype(np.float32, copy=False)
-                    for query, vector in zip(batch, vectors, strict=True):
-                        query.vector = vector
-                    self.query_batches += 1
+                with self._one_thread():
+                    if len(batch) == 1:
+                        slot.vector = self._query(text)
+                    else:
+                        vectors = self.model.encode(
+                            [q.text for q in batch],
+                            batch_size=self.batch_size,
+                            normalize_embeddings=True,
+                            convert_to_numpy=True,
+                            show_progress_bar=False,
+                        ).astype(np.float32, copy=False)
+                        for query, vector in zip(batch, vectors, strict=True):
+                            query.vector = vector
+                        self.query_batches += 1
         return slot.vector
 
-    def _query_on_one_thread(self, text: str) -> np.ndarray:
-        """One sentence on one torch CPU thread. A turn's query comes after the user's pause, when the
-        pool's other threads sleep: with two, each of the graph's ops waited to wake one (17 ms on this
-        2-core box, 6.5 back to back); alone, 9-10 either way. The count is put back at once: with
-        torch's OpenMP it is this thread's, but threads that first use torch meanwhile copy it."""
+    @contextlib.contextmanager
+    def _one_thread(self):
+        """Queries on one torch CPU thread, the count put back at once (with torch's OpenMP it is this
+        thread's, but threads that first use torch meanwhile copy it).
+
+        A turn's query comes after the user's pause, when the pool's other threads sleep: with two,
+        each of the graph's ops waited to wake one (17 ms on this 2-core box, 6.5 back to back);
+        alone, 9-10 either way. And a worker streaming many turns shares the cores with everything
+        else: with the other core busy, a batch of 8 queries took 31 ms on two threads (each op's
+        barrier waits for a thread the scheduler has parked) against 20 ms on one.
+        """
         import torch
 
         threads = torch.get_num_threads()
         if threads == 1 or self._query.device.type != "cpu":
-            return self._query(text)
+            yield
+            return
         torch.set_num_threads(1)
         try:
-            return self._query(text)
+            yield
         finally:
             torch.set_num_threads(threads)
 
@@ -144,5 +160,6 @@ def get_embedder(model: str | None = None) -> Embedder:
                 device=settings.EMBED_DEVICE,
                 threads=settings.EMBED_THREADS,
                 batch_size=settings.EMBED_BATCH_SIZE,
+                query_precision=settings.EMBED_QUERY_PRECISION,
             )
     return _embedders[model]
