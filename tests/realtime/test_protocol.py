@@ -169,3 +169,25 @@ async def test_cookie_auth_from_foreign_or_missing_origin_is_closed(user, charac
 async def test_no_cookie_no_token_fails(character):
     comm = await open_socket([(b"origin", b"http://127.0.0.1:8000")])
     assert (await connect(comm))["code"] == "auth_failed"
+
+
+async def test_frames_that_need_no_database_make_no_trip_to_the_sync_thread(api_key, character, monkeypatch):
+    """Channels closes stale database connections before every message it dispatches: a trip to the one
+    thread-sensitive sync thread for each microphone frame and text delta, where a turn's database work
+    then queues. The socket's handlers reach the database only through database_sync_to_async, which
+    closes them itself; a ping needs no trip at all."""
+    from asgiref.sync import SyncToAsync
+
+    trips, call = [], SyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        trips.append(getattr(self.func, "__name__", repr(self.func)))
+        return await call(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    comm = await connected_socket(api_key)
+    before = len(trips)
+    for _ in range(30):
+        await assert_usable(comm)
+    assert trips[before:] == []  # was one a frame (channels' close_old_connections)
+    await comm.disconnect()
