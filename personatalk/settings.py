@@ -125,6 +125,9 @@ if METRICS_ENABLED or METRICS_PORT:  # queries and connections counted by django
         "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
     }.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 
+# How long a job's frame waits for a web process's full channel to drain (the process is behind)
+# before the job gives the socket up as unreachable.
+CHANNEL_FULL_WAIT_S = env.float("CHANNEL_FULL_WAIT_S", default=10.0)
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "apps.realtime.layers.ThreadSafeInMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -134,7 +137,13 @@ else:
             "BACKEND": "apps.realtime.layers.OneTripRedisChannelLayer",  # sends in one round trip
             # redis-py 8 reads with a 5 s socket timeout, the same as channels_redis' 5 s BZPOPMIN:
             # an idle socket's receive would fail at random. Give reads room past the block.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 1000, "expiry": 60},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": 1000,
+                # A web process's sockets share one Redis list ("...!"): its backlog, not one socket's.
+                "channel_capacity": {"*!*": env.int("CHANNEL_PROCESS_CAPACITY", default=20000)},
+                "expiry": 60,
+            },
         }
     }
     # Django's Redis cache, its client reused (apps/core/cache.py)
