@@ -61,6 +61,7 @@ class Tally:
     thinking_ms: list[float] = field(default_factory=list)  # message sent -> `thinking` (the edge saved and queued it)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (message_id, text the client assembled)
     unfinished: int = 0  # text turns without turn_end when the step ended
+    stalls: list[str] = field(default_factory=list)  # each unfinished turn's frames, as far as they came
     voice_turns: int = 0
     voice_frames_sent: int = 0
 
@@ -84,11 +85,12 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
     """Turns one after another, a think time apart, until `until`; checks each turn's frames."""
     await asyncio.sleep(rnd.uniform(0, 2))  # users do not all start at once
     while time.monotonic() < until:
-        started, first, text = time.monotonic(), None, []
+        started, first, text, seen = time.monotonic(), None, [], []
         await ws.send(json.dumps({"type": "message", "content": rnd.choice(LINES)}))
         try:
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                seen.append(f"{frame['type']} {time.monotonic() - started:.1f}s")
                 if frame["type"] == "thinking":
                     tally.thinking_ms.append((time.monotonic() - started) * 1000)
                 elif frame["type"] == "text_delta":
@@ -102,6 +104,7 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
                     break
         except TimeoutError:
             tally.unfinished += 1
+            tally.stalls.append(", ".join(seen[:4] + (["..."] if len(seen) > 5 else []) + seen[4:][-1:]) or "nothing")
             return
         if first is not None:
             tally.first_text_ms.append((first - started) * 1000)
@@ -176,6 +179,14 @@ def services_cpu_s(cpu_s) -> dict[str, float]:
         except (OSError, ValueError):  # gone meanwhile
             continue
     return used
+
+
+def redis_calls(url: str) -> dict[str, int]:
+    """Commands Redis has run so far, by name (all clients: the layer, the cache, the broker)."""
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return {name.removeprefix("cmdstat_"): fields["calls"] for name, fields in stats.items()}
 
 
 def make_users(n: int) -> list[str]:
@@ -294,6 +305,7 @@ async def run(args) -> None:
             cpu_before = {name: process_tree_cpu_s(pid, cpu_s) for name, pid in procs.items()}
             cpu_before["this client"] = cpu_s(os.getpid())
             cpu_before |= services_cpu_s(cpu_s)
+            redis_before = redis_calls(env["REDIS_URL"])
             until = time.monotonic() + args.seconds
             talkers, callers = n // 5, (n // 25 if args.voice else 0)
             jobs = [text_user(ws, tally, until, rnd) for ws in sockets[:talkers]]
@@ -321,6 +333,11 @@ async def run(args) -> None:
                 + ", ".join(f"{name} {s:.1f}" for name, s in used.items())
                 + f" (of {2 * args.seconds:.0f})"
             )
+            calls = redis_calls(env["REDIS_URL"])
+            calls = sorted(((n - redis_before.get(name, 0), name) for name, n in calls.items()), reverse=True)
+            print("  Redis commands a second: " + ", ".join(f"{name} {n / args.seconds:.0f}" for n, name in calls[:6]))
+            for stall in tally.stalls[:3]:
+                print(f"  unfinished, 30 s after the last of: {stall}")
             for error in tally.errors[:5]:
                 print(f"  {error}")
             # the calls stop, the talkers' last replies end: a quiet stack for the next step

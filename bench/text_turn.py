@@ -84,7 +84,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, TOKEN, pct, scaled_environment, wake_up_ms, worker_rss_mb  # noqa: E402
+from bench.common import (  # noqa: E402
+    LOG_DIR,
+    TOKEN,
+    database_wake_up_ms,
+    pct,
+    scaled_environment,
+    wake_up_ms,
+    worker_rss_mb,
+)
 
 PROMPTS = [
     "Hi! What is your name?",
@@ -279,6 +287,10 @@ async def run(args) -> None:
     print(f"overhead, retrieval apart     p50={statistics.median(overhead):7.1f} ms  p95={pct(overhead, 0.95):7.1f} ms")
     paused_ms, warm_ms = wake_up_ms(args.think_s)
     print(f"this machine: a thread woken after {args.think_s} s idle {paused_ms:.2f} ms, back to back {warm_ms:.2f} ms")
+    paused_ms, warm_ms = await sync_to_async(database_wake_up_ms)(args.think_s)
+    print(
+        f"              PostgreSQL's `SELECT 1` after {args.think_s} s idle {paused_ms:.2f} ms, back to back {warm_ms:.2f} ms"
+    )
     print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
     print(f"RESULT retrieval_ms_p50={statistics.median(retrieval):.1f}")
     print(f"RESULT retrieval_alone_ms_p50={statistics.median(retrieval_alone):.1f}")
