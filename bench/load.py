@@ -168,7 +168,8 @@ def process_tree_cpu_s(pid: int, cpu_s) -> float:
 def services_cpu_s(cpu_s) -> dict[str, float]:
     """CPU seconds used so far by the services every turn touches: PostgreSQL (the server and every
     backend) and Redis. Each process is named by its command, so backends that connected during the
-    step are counted in full."""
+    step are counted in full. Approximate: another client of this machine's servers counts too, and a
+    backend that exits during the step drops out (the stack's connections persist)."""
     used = {"postgres": 0.0, "redis": 0.0}
     for stat in Path("/proc").glob("[0-9]*/comm"):
         try:

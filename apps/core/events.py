@@ -47,7 +47,7 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def channel_send(channel: str, event: Event, *, timeout: float = 10.0) -> None:
+def channel_send(channel: str, event: Event, *, timeout: float = 10.0, full_wait_s: float | None = None) -> None:
     """Send `event` to `channel` and wait until the layer has taken it (keeps events in order).
 
     A full channel is a web process behind on its sockets' frames: the send waits for it to drain, up
@@ -55,12 +55,21 @@ def channel_send(channel: str, event: Event, *, timeout: float = 10.0) -> None:
     with 20 voice calls on 2 cores, Daphne fell seconds behind and replies that met a full channel
     stopped there, their sockets left waiting for a `turn_end`.)
 
+    `full_wait_s` overrides that wait: 0 where the sender must not be held (the web process's own sync
+    thread, which every socket's database work shares).
+
     Raises what the layer raises (ChannelFull past that wait, a Redis error, TimeoutError): callers
-    decide what an unreachable socket means for their job.
+    decide what an unreachable socket means for their job. A send that timed out is cancelled, so it
+    cannot arrive after its caller gave the socket up.
     """
-    message, full_wait_s = event.message(), settings.CHANNEL_FULL_WAIT_S
+    message = event.message()
+    full_wait_s = settings.CHANNEL_FULL_WAIT_S if full_wait_s is None else full_wait_s
     future = asyncio.run_coroutine_threadsafe(_send(channel, message, full_wait_s), _publisher_loop())
-    future.result(timeout + full_wait_s)
+    try:
+        future.result(timeout + full_wait_s)
+    except TimeoutError:
+        future.cancel()
+        raise
 
 
 async def _send(channel: str, message: dict, full_wait_s: float) -> None:

@@ -1,6 +1,7 @@
 """What the socket does, as plain synchronous functions the consumer calls off the event loop."""
 
 import base64
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -157,7 +158,10 @@ def voice_turn_submit(
     )
     if transcript is not None:
         timings = _from_partial(pcm)
-        transcript_accept(send=channel_send, text=transcript, pcm=pcm, timings=timings, session=session, **job)
+        # From this process's one sync thread, which every socket's database work shares: a full channel
+        # (this process behind) fails the turn at once rather than holding that thread while it drains.
+        send = functools.partial(channel_send, full_wait_s=0)
+        transcript_accept(send=send, text=transcript, pcm=pcm, timings=timings, session=session, **job)
     else:
         enqueue(
             "workers.asr.tasks.asr_transcribe",

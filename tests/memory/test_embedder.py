@@ -77,6 +77,22 @@ def test_a_bfloat16_encoder_that_points_elsewhere_falls_back_to_float32(monkeypa
     assert "point away from float32" in caplog.text
 
 
+def test_a_bfloat16_encoder_that_cannot_run_falls_back_to_float32s_short_path(monkeypatch):
+    """A torch or device where the bfloat16 graph fails: queries keep the float32 short path."""
+    from workers.embed import bert_script
+
+    scripted = bert_script.scripted
+
+    def no_bfloat16(bert, low_precision=None):
+        if low_precision is not None:
+            raise RuntimeError("no bfloat16 matmul here")
+        return scripted(bert, low_precision)
+
+    monkeypatch.setattr(bert_script, "scripted", no_bfloat16)
+    embedder = Embedder(DEFAULT_MODEL, query_precision="bfloat16")
+    assert embedder.fast_queries and embedder._query.precision == "float32"
+
+
 def test_an_unknown_query_precision_is_a_configuration_error():
     from apps.core.errors import EngineConfigError
 

@@ -189,5 +189,7 @@ async def test_frames_that_need_no_database_make_no_trip_to_the_sync_thread(api_
     before = len(trips)
     for _ in range(30):
         await assert_usable(comm)
-    assert trips[before:] == []  # was one a frame (channels' close_old_connections)
+    # was one a frame: channels' close_old_connections (a no-op under channels.testing); the access
+    # re-check's own trip, due every few seconds, is not one of these
+    assert [t for t in trips[before:] if t in ("close_old_connections", "no_op")] == []
     await comm.disconnect()

@@ -80,8 +80,14 @@ def test_a_reply_waits_for_a_full_channel_to_drain_and_arrives_whole(user, chara
         for i in range(layer.get_capacity(channel) - 2):  # room for llm_start and the first sentence
             await layer.send(channel, {"type": "filler", "n": i})
 
-    async def drain_after(pause_s: float) -> list[dict]:
-        await asyncio.sleep(pause_s)  # the web process catching up
+    async def drain_once_full() -> list[dict]:
+        # The reply's first two frames fill the channel; its third send is then waiting for room.
+        redis, key = layer.connection(0), layer.prefix + channel
+        deadline = time.monotonic() + 15
+        while await redis.zcard(key) < layer.get_capacity(channel):
+            assert time.monotonic() < deadline, "the reply never filled the channel"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the web process catching up, a while later
         got = []
         while not got or got[-1]["type"] == "filler" or not _ends_turn(got[-1]):
             got.append(await asyncio.wait_for(layer.receive(channel), 10))
@@ -90,7 +96,7 @@ def test_a_reply_waits_for_a_full_channel_to_drain_and_arrives_whole(user, chara
     async_to_sync(fill)()
     session = session_open(user=user, character=character)
     turn_id = text_turn_submit(session=session, content="hello there", reply_channel=channel, text_deltas=False)
-    delivered = [m for m in async_to_sync(drain_after)(0.5) if m["type"] != "filler"]
+    delivered = [m for m in async_to_sync(drain_once_full)() if m["type"] != "filler"]
 
     reply = wait_for_reply(turn_id)
     assert (reply.status, reply.content) == (

@@ -82,7 +82,8 @@ class Embedder:
         return vectors.astype(np.float32, copy=False)
 
     def encode_query(self, text: str) -> np.ndarray:
-        """One sentence's vector, the same as `encode([text])[0]`; the short path a turn's retrieval takes.
+        """One sentence's vector, as `encode([text])[0]` gives it (to 1e-5 in float32; within cosine 0.9999
+        with bfloat16 matmuls, EMBED_QUERY_PRECISION); the short path a turn's retrieval takes.
 
         Queries asked at once (an LLM worker streaming many turns, each in a thread) are encoded
         together: whoever takes the model encodes every query waiting by then in one batch, and the

@@ -5,7 +5,8 @@ transformers 5 that costs ~7 ms on this CPU for 7-12 tokens, of which ~3 ms is p
 (feature dicts, padding, mask building, attention dispatch); the same weights here take ~4 ms.
 It covers only the layout all-MiniLM-L6-v2 has (BertModel with absolute positions and GELU, mean
 pooling, normalisation), reuses the loaded model's weights and is checked against `encode` when it
-is built: any other model, or any difference, and the query goes through sentence-transformers.
+is built: any other model, or any difference, and the query goes through sentence-transformers (a
+bfloat16 encoder is held to a cosine instead, and falls back to float32's).
 Batches (memories, re-embedding jobs) always do. The pass runs as one TorchScript graph
 (bert_script.py), which takes the GIL once a sentence instead of once a torch call.
 """
@@ -50,42 +51,47 @@ class BertQueryEncoder:
         `auto`: bfloat16 where the CPU computes it natively, float32 elsewhere (emulated, bfloat16 is
         slower). A bfloat16 encoder that does not point where float32's does falls back to float32.
         """
-        precisions = cls._precisions(model, precision)
+        if precision not in PRECISIONS:
+            raise EngineConfigError(f"EMBED_QUERY_PRECISION must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         reason = cls._unsupported(model)
         if reason is None:
             try:
                 expected = model.encode(
                     PROBES, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
                 )
-                for low in precisions:
+            except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer without a fast backend: the slow path works
+                expected, reason = None, f"{exc.__class__.__name__}: {exc}"
+            for low in cls._precisions(model, precision) if expected is not None else []:
+                try:
                     fast = cls(model, low)
                     got = [fast(text) for text in PROBES]
-                    if low is None:
-                        worst = max(float(np.abs(v - want).max()) for v, want in zip(got, expected, strict=True))
-                        if worst <= TOLERANCE:
-                            return fast
-                        reason = f"differs from sentence-transformers by {worst:.2g}"
-                    else:
-                        cosine = min(float(v @ want) for v, want in zip(got, expected, strict=True))
-                        if cosine >= LOW_PRECISION_MIN_COSINE:
-                            return fast
-                        log.warning(
-                            "%s queries point away from float32's (cosine %.5f): float32", fast.precision, cosine
-                        )
-            except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer without a fast backend: the slow path works
-                reason = f"{exc.__class__.__name__}: {exc}"
+                except Exception as exc:  # noqa: BLE001 - this precision cannot run here: the next one may
+                    reason = f"{exc.__class__.__name__}: {exc}"
+                    log.warning("single-sentence queries in %s: %s", low or "float32", reason)
+                    continue
+                if low is None:
+                    worst = max(float(np.abs(v - want).max()) for v, want in zip(got, expected, strict=True))
+                    if worst <= TOLERANCE:
+                        return fast
+                    reason = f"differs from sentence-transformers by {worst:.2g}"
+                else:
+                    cosine = min(float(v @ want) for v, want in zip(got, expected, strict=True))
+                    if cosine >= LOW_PRECISION_MIN_COSINE:
+                        return fast
+                    log.warning("%s queries point away from float32's (cosine %.5f): float32", fast.precision, cosine)
         log.info("single-sentence queries go through sentence-transformers: %s", reason)
         return None
 
     @staticmethod
     def _precisions(model, precision: str) -> list:
-        """The weights' types to try, in order (None: float32)."""
+        """The weights' types to try, in order (None: float32), for a model of the supported layout."""
         import torch
 
-        if precision not in PRECISIONS:
-            raise EngineConfigError(f"EMBED_QUERY_PRECISION must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+        def cpu_has(name: str) -> bool:  # torch's own CPU probes (private: absent in another torch, read as no)
+            return bool(getattr(torch.cpu, name, lambda: False)())
+
         on_cpu = next(model[0].auto_model.parameters()).device.type == "cpu"
-        native = on_cpu and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        native = on_cpu and (cpu_has("_is_avx512_bf16_supported") or cpu_has("_is_amx_tile_supported"))
         if precision == "bfloat16" or (precision == "auto" and native):
             return [torch.bfloat16, None]
         return [None]
