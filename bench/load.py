@@ -20,7 +20,8 @@ asyncio + `websockets` on loopback:
 An llm worker process is one core's worth under its GIL: where 500 sockets' turns saturate it, run
 more (`--llm-workers 2`) on a box with the cores for them. On this 2-core box (2026-12-05) two took
 the worker's stages at 500 from 256 to 154 ms p50 to first text, but starved Daphne (the edge 22 ->
-96 ms p50), so the client's first text came later (336 -> 597 ms p50).
+96 ms p50), so the client's first text came later (336 -> 597 ms p50). Once Daphne stopped hopping to
+its sync thread for every message, two helped there: first text 462 -> 281 ms p50, added p99 977 -> 669.
 
 Each step also prints its text turns' stages p50/p99 (the edge to `thinking` at the client, then the
 reply's saved timings: queue, session rows, query embedding, index, first token, first text), so a
