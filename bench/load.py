@@ -105,7 +105,7 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
                     break
         except TimeoutError:
             tally.unfinished += 1
-            tally.stalls.append(", ".join(seen[:4] + (["..."] if len(seen) > 5 else []) + seen[4:][-1:]) or "nothing")
+            tally.stalls.append(", ".join(seen[:4] + (["...", seen[-1]] if len(seen) > 4 else [])) or "nothing")
             return
         if first is not None:
             tally.first_text_ms.append((first - started) * 1000)
@@ -335,9 +335,12 @@ async def run(args) -> None:
                 + ", ".join(f"{name} {s:.1f}" for name, s in used.items())
                 + f" (of {2 * args.seconds:.0f})"
             )
-            calls = redis_calls(env["REDIS_URL"])
-            calls = sorted(((n - redis_before.get(name, 0), name) for name, n in calls.items()), reverse=True)
-            print("  Redis commands a second: " + ", ".join(f"{name} {n / args.seconds:.0f}" for n, name in calls[:6]))
+            ran = redis_calls(env["REDIS_URL"])
+            busiest = sorted(ran, key=lambda name: redis_before.get(name, 0) - ran[name])[:6]
+            print(
+                "  Redis commands a second: "
+                + ", ".join(f"{name} {(ran[name] - redis_before.get(name, 0)) / args.seconds:.0f}" for name in busiest)
+            )
             for stall in tally.stalls[:3]:
                 print(f"  unfinished, 30 s after the last of: {stall}")
             for error in tally.errors[:5]:

@@ -74,25 +74,20 @@ class BertQuery(torch.nn.Module):
         x = self.word[ids] + self.position[:n] + self.token_type
         width = [x.size(-1)]
         x = F.layer_norm(x, width, self.norm[0], self.norm[1], self.eps)
-        if self.low:
-            return self._forward_low(x, n, width)
         for w in self.weights:
-            qkv = F.linear(x, w[0], w[1]).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
+            qkv = self._linear(x, w[0], w[1]).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
             attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(0, 1).reshape(n, -1)
-            x = F.layer_norm(F.linear(attended, w[2], w[3]) + x, width, w[4], w[5], self.eps)
-            hidden = F.gelu(F.linear(x, w[6], w[7]))
-            x = F.layer_norm(F.linear(hidden, w[8], w[9]) + x, width, w[10], w[11], self.eps)
+            x = F.layer_norm(self._linear(attended, w[2], w[3]) + x, width, w[4], w[5], self.eps)
+            hidden = F.gelu(self._linear(x, w[6], w[7]))
+            x = F.layer_norm(self._linear(hidden, w[8], w[9]) + x, width, w[10], w[11], self.eps)
         return F.normalize(x.mean(0), dim=0)
 
-    def _forward_low(self, x: torch.Tensor, n: int, width: list[int]) -> torch.Tensor:
-        """The same pass with each matmul in the weights' lower precision, its result widened back to float32."""
-        for w in self.weights:
-            qkv = (F.linear(x.to(self.dtype), w[0]).float() + w[1]).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
-            attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(0, 1).reshape(n, -1)
-            x = F.layer_norm(F.linear(attended.to(self.dtype), w[2]).float() + w[3] + x, width, w[4], w[5], self.eps)
-            hidden = F.gelu(F.linear(x.to(self.dtype), w[6]).float() + w[7])
-            x = F.layer_norm(F.linear(hidden.to(self.dtype), w[8]).float() + w[9] + x, width, w[10], w[11], self.eps)
-        return F.normalize(x.mean(0), dim=0)
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """A layer's matmul: in float32 as transformers runs it, or in the weights' lower precision with
+        its result widened back to float32 before the bias."""
+        if self.low:
+            return F.linear(x.to(self.dtype), weight).float() + bias
+        return F.linear(x, weight, bias)
 
 
 def scripted(bert, low_precision: torch.dtype | None = None) -> torch.jit.ScriptModule:
