@@ -21,9 +21,14 @@ def one_row(query, *keys: tuple[type[Model], object], using: str) -> tuple | Non
         params = [key(model, value, connection) for model, value in keys]
     except ValidationError:
         return None
+    rows = fetch(connection, query(connection.alias), params)
+    return rows[0] if rows else None
+
+
+def fetch(connection, query: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(query(connection.alias), params)
-        return cursor.fetchone()
+        cursor.execute(query, params)
+        return cursor.fetchall()
 
 
 def table(model: type[Model], connection) -> str:

@@ -1,15 +1,18 @@
 """Reads: the active index, a user's memories, and retrieval for a turn."""
 
+import functools
 import logging
 import time
 import uuid
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, Max, Q, QuerySet
 
 from apps.characters.models import Character
+from apps.core import sql
 from apps.core.errors import AppError
 from apps.core.events import queue_and_wait
 from apps.core.metrics import RETRIEVAL, stage_observe
@@ -27,8 +30,12 @@ def collection_name(model: str, version: int) -> str:
 
 
 def index_active() -> EmbeddingIndex:
-    """The index retrieval reads; the first one (EMBED_MODEL, version 1) is made on first use."""
-    index = next(iter(EmbeddingIndex.objects.filter(state=EmbeddingIndex.State.ACTIVE)[:1]), None)  # one at most
+    """The index retrieval reads; the first one (EMBED_MODEL, version 1) is made on first use.
+
+    Every turn's recall reads it, so in SQL (apps.core.sql): the ORM compiled it for longer than it ran."""
+    connection = connections[EmbeddingIndex.objects.db]
+    rows = sql.fetch(connection, _index_active_sql(connection.alias), [EmbeddingIndex.State.ACTIVE.value])
+    index = sql.instance(EmbeddingIndex, rows[0], 0, connection) if rows else None  # one at most
     if index is not None:
         return index
     try:
@@ -143,11 +150,53 @@ def memories_search(
 def _owned_rows(*, user_id, character_id, hits: list, with_character: bool = True) -> list[tuple[Memory, float]]:
     """(id, similarity) hits as the user's own rows, in the hits' order; an id whose row is gone (or
     not the user's) is skipped."""
-    owned = Memory.objects.filter(user_id=user_id, character_id=character_id).order_by()  # a dict: no sort
     if with_character:
-        owned = owned.select_related("character")
-    rows = {str(pk): m for pk, m in owned.in_bulk([i for i, _ in hits]).items()}
+        owned = Memory.objects.filter(user_id=user_id, character_id=character_id).select_related("character")
+        rows = {str(pk): m for pk, m in owned.order_by().in_bulk([i for i, _ in hits]).items()}  # a dict: no sort
+    else:
+        rows = {
+            str(m.pk): m for m in _memories_owned(user_id=user_id, character_id=character_id, ids=[i for i, _ in hits])
+        }
     return [(rows[i], s) for i, s in hits if i in rows]
+
+
+def _memories_owned(*, user_id, character_id, ids: list[str]) -> list[Memory]:
+    """Those of the memories `ids` that are this user's with this character (a turn's recall: in SQL,
+    see apps.core.sql; the ORM compiled it for longer than it ran)."""
+    connection = connections[Memory.objects.db]
+    keys = []
+    for memory_id in ids:
+        try:
+            keys.append(sql.key(Memory, memory_id, connection))
+        except ValidationError:  # not one of ours: skipped, as a row that is gone
+            continue
+    if not keys:
+        return []
+    rows = sql.fetch(connection, _owned_sql(connection.alias, len(keys)), [user_id, character_id, *keys])
+    return [sql.instance(Memory, row, 0, connection) for row in rows]
+
+
+@functools.cache
+def _owned_sql(alias: str, count: int) -> str:
+    connection = connections[alias]
+
+    def column(name: str) -> str:
+        return sql.column(Memory, name, connection)
+
+    return (
+        f"SELECT {sql.columns(Memory, 'm', connection)} FROM {sql.table(Memory, connection)} m"
+        f" WHERE m.{column('user')} = %s AND m.{column('character')} = %s"
+        f" AND m.{column('id')} IN ({', '.join(['%s'] * count)})"
+    )
+
+
+@functools.cache
+def _index_active_sql(alias: str) -> str:
+    connection = connections[alias]
+    return (
+        f"SELECT {sql.columns(EmbeddingIndex, 'i', connection)} FROM {sql.table(EmbeddingIndex, connection)} i"
+        f" WHERE i.{sql.column(EmbeddingIndex, 'state', connection)} = %s LIMIT 1"
+    )
 
 
 MEMORY_SEARCH_TIMEOUT_S = 20.0  # as the REST search waits: a cold embedding worker loads its model first
