@@ -358,7 +358,9 @@ def text_turn_run(
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
-        cancel_checked = [0.0, False]  # when the flag was last read, and what it said
+        # When the flag was last read, and what it said: first after the prefill has begun (a turn
+        # stopped while queued is caught by `reply_saved` above; one read is a Redis trip to the first token).
+        cancel_checked = [time.monotonic(), False]
 
         def stop() -> bool:
             # Past the deadline, raise as the soft time limit does: a prefork pool process gets that

@@ -10,11 +10,12 @@ Quiet, it is a little faster too (5.3 ms against 5.8). Same weights, same vector
 torch 2.13 marks `torch.jit.script` deprecated (for torch.compile and torch.export, which compile C++
 at start or ahead of time). It is still there and tested; should a later torch drop it, building the
 encoder fails, `BertQueryEncoder.build` logs why and queries go through sentence-transformers.
-Several queries asked at once are still encoded as one eager batch (workers/embed/engine.py): one pass
-for all of them, though it takes the GIL per torch call.
+Several queries asked at once (workers/embed/engine.py) go through the same graph as one padded batch:
+one pass, and one release of the GIL, for all of them.
 """
 
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", ca
 
 
 class BertQuery(torch.nn.Module):
-    """BERT (absolute positions, GELU) over one sentence's token ids, mean-pooled and normalised.
+    """BERT (absolute positions, GELU) over one sentence's token ids (or a padded batch's), mean-pooled
+    and normalised.
 
     Holds references to the loaded model's tensors, and fuses each layer's query, key and value weights
     into one matmul (+5 MB for MiniLM).
@@ -70,17 +72,30 @@ class BertQuery(torch.nn.Module):
         self.weights = weights
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        n = ids.size(0)
+        """One sentence's token ids -> its vector."""
+        return F.normalize(self._layers(ids.unsqueeze(0), None)[0].mean(0), dim=0)
+
+    @torch.jit.export
+    def batch(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Several sentences' token ids, right-padded to one length (`mask` True on their own tokens) ->
+        their vectors: padding neither attended to nor pooled, so each is its sentence's alone."""
+        x = self._layers(ids, mask[:, None, None, :])
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        return F.normalize((x * keep).sum(1) / keep.sum(1), dim=1)
+
+    def _layers(self, ids: torch.Tensor, attend: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045 - TorchScript
+        b, n = ids.size(0), ids.size(1)
         x = self.word[ids] + self.position[:n] + self.token_type
         width = [x.size(-1)]
         x = F.layer_norm(x, width, self.norm[0], self.norm[1], self.eps)
         for w in self.weights:
-            qkv = self._linear(x, w[0], w[1]).view(n, 3, self.heads, -1).permute(1, 2, 0, 3)
-            attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(0, 1).reshape(n, -1)
+            qkv = self._linear(x, w[0], w[1]).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attend)
+            attended = attended.transpose(1, 2).reshape(b, n, -1)
             x = F.layer_norm(self._linear(attended, w[2], w[3]) + x, width, w[4], w[5], self.eps)
             hidden = F.gelu(self._linear(x, w[6], w[7]))
             x = F.layer_norm(self._linear(hidden, w[8], w[9]) + x, width, w[10], w[11], self.eps)
-        return F.normalize(x.mean(0), dim=0)
+        return x
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """A layer's matmul: in float32 as transformers runs it, or in the weights' lower precision with

@@ -102,13 +102,7 @@ class Embedder:
                     if len(batch) == 1:
                         slot.vector = self._query(text)
                     else:
-                        vectors = self.model.encode(
-                            [q.text for q in batch],
-                            batch_size=self.batch_size,
-                            normalize_embeddings=True,
-                            convert_to_numpy=True,
-                            show_progress_bar=False,
-                        ).astype(np.float32, copy=False)
+                        vectors = self._query.many([q.text for q in batch])
                         for query, vector in zip(batch, vectors, strict=True):
                             query.vector = vector
                         self.query_batches += 1
