@@ -1,7 +1,7 @@
 import uuid
 
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.conversations.models import AsrJob, ChatSession, Message
@@ -117,21 +117,28 @@ def turn_finish(
     lore_used: list[int] | None = None,
 ) -> Message:
     """Save the character's reply for a turn, with the memories and lorebook entries its prompt held.
-    Idempotent: the turn id is the message id."""
-    message, _ = Message.objects.get_or_create(
-        id=turn_id,
-        defaults={
-            "session_id": session_id,
-            "role": Message.Role.ASSISTANT,
-            "content": content,
-            "emotion": emotion,
-            "status": status,
-            "timings": timings,
-            "memories_used": memories_used or [],
-            "lore_used": lore_used or [],
-        },
-    )
-    return message
+    Idempotent: the turn id is the message id.
+
+    Written first and read only if it was there (a redelivered job, a stop that saved what was said):
+    every turn's job ends here, and the usual case needs no read."""
+    fields = {
+        "session_id": session_id,
+        "role": Message.Role.ASSISTANT,
+        "content": content,
+        "emotion": emotion,
+        "status": status,
+        "timings": timings,
+        "memories_used": memories_used or [],
+        "lore_used": lore_used or [],
+    }
+    try:
+        with transaction.atomic():
+            return Message.objects.create(id=turn_id, **fields)
+    except IntegrityError as error:
+        saved = Message.objects.filter(id=turn_id).first()
+        if saved is None:  # another constraint broken (the session is gone)
+            raise error from None
+        return saved
 
 
 def turn_end_status(*, reply: Message) -> str:

@@ -76,3 +76,17 @@ def test_history_positions_count_from_the_start_past_replaced_replies(user, char
     ]
     assert fields_of(positioned[-1][1]) == fields_of(Message.objects.get(pk=turn_id))
     assert [position for position, _ in session_history_positioned(session_id=session.pk)] == list(range(7))
+
+
+def test_a_reply_saved_twice_keeps_the_first(user, character):
+    """A redelivered job, or a stop that saved what was said first: one row, the first one."""
+    session = session_create(user=user, character=character)
+    turn_id = uuid.uuid4()
+    first = turn_finish(
+        turn_id=turn_id, session_id=session.pk, content="Hi!", emotion="", status="interrupted", timings={}
+    )
+    again = turn_finish(
+        turn_id=turn_id, session_id=session.pk, content="Hi! And more.", emotion="", status="complete", timings={}
+    )
+    assert (again.pk, again.content, again.status) == (first.pk, "Hi!", "interrupted")
+    assert Message.objects.filter(pk=turn_id).count() == 1
