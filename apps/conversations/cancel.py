@@ -1,6 +1,9 @@
 """Cancellation flags that streaming loops check (Django cache: Redis when scaled, memory embedded)."""
 
+import contextlib
+import threading
 import time
+from collections.abc import Callable, Iterator
 
 from django.core.cache import cache
 
@@ -18,6 +21,46 @@ def turn_cancel(*, turn_id) -> None:
 
 def turn_is_cancelled(*, turn_id) -> bool:
     return bool(cache.get(_key(turn_id)))
+
+
+class _Watch:
+    """The cancel flags of every turn this process is streaming, read together: one read of the cache
+    (an MGET) per interval for all of them, by whichever turn asks first once it has passed, instead
+    of a GET per turn per interval (a worker streaming 30 turns read 300 a second: 6% of its GIL)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cancelled: dict[str, bool] = {}  # turn id -> its flag, as last read
+        self.since: dict[str, float] = {}  # turn id -> when it began streaming
+        self.read_at = 0.0
+
+    def check(self, turn_id: str, every_s: float) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.read_at >= every_s and now - self.since.get(turn_id, now) >= every_s:
+                turns = list(self.cancelled)
+                found = cache.get_many([_key(turn) for turn in turns])
+                self.cancelled = {turn: bool(found.get(_key(turn))) for turn in turns}
+                self.read_at = now
+            return self.cancelled.get(turn_id, False)
+
+
+_watch = _Watch()
+
+
+@contextlib.contextmanager
+def turn_cancel_watch(*, turn_id, every_s: float) -> Iterator[Callable[[], bool]]:
+    """While the turn streams: a check of its cancel flag that reads the cache at most every `every_s`
+    (shared with the process's other streaming turns), first once `every_s` has passed."""
+    turn_id = str(turn_id)
+    with _watch.lock:
+        _watch.cancelled[turn_id], _watch.since[turn_id] = False, time.monotonic()
+    try:
+        yield lambda: _watch.check(turn_id, every_s)
+    finally:
+        with _watch.lock:
+            _watch.cancelled.pop(turn_id, None)
+            _watch.since.pop(turn_id, None)
 
 
 def turn_stop_ms(*, turn_id) -> float | None:

@@ -20,10 +20,10 @@ from django.db import transaction
 from apps.conversations.cancel import (
     session_reply_wanted,
     session_reply_wanted_since,
+    turn_cancel_watch,
     turn_confirm,
     turn_confirmed_wait,
     turn_drop,
-    turn_is_cancelled,
     turn_stop_ms,
 )
 from apps.conversations.lore import lore_notes
@@ -358,32 +358,29 @@ def text_turn_run(
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
-        # When the flag was last read, and what it said: first after the prefill has begun (a turn
-        # stopped while queued is caught by `reply_saved` above; one read is a Redis trip to the first token).
-        cancel_checked = [time.monotonic(), False]
+        # The cancel flag is read first once the prefill has begun (a turn stopped while queued is
+        # caught by `reply_saved` above; a read then would be a Redis trip before the first token).
+        with turn_cancel_watch(turn_id=turn_id, every_s=CANCEL_CHECK_S) as cancelled:
 
-        def stop() -> bool:
-            # Past the deadline, raise as the soft time limit does: a prefork pool process gets that
-            # limit as a signal, but threads (the embedded mode's, a server engine's worker) only get
-            # this check between tokens.
-            if time.time() > deadline:
-                raise SoftTimeLimitExceeded()
-            now = time.monotonic()
-            if now - cancel_checked[0] >= CANCEL_CHECK_S:
-                cancel_checked[:] = now, turn_is_cancelled(turn_id=turn_id)
-            return out.send_error is not None or cancel_checked[1]
+            def stop() -> bool:
+                # Past the deadline, raise as the soft time limit does: a prefork pool process gets that
+                # limit as a signal, but threads (the embedded mode's, a server engine's worker) only get
+                # this check between tokens.
+                if time.time() > deadline:
+                    raise SoftTimeLimitExceeded()
+                return out.send_error is not None or cancelled()
 
-        # Keyed by session: the engine may reuse what it computed for this session's last prompt.
-        limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        for piece in engine.stream(
-            messages, should_stop=stop, cache_key=engine_cache_key(session), stats=timings, **limit
-        ):
-            if "first_token_ms" not in timings:
-                first_token_s = time.monotonic() - t0
-                timings["first_token_ms"] = round(first_token_s * 1000, 1)
-                first_token_at = time.time()
-                stage_observe(LLM_FIRST_TOKEN, engine=engine_label(engine), seconds=first_token_s)
-            _emit(out, reply.feed(piece), text_deltas, speaker)
+            # Keyed by session: the engine may reuse what it computed for this session's last prompt.
+            limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+            for piece in engine.stream(
+                messages, should_stop=stop, cache_key=engine_cache_key(session), stats=timings, **limit
+            ):
+                if "first_token_ms" not in timings:
+                    first_token_s = time.monotonic() - t0
+                    timings["first_token_ms"] = round(first_token_s * 1000, 1)
+                    first_token_at = time.time()
+                    stage_observe(LLM_FIRST_TOKEN, engine=engine_label(engine), seconds=first_token_s)
+                _emit(out, reply.feed(piece), text_deltas, speaker)
         llm_end_at = time.time()  # the engine's last piece: what is still held back is spoken after it
         _emit(out, reply.finish(), text_deltas, speaker)
         stop_ms = turn_stop_ms(turn_id=turn_id)
