@@ -1,20 +1,21 @@
 """Send events to a socket's channel from synchronous code (jobs, and the edge's worker threads), and
 wait for a job's one answer on a channel of its own (the web edge asks the workers, which hold the models).
 
-One event loop per process, on a daemon thread, owns the channel layer and its connections, so a
-streaming job does not pay for a new loop and Redis connection on every message. Any number of
-threads may send at once (an LLM worker streams many turns, each in a thread of its own): each send
-is a coroutine on that loop, and the layer is made and used only there.
+One event loop per process, on a daemon thread, makes the channel layer, so a streaming job does not
+pay for a new loop and Redis connection on every message. Any number of threads may send at once (an
+LLM worker streams many turns, each in a thread of its own): to Redis each from its own thread through
+the layer's blocking client, to the in-memory layer as a coroutine on that loop.
 """
 
 import asyncio
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
 from django.conf import settings
 
 from apps.realtime.protocol import Event
@@ -64,6 +65,17 @@ def channel_send(channel: str, event: Event, *, timeout: float = 10.0, full_wait
     """
     message = event.message()
     full_wait_s = settings.CHANNEL_FULL_WAIT_S if full_wait_s is None else full_wait_s
+    # Redis: sent from this thread (apps/realtime/layers.py says why), once the loop has built the layer
+    # (Channels builds it on first use without a lock: threads at once could each build one).
+    layer = channel_layers.backends.get(DEFAULT_CHANNEL_LAYER)
+    if hasattr(layer, "send_blocking"):
+        for pause in _full_pauses(full_wait_s):
+            try:
+                return layer.send_blocking(channel, message)
+            except ChannelFull:
+                if pause is None:
+                    raise
+                time.sleep(pause)
     future = asyncio.run_coroutine_threadsafe(_send(channel, message, full_wait_s), _publisher_loop())
     try:
         future.result(timeout + full_wait_s)
@@ -72,19 +84,27 @@ def channel_send(channel: str, event: Event, *, timeout: float = 10.0, full_wait
         raise
 
 
+def _full_pauses(full_wait_s: float) -> Iterator[float | None]:
+    """How long to wait before each retry of a send to a full channel (doubling, at most 0.2 s), within
+    `full_wait_s`; None when there is no time for another."""
+    deadline, pause = time.monotonic() + full_wait_s, 0.01
+    while time.monotonic() + pause <= deadline:
+        yield pause
+        pause = min(pause * 2, 0.2)
+    yield None
+
+
 async def _send(channel: str, message: dict, full_wait_s: float) -> None:
     # Looked up on the loop's thread: Channels builds a layer on first use without a lock, so threads
     # asking for it at once could each build one (with connections of its own).
     layer = get_channel_layer()
-    deadline, pause = time.monotonic() + full_wait_s, 0.01
-    while True:
+    for pause in _full_pauses(full_wait_s):
         try:
             return await layer.send(channel, message)
         except ChannelFull:
-            if time.monotonic() + pause > deadline:
+            if pause is None:
                 raise
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.2)
 
 
 async def queue_and_wait(task: str, timeout: float, **kwargs) -> dict:

@@ -3,18 +3,18 @@ one round trip and receiving in one or two (the scaled mode)."""
 
 import asyncio
 import hashlib
+import threading
 import time
 
+import redis
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
-from redis.commands.core import AsyncScript  # called with each loop's own connection: EVALSHA
+from redis.commands.core import AsyncScript, Script  # called with each loop's own connection: EVALSHA
 
 # channels_redis' `send`, as one script: drop the channel's expired messages, refuse a full channel,
 # add the message (scored by its send time: receivers pop the lowest first) and renew the key's expiry.
-_SEND = AsyncScript(
-    None,
-    b"""
+_SEND_LUA = b"""
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
     return 0
@@ -22,8 +22,9 @@ end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
-""",
-)
+"""
+_SEND = AsyncScript(None, _SEND_LUA)
+_SEND_BLOCKING = Script(None, _SEND_LUA)  # the same, from a thread without an event loop
 
 # channels_redis' receive, the part that does not block, as one script: put back in order what a
 # cancelled receive left in the backup, except the message the last receive delivered (ARGV[1], its
@@ -126,6 +127,19 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
             await super()._clean_receive_backup(index, channel)
 
     async def send(self, channel, message):
+        index, key, args = self._send_args(channel, message)
+        if not await _SEND(keys=[key], args=args, client=self.connection(index)):
+            raise ChannelFull()
+
+    def send_blocking(self, channel, message) -> None:
+        """`send` from a thread, in it: a worker streaming many turns sends each frame from the turn's
+        own thread, where handing it to an event loop's thread and waiting for it there took a quarter
+        of the worker's GIL at 500 sockets (the hand-over, the wake-up, asyncio's Redis client)."""
+        index, key, args = self._send_args(channel, message)
+        if not _SEND_BLOCKING(keys=[key], args=args, client=self._blocking_client(index)):
+            raise ChannelFull()
+
+    def _send_args(self, channel, message) -> tuple[int, str, list]:
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
@@ -136,17 +150,29 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
         else:
             index = next(self._send_index_generator)
         now = time.time()
-        connection = self.connection(index)
-        added = await _SEND(
-            keys=[self.prefix + key],
-            args=[
-                int(now) - int(self.expiry),
-                self.get_capacity(channel),
-                now,
-                self.serialize(message),
-                int(self.expiry),
-            ],
-            client=connection,
-        )
-        if not added:
-            raise ChannelFull()
+        args = [int(now) - int(self.expiry), self.get_capacity(channel), now, self.serialize(message), int(self.expiry)]
+        return index, self.prefix + key, args
+
+    def _blocking_client(self, index: int) -> redis.Redis:
+        """A thread-safe client (its pool hands each thread a connection) to the host `index`."""
+        clients = self.__dict__.setdefault("_blocking_clients", {})
+        if index not in clients:
+            with _blocking_lock:
+                if index not in clients:
+                    clients[index] = _blocking_redis(dict(self.hosts[index]))
+        return clients[index]
+
+
+_blocking_lock = threading.Lock()
+
+
+def _blocking_redis(host: dict) -> redis.Redis:
+    """channels_redis' `create_pool` for redis-py's blocking client: an address, a Sentinel, or kwargs."""
+    if "address" in host:
+        return redis.Redis.from_url(host.pop("address"), **host)
+    if "master_name" in host:
+        from redis.sentinel import Sentinel
+
+        master, sentinels = host.pop("master_name"), host.pop("sentinels")
+        return Sentinel(sentinels, sentinel_kwargs=host.pop("sentinel_kwargs", None)).master_for(master, **host)
+    return redis.Redis(**host)

@@ -52,6 +52,30 @@ def test_messages_arrive_once_in_the_order_they_were_sent(local):
     assert run(go()) == list(range(50))
 
 
+def test_sends_from_threads_without_a_loop_arrive_once_in_order_and_a_full_channel_refuses_them():
+    """A worker streaming many turns sends each frame from the turn's own thread (`send_blocking`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sender, receiver = layer(capacity=40), layer(capacity=40)
+    channel = run(receiver.new_channel())
+
+    def turn(n: int) -> None:
+        for i in range(10):
+            sender.send_blocking(channel, {"type": "frame", "turn": n, "i": i})
+
+    with ThreadPoolExecutor(4) as threads:
+        list(threads.map(turn, range(4)))
+    with pytest.raises(ChannelFull):
+        sender.send_blocking(channel, {"type": "frame", "turn": 9, "i": 0})
+
+    async def drain():
+        return [await receiver.receive(channel) for _ in range(40)]
+
+    received = run(drain())
+    for n in range(4):  # each thread's frames once, in its order
+        assert [m["i"] for m in received if m["turn"] == n] == list(range(10))
+
+
 def test_a_full_channel_refuses_the_message_and_keeps_those_it_holds():
     async def go():
         sender, receiver = layer(capacity=3), layer(capacity=3)
