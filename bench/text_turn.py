@@ -8,7 +8,7 @@ the memory recall (query embedding, Chroma, rows) and the engine on the same pro
 - overhead: the client's time to first token less the worker's retrieval less the engine alone (the
   queue hop, the session's rows, building the prompt, the channel layer, Daphne, the socket).
 
-    .venv/bin/python bench/text_turn.py [--turns 20] [--memories 1000]
+    .venv/bin/python bench/text_turn.py [--turns 60] [--memories 1000]
 
 2026-12-04, fourth session, quiet 2-core box (runs of 20 turns; figures p50):
 - The engine alone now starts from as many cached tokens as the worker had (before, its cache held
@@ -71,6 +71,18 @@ index. Fixed (apps/core/cache.py, apps/realtime/layers.py, the selectors): the j
 17.0 -> 12.8 ms, prompt 6.1 -> 2.3, retrieval 52.0 -> 44.8, edge and queue unchanged within noise
 (17.0/17.2, 6.3/6.1), overhead_ms_p50 51.1 -> 32.4 (the engine gap swinging most), the old code and
 the new one run back to back.
+
+2026-12-05, tenth session: the turn's first reads written in SQL once and read back through the ORM's
+own converters (apps/core/sql.py: the session with its character, its history, the access check, the
+active index, the recalled memories' rows). Timed alone after a second's pause: the session 5.06 ->
+1.6-2.0 ms (2.7 -> 0.6 back to back), the access check 2.42 -> 1.01. The same day's box, runs of 20:
+overhead_ms_p50 19.2 before, 14.8 and 16.4 after (session 6.3 -> 2.8-3.6, edge 9.8 -> 7.9-8.5),
+retrieval_ms_p50 15.4 -> 13.2 once its rows were SQL too. The per-turn overhead subtracts two engine
+runs that each swing by tens of ms (the engine alone's p95 is 25-35 ms over its p50), so runs of 20
+gave medians 4-5 ms apart: the bench now runs 60 turns and prints `overhead_stages_ms_p50`, the same
+figure less the worker's own engine time, which that noise leaves out. Runs of 60: overhead_ms_p50
+18.9 (stages 13.8) and, after the cancel flags' shared read and the blocking channel sends, 12.4
+(stages 14.1); retrieval_ms_p50 13.0 and 13.7.
 """
 
 import argparse
