@@ -119,8 +119,9 @@ def turn_finish(
     """Save the character's reply for a turn, with the memories and lorebook entries its prompt held.
     Idempotent: the turn id is the message id.
 
-    Written first and read only if it was there (a redelivered job, a stop that saved what was said):
-    every turn's job ends here, and the usual case needs no read."""
+    Every turn's job ends here. A reply the user cut off is usually saved by the socket first (what
+    they were given): read first then. Otherwise written first, and read only on a conflict (a
+    redelivered job): the usual case needs no read."""
     fields = {
         "session_id": session_id,
         "role": Message.Role.ASSISTANT,
@@ -131,6 +132,8 @@ def turn_finish(
         "memories_used": memories_used or [],
         "lore_used": lore_used or [],
     }
+    if status == Message.Status.INTERRUPTED:
+        return Message.objects.get_or_create(id=turn_id, defaults=fields)[0]
     try:
         with transaction.atomic():
             return Message.objects.create(id=turn_id, **fields)

@@ -358,8 +358,6 @@ def text_turn_run(
         )
         timings["prompt_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
-        # The cancel flag is read first once the prefill has begun (a turn stopped while queued is
-        # caught by `reply_saved` above; a read then would be a Redis trip before the first token).
         with turn_cancel_watch(turn_id=turn_id, every_s=CANCEL_CHECK_S) as cancelled:
 
             def stop() -> bool:

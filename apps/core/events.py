@@ -59,9 +59,10 @@ def channel_send(channel: str, event: Event, *, timeout: float = 10.0, full_wait
     `full_wait_s` overrides that wait: 0 where the sender must not be held (the web process's own sync
     thread, which every socket's database work shares).
 
-    Raises what the layer raises (ChannelFull past that wait, a Redis error, TimeoutError): callers
-    decide what an unreachable socket means for their job. A send that timed out is cancelled, so it
-    cannot arrive after its caller gave the socket up.
+    Raises what the layer raises (ChannelFull past that wait, a Redis error, a timeout): callers
+    decide what an unreachable socket means for their job. Through the loop, a send that timed out
+    (`timeout`) is cancelled, so it cannot arrive after its caller gave the socket up; sent from this
+    thread (Redis), Redis' own client gives up after the layer's SEND_TIMEOUT_S.
     """
     message = event.message()
     full_wait_s = settings.CHANNEL_FULL_WAIT_S if full_wait_s is None else full_wait_s

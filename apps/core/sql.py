@@ -6,8 +6,6 @@ database's running them (a session with its character and two EXISTS: 2.7 ms of 
 and each value goes through the same converters the ORM applies (JSON, UUIDs and dates on SQLite).
 """
 
-import functools
-
 from django.core.exceptions import ValidationError
 from django.db import connections
 from django.db.models import Model
@@ -53,20 +51,22 @@ def columns(model: type[Model], alias: str, connection) -> str:
 
 def instance(model: type[Model], row, start: int, connection) -> Model:
     """The model instance held in `row` from `start` on (its `columns`), as the ORM builds it."""
-    names, converters = _reading(model, connection.alias)
+    names, converters = _reading(model, connection)
     values = list(row[start : start + len(names)])
     for i, column, convert in converters:
         values[i] = convert(values[i], column, connection)
     return model.from_db(connection.alias, names, values)
 
 
-@functools.cache
-def _reading(model: type[Model], alias: str) -> tuple[list[str], list[tuple]]:
-    """The model's field names and, once per database, the ORM's converters of each column."""
-    connection = connections[alias]
-    fields, converters = model._meta.concrete_fields, []
-    for i, field in enumerate(fields):
-        column = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
-            converters.append((i, column, convert))
-    return [field.attname for field in fields], converters
+def _reading(model: type[Model], connection) -> tuple[list[str], list[tuple]]:
+    """The model's field names and the ORM's converters of each column, worked out once per model and
+    connection (each thread has its own: the backend's converters are its methods)."""
+    readings = connection.__dict__.setdefault("_sql_readings", {})
+    if model not in readings:
+        fields, converters = model._meta.concrete_fields, []
+        for i, field in enumerate(fields):
+            column = field.get_col(model._meta.db_table)
+            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+                converters.append((i, column, convert))
+        readings[model] = [field.attname for field in fields], converters
+    return readings[model]

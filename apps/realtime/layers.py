@@ -166,8 +166,13 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
 _blocking_lock = threading.Lock()
 
 
+SEND_TIMEOUT_S = 10.0  # as `channel_send` waits on the loop's path; the hosts' 15 s is for the receive's block
+
+
 def _blocking_redis(host: dict) -> redis.Redis:
-    """channels_redis' `create_pool` for redis-py's blocking client: an address, a Sentinel, or kwargs."""
+    """channels_redis' `create_pool` for redis-py's blocking client (an address, a Sentinel, or a pool's
+    kwargs), its reads and connects bounded by SEND_TIMEOUT_S."""
+    host = {**host, "socket_timeout": SEND_TIMEOUT_S, "socket_connect_timeout": SEND_TIMEOUT_S}
     if "address" in host:
         return redis.Redis.from_url(host.pop("address"), **host)
     if "master_name" in host:
@@ -175,4 +180,4 @@ def _blocking_redis(host: dict) -> redis.Redis:
 
         master, sentinels = host.pop("master_name"), host.pop("sentinels")
         return Sentinel(sentinels, sentinel_kwargs=host.pop("sentinel_kwargs", None)).master_for(master, **host)
-    return redis.Redis(**host)
+    return redis.Redis(connection_pool=redis.ConnectionPool(**host))

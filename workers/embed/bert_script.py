@@ -106,6 +106,7 @@ class BertQuery(torch.nn.Module):
 
 
 def scripted(bert, low_precision: torch.dtype | None = None) -> torch.jit.ScriptModule:
-    """`bert` (a transformers BertModel) as one scripted forward pass over a sentence's token ids; with
-    `low_precision` (torch.bfloat16), its matmuls read weights of that type (half the bytes)."""
+    """`bert` (a transformers BertModel) as one scripted forward pass over a sentence's token ids (and
+    `batch` over several, padded); with `low_precision` (torch.bfloat16), its matmuls read weights of
+    that type (half the bytes)."""
     return torch.jit.script(BertQuery(bert, low_precision))

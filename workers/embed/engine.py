@@ -98,6 +98,8 @@ class Embedder:
             if slot.vector is None:
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
+                if slot not in batch:  # it went with a batch that failed: this one is asked again
+                    batch.append(slot)
                 with self._one_thread():
                     if len(batch) == 1:
                         slot.vector = self._query(text)
