@@ -98,7 +98,7 @@ class VoiceMixin:
         if len(self.stream.buffer) > AudioIn.max_bytes():
             self.stream = None
             raise ClientError(p.ErrorCode.UTTERANCE_TOO_LONG, "The utterance is too long; it was dropped.")
-        self.stream_vad.feed(pcm)
+        await self.stream_vad.feed_async(pcm)
         await self.track_partials(self.stream.buffer, self.stream_vad)
 
     async def on_audio_stream_end(self, frame):
@@ -149,7 +149,7 @@ class VoiceMixin:
         if call is None:
             raise ClientError(p.ErrorCode.NO_CALL, "Send `voice_call_start` first.")
         self.audio_admit(pcm)
-        events = call.vad.feed(pcm)
+        events = await call.vad.feed_async(pcm)
         if call.vad.in_speech or events:
             call.audio.buffer += pcm
         else:

@@ -83,3 +83,41 @@ def test_a_reply_started_on_a_partial_stands_for_the_same_words_only():
     partials.answer(2000 * MS, "Tell me about the moon.")
     partials.track(2400 * MS, quiet_ms=50)  # speech went on past the partial: it is no final transcript
     assert not partials.covers(socket.speculation.covered) and not socket.speculation_matches(partials)
+
+
+def test_the_socket_runs_the_vad_off_its_event_loop_with_the_same_events():
+    """A call's 20 ms frames through `feed_async` give the events `feed` gives for the same audio, and
+    the model never runs on the loop's thread (there it held up every other socket's frames)."""
+    import asyncio
+    import threading
+
+    import apps.realtime.vad as vad_module
+
+    speech, _ = audioeval_clip("hello_world")
+    audio = silence(0.5) + speech + silence(0.8) + speech + silence(0.8)
+    frames = [audio[i : i + 640] for i in range(0, len(audio), 640)]
+    expected = StreamingVad()
+    want = [(e.kind, e.at_ms) for frame in frames for e in expected.feed(frame)]
+    assert [kind for kind, _ in want] == ["speech_start", "speech_end"] * 2
+
+    ran_on, session = set(), vad_module._session()
+
+    class Watched:
+        def run(self, *args, **kwargs):
+            ran_on.add(threading.get_ident())
+            return session.run(*args, **kwargs)
+
+    async def call():
+        streamed = StreamingVad()
+        got = [(e.kind, e.at_ms) for frame in frames for e in await streamed.feed_async(frame)]
+        return got, streamed, threading.get_ident()
+
+    original = vad_module._session
+    vad_module._session = lambda: Watched()
+    try:
+        got, streamed, loop_thread = asyncio.run(call())
+    finally:
+        vad_module._session = original
+    assert got == want
+    assert streamed.position_ms == expected.position_ms and streamed.quiet_ms == expected.quiet_ms
+    assert ran_on and loop_thread not in ran_on
