@@ -95,6 +95,8 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'personatalk.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Threads a web process runs its sockets' database work in (apps/core/dbasync.py); SQLite keeps one.
+WEB_DB_THREADS = env.int("WEB_DB_THREADS", default=8)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)  # var/ on a fresh clone
     # Sockets, in-process tasks and the admin write at once: wait for the lock instead of failing.

@@ -4,10 +4,9 @@ ending it at once (channel-layer groups), with a cheap re-check for changes made
 import math
 import time
 
-from channels.db import database_sync_to_async
-
 from apps.accounts import sockets as access
 from apps.accounts.selectors import access_ended_reason
+from apps.core.dbasync import db_async
 from apps.realtime import protocol as p
 
 # How often a frame re-checks the socket's access in the database (revocation through the services
@@ -52,7 +51,7 @@ class AccessMixin:
         for group in self.access_groups:
             await self.channel_layer.group_add(group, self.channel_name)
         # Access taken away between authenticating and joining would have missed the groups.
-        reason = await database_sync_to_async(access_ended_reason)(
+        reason = await db_async(access_ended_reason)(
             user_id=user.pk, token_id=self.token_id, session_key=self.session_key
         )
         self.access_checked_at = time.monotonic()
@@ -66,7 +65,7 @@ class AccessMixin:
         sends no event); False, after ending the socket, when it is gone."""
         if self.user is None or time.monotonic() - self.access_checked_at < every_s:
             return True
-        reason = await database_sync_to_async(access_ended_reason)(
+        reason = await db_async(access_ended_reason)(
             user_id=self.user.pk, token_id=self.token_id, session_key=self.session_key
         )
         self.access_checked_at = time.monotonic()

@@ -9,13 +9,13 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from apps.conversations.cancel import turn_cancel
 from apps.core import metrics
+from apps.core.dbasync import db_async
 from apps.core.logcontext import log_context_set
 from apps.realtime import protocol as p
 from apps.realtime import services
@@ -94,8 +94,8 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
             # trip to the one thread-sensitive sync thread for every message, a microphone's 50 frames a
             # second and every text delta included. Under 500 sockets with 20 calls those trips were
             # Daphne's largest cost (15% of its time) and the turns' database work queued behind them.
-            # This consumer touches the database only through database_sync_to_async, which closes
-            # stale connections itself, in that thread, before and after.
+            # This consumer touches the database only through db_async (channels' database_sync_to_async),
+            # which closes stale connections itself, in its thread, before and after.
             await handler(message)
         except StopConsumer:
             raise
@@ -185,7 +185,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
     async def open_conversation(
         self, user, character_name: str, *, session_id: str | None = None
     ) -> services.Conversation:
-        conversation = await database_sync_to_async(services.conversation_open)(
+        conversation = await db_async(services.conversation_open)(
             user=user, character_name=character_name, session_id=session_id
         )
         if conversation is None:
@@ -204,7 +204,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
 
     async def authenticate(self, frame: p.Connect):
         if frame.api_token:
-            user, token = await database_sync_to_async(services.socket_token_user)(key=frame.api_token)
+            user, token = await db_async(services.socket_token_user)(key=frame.api_token)
             if user is None:
                 raise ClientError(p.ErrorCode.AUTH_FAILED, "Unknown or revoked API token.", p.CloseCode.AUTH_FAILED)
             return user, token
@@ -260,7 +260,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
         submit = functools.partial(
             submit, session=session, reply_channel=self.channel_name, text_deltas=self.text_deltas, **arguments
         )
-        outcome = await database_sync_to_async(services.turn_admit)(
+        outcome = await db_async(services.turn_admit)(
             user_id=self.user.pk, token_id=self.token_id, session_key=self.session_key, quota="turn", submit=submit
         )
         self.access_checked_at = time.monotonic()
@@ -285,7 +285,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
 
     async def on_clear_history(self, frame: p.ClearHistory):
         await self.end_turn(cancel=True)
-        self.conversation = await database_sync_to_async(services.conversation_open)(
+        self.conversation = await db_async(services.conversation_open)(
             user=self.user, character_name=self.conversation.character.slug, new_session=True
         )
         await self.send_frame(p.HistoryCleared(session_id=str(self.conversation.session.pk)))
@@ -301,7 +301,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
                 query=frame.query.strip(), reply_channel=self.channel_name, request_id="", **owner
             )
             return
-        items = await database_sync_to_async(services.memories_list)(**owner)
+        items = await db_async(services.memories_list)(**owner)
         await self.send_frame(p.Memories(items=items))
 
     async def memory_results(self, message):
@@ -313,7 +313,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
             await self.send_frame(p.Memories(items=event.items or []))
 
     async def on_memory_delete(self, frame: p.MemoryDelete):
-        await database_sync_to_async(services.memory_forget)(user_id=self.user.pk, memory_id=frame.memory_id)
+        await db_async(services.memory_forget)(user_id=self.user.pk, memory_id=frame.memory_id)
         await self.send_frame(p.MemoryDeleted(memory_id=frame.memory_id))
 
     # --- turns -------------------------------------------------------------------------------
@@ -357,11 +357,11 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
         if turn.watchdog:
             turn.watchdog.cancel()
         if cancel:
-            await database_sync_to_async(turn_cancel)(turn_id=turn.id)
+            await db_async(turn_cancel)(turn_id=turn.id)
         if turn.voice:
-            await database_sync_to_async(services.turn_mark_interrupted)(turn=turn, now=time.time())
+            await db_async(services.turn_mark_interrupted)(turn=turn, now=time.time())
         else:
-            await database_sync_to_async(services.text_turn_mark_interrupted)(turn=turn)
+            await db_async(services.text_turn_mark_interrupted)(turn=turn)
         if notify:
             await self.finish_turn(turn, status="interrupted")
 
@@ -374,8 +374,8 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
                 continue
             log.warning("turn %s: no event from the worker for %.0f s", turn.id, timeout)
             self.turn = None
-            await database_sync_to_async(turn_cancel)(turn_id=turn.id)
-            await database_sync_to_async(services.turn_mark_failed)(
+            await db_async(turn_cancel)(turn_id=turn.id)
+            await db_async(services.turn_mark_failed)(
                 turn_id=turn.id, session_id=turn.session_id, reason="turn_timeout"
             )
             await self.send_frame(p.Error(code=p.ErrorCode.TURN_TIMEOUT, message="The reply did not arrive in time."))

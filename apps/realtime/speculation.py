@@ -16,10 +16,10 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from apps.conversations.cancel import turn_cancel
+from apps.core.dbasync import db_async
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.state import Partials, Turn
@@ -66,7 +66,7 @@ class SpeculationMixin:
         self.speculation = spec = Speculation(
             id=str(uuid.uuid4()), partials=partials, covered=partials.heard, draft=draft
         )
-        await database_sync_to_async(services.voice_reply_submit)(
+        await db_async(services.voice_reply_submit)(
             conversation=self.conversation,
             turn_id=spec.id,
             draft=draft,
@@ -92,7 +92,7 @@ class SpeculationMixin:
             return
         if restart:
             spec.partials.restarts += 1
-        await database_sync_to_async(turn_cancel)(turn_id=spec.id)
+        await db_async(turn_cancel)(turn_id=spec.id)
 
     def speculation_hold(self, turn_id: str, message: dict) -> bool:
         """Hold back an event of the reply started on a partial; True when it was one."""
@@ -123,13 +123,13 @@ class SpeculationMixin:
         spec = self.speculation
         text = spec.partials.final
         if spec.partials.asked:  # a partial still in flight is moot
-            await database_sync_to_async(turn_cancel)(turn_id=spec.partials.id)
+            await db_async(turn_cancel)(turn_id=spec.partials.id)
         turn.id = spec.id
         self.begin_turn(turn)
         await self.send_frame(p.AsrStart())
         await self.send_frame(p.Transcription(text=text, is_partial=False))
         await self.send_frame(p.AsrEnd(text=text))
-        kept = await database_sync_to_async(services.voice_turn_keep)(
+        kept = await db_async(services.voice_turn_keep)(
             conversation=self.conversation, turn_id=spec.id, text=text, pcm=pcm, speech_end_at=turn.speech_end_at
         )
         self.speculation = None
@@ -137,12 +137,12 @@ class SpeculationMixin:
             return
         await self.send_frame(p.Thinking())
         if not kept:
-            await database_sync_to_async(turn_cancel)(turn_id=spec.id)  # its TTS jobs still queued skip
+            await db_async(turn_cancel)(turn_id=spec.id)  # its TTS jobs still queued skip
             turn.restarts += 1
             turn.watchdog.cancel()
             turn.id = str(uuid.uuid4())
             self.begin_turn(turn)
-            await database_sync_to_async(services.voice_reply_submit)(
+            await db_async(services.voice_reply_submit)(
                 conversation=self.conversation,
                 turn_id=turn.id,
                 reply_channel=self.channel_name,

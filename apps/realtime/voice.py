@@ -10,13 +10,13 @@ import uuid
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from apps.conversations.cancel import turn_cancel
 from apps.conversations.services import turn_timings_merge
 from apps.core import metrics
 from apps.core.audio import PCM_RATE, AudioError, b64decode_audio, container_of, pcm_check, pcm_from_base64, probe
+from apps.core.dbasync import db_async
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.state import AudioBudget, AudioIn, ClientError, Partials, Turn
@@ -111,7 +111,7 @@ class VoiceMixin:
     async def on_voice_call_start(self, frame):
         self.call = Call()
         await self.send_frame(p.VoiceCallListening())
-        greeting = await database_sync_to_async(services.greeting_frames)(
+        greeting = await db_async(services.greeting_frames)(
             conversation=self.conversation, sample_rate=self.output_rate
         )
         for greeting_frame in greeting:  # a new session: the character speaks first, at once
@@ -189,7 +189,7 @@ class VoiceMixin:
             await self.end_turn(cancel=True)
         elif playing is not None and time.time() < playing.playback_end:
             await self.send_frame(p.Interrupted())
-            await database_sync_to_async(services.turn_mark_interrupted)(turn=playing, now=time.time())
+            await db_async(services.turn_mark_interrupted)(turn=playing, now=time.time())
 
     # --- voice turns -------------------------------------------------------------------------
 
@@ -228,8 +228,8 @@ class VoiceMixin:
     async def submit_voice_turn(self, turn: Turn, pcm: bytes, partials: Partials | None, container: str | None = None):
         """Queue the final transcription, or skip it when a partial transcript covered all the speech."""
         if partials is not None and partials.asked:
-            await database_sync_to_async(turn_cancel)(turn_id=partials.id)  # the partial in flight is moot
-        await database_sync_to_async(services.voice_turn_submit)(
+            await db_async(turn_cancel)(turn_id=partials.id)  # the partial in flight is moot
+        await db_async(services.voice_turn_submit)(
             conversation=self.conversation,
             turn_id=turn.id,
             pcm=pcm,
@@ -325,7 +325,7 @@ class VoiceMixin:
     async def maybe_finish_voice_turn(self, turn: Turn):
         if self.turn is turn and turn.all_units_sent:
             await self.send_frame(p.AudioEnd())
-            await database_sync_to_async(turn_timings_merge)(turn_id=turn.id, timings=turn.audio_timings())
+            await db_async(turn_timings_merge)(turn_id=turn.id, timings=turn.audio_timings())
             self.playing = turn
             await self.finish_turn(turn, status="failed" if turn.failed and not turn.units else "complete")
 
