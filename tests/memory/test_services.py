@@ -43,6 +43,26 @@ def test_a_turn_off_every_memory_s_topic_recalls_none_and_reads_no_memory_rows(
     assert [m.text for m in found][0].endswith("Lisbon with my dog Rex.")
 
 
+def test_a_user_without_memories_of_the_character_costs_a_turn_one_query_and_no_embedding(
+    user, other_user, character, django_assert_num_queries, monkeypatch
+):
+    """Every new user's turns: nothing to search, so neither the query's embedding (50-120 ms under
+    load) nor the index is asked. Once the user has a memory, it is recalled the very next turn."""
+    from apps.memory import selectors
+
+    remember(other_user, character, "The user said: I live in Lisbon with my dog Rex.")  # another user's
+    index_active()
+    asked = []
+    real_embedder = selectors.embedder
+    monkeypatch.setattr(selectors, "embedder", lambda model: asked.append(model) or real_embedder(model))
+    with django_assert_num_queries(1):  # the active index, with whether the user has any memories
+        found, timings = memories_recall(user_id=user.pk, character_id=character.pk, query="Where do I live?")
+    assert found == [] and asked == [] and "memory_error" not in timings
+    remember(user, character, "The user said: I live in Porto.")
+    found, _ = memories_recall(user_id=user.pk, character_id=character.pk, query="Where do I live?")
+    assert [m.text for m in found] == ["The user said: I live in Porto."] and len(asked) == 1
+
+
 def test_restatements_are_merged_not_piled_up(user, character):
     first = remember(user, character, "The user said: I really love jazz.", kind="preference")
     again = remember(user, character, "The user said: I really love jazz.", kind="preference", importance=0.9)
