@@ -60,10 +60,12 @@ class Tally:
     errors: list[str] = field(default_factory=list)  # error frames, refused or dropped sockets
     first_text_ms: list[float] = field(default_factory=list)
     thinking_ms: list[float] = field(default_factory=list)  # message sent -> `thinking` (the edge saved and queued it)
+    client_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # message id -> (`thinking`, first text)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (message_id, text the client assembled)
     unfinished: int = 0  # text turns without turn_end when the step ended
     stalls: list[str] = field(default_factory=list)  # each unfinished turn's frames, as far as they came
     voice_turns: int = 0
+    voice_statuses: dict[str, int] = field(default_factory=dict)  # the voice turns' `turn_end` statuses
     voice_frames_sent: int = 0
 
 
@@ -86,14 +88,15 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
     """Turns one after another, a think time apart, until `until`; checks each turn's frames."""
     await asyncio.sleep(rnd.uniform(0, 2))  # users do not all start at once
     while time.monotonic() < until:
-        started, first, text, seen = time.monotonic(), None, [], []
+        started, first, thinking, text, seen = time.monotonic(), None, None, [], []
         await ws.send(json.dumps({"type": "message", "content": rnd.choice(LINES)}))
         try:
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 seen.append(f"{frame['type']} {time.monotonic() - started:.1f}s")
                 if frame["type"] == "thinking":
-                    tally.thinking_ms.append((time.monotonic() - started) * 1000)
+                    thinking = (time.monotonic() - started) * 1000
+                    tally.thinking_ms.append(thinking)
                 elif frame["type"] == "text_delta":
                     first = first or time.monotonic()
                     text.append(frame["content"])
@@ -109,6 +112,8 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
             return
         if first is not None:
             tally.first_text_ms.append((first - started) * 1000)
+            if thinking is not None:
+                tally.client_ms[frame["message_id"]] = (thinking, (first - started) * 1000)
         tally.turns.append((frame["message_id"], "".join(text)))
         await asyncio.sleep(rnd.uniform(1.0, 3.0))  # reading the reply, typing the next line
 
@@ -125,6 +130,7 @@ async def voice_user(ws, tally: Tally, until: float, speech: bytes) -> None:
                 tally.errors.append(f"voice: {frame}")
             elif frame["type"] == "turn_end":
                 tally.voice_turns += 1
+                tally.voice_statuses[frame["status"]] = tally.voice_statuses.get(frame["status"], 0) + 1
 
     listener = asyncio.create_task(listen())
     pcm = speech + bytes(32000 * 3)  # the utterance, then 3 s of silence
@@ -216,11 +222,21 @@ STAGES = ("queue_ms", "setup_ms", "memory_embed_ms", "memory_index_ms", "memory_
 
 def stage_tails(tally: Tally) -> str:
     """p50/p99 of each stage of the step's text turns, from their saved timings (the job's own clock)
-    and the client's (`thinking`): where a slow first text spent its time."""
+    and the client's (`thinking`): where a slow first text spent its time. `delivery`: the client's
+    first text less its `thinking`, the queue, the job's setup and its first text, per turn: roughly the first
+    text's way from the worker through Redis and Daphne to this client (the job starts once the line
+    is queued, a little before `thinking` is sent)."""
     from apps.conversations.models import Message
 
-    timings = list(Message.objects.filter(pk__in=[m for m, _ in tally.turns]).values_list("timings", flat=True))
+    saved = dict(Message.objects.filter(pk__in=[m for m, _ in tally.turns]).values_list("pk", "timings"))
+    timings = list(saved.values())
+    delivery = [
+        first - thinking - t["queue_ms"] - t["setup_ms"] - t["first_text_ms"]
+        for m, (thinking, first) in tally.client_ms.items()
+        if {"queue_ms", "setup_ms", "first_text_ms"} <= (t := saved.get(uuid.UUID(m)) or {}).keys()
+    ]
     parts = [("edge", tally.thinking_ms)] + [(k, [t[k] for t in timings if k in t]) for k in STAGES]
+    parts.append(("delivery", delivery))
     return ", ".join(f"{name} {pct(v, 0.5):.0f}/{pct(v, 0.99):.0f}" for name, v in parts if v)
 
 
@@ -323,7 +339,7 @@ async def run(args) -> None:
                 f"{n} sockets ({talkers} talking, {callers} in calls): {len(tally.turns)} text turns, "
                 f"first text p50={pct(tally.first_text_ms, 0.5):.1f} p99={pct(tally.first_text_ms, 0.99):.1f} ms "
                 f"(added p99 {added:.1f}), lost {lost}, unfinished {tally.unfinished}, errors {len(tally.errors)}, "
-                f"voice: {tally.voice_frames_sent} frames sent, {tally.voice_turns} turns ended; "
+                f"voice: {tally.voice_frames_sent} frames sent, {tally.voice_turns} turns ended {tally.voice_statuses}; "
                 f"daphne rss {rss_mb(daphne.popen.pid):.0f} MB"
             )
             print(f"  stages p50/p99 ms: {await sync_to_async(stage_tails)(tally)}")
