@@ -58,6 +58,17 @@ def instance(model: type[Model], row, start: int, connection) -> Model:
     return model.from_db(connection.alias, names, values)
 
 
+def insert(instance: Model, connection) -> tuple[str, list]:
+    """The INSERT of `instance` as the ORM writes it (its fields' defaults, `auto_now_add`, JSON), with
+    no RETURNING: to run inside a larger statement."""
+    from django.db.models.sql import InsertQuery
+
+    query = InsertQuery(type(instance))
+    query.insert_values(type(instance)._meta.concrete_fields, [instance])
+    ((statement, params),) = query.get_compiler(connection=connection).as_sql()
+    return statement, list(params)
+
+
 def _reading(model: type[Model], connection) -> tuple[list[str], list[tuple]]:
     """The model's field names and the ORM's converters of each column, worked out once per model and
     connection (each thread has its own: the backend's converters are its methods)."""

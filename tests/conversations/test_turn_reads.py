@@ -90,3 +90,26 @@ def test_a_reply_saved_twice_keeps_the_first(user, character):
     )
     assert (again.pk, again.content, again.status) == (first.pk, "Hi!", "interrupted")
     assert Message.objects.filter(pk=turn_id).count() == 1
+
+
+def test_a_typed_line_is_saved_and_its_session_touched_in_one_statement(user, character, django_assert_num_queries):
+    """The edge's write for a typed line: one statement on PostgreSQL (no BEGIN/COMMIT either), the same
+    row the ORM writes, the session's `updated_at` moved and its title taken from its first line only."""
+    session = session_create(user=user, character=character)
+    before = ChatSession.objects.get(pk=session.pk).updated_at
+    with django_assert_num_queries(1):
+        message = turn_start(session=session, content="Tell me about the Moon, please.", timings={"asr_ms": 12.5})
+    saved = Message.objects.get(pk=message.pk)
+    assert fields_of(saved) == fields_of(message)
+    assert (saved.role, saved.status, saved.emotion) == (Message.Role.USER, Message.Status.COMPLETE, "neutral")
+    assert saved.timings == {"asr_ms": 12.5} and saved.memories_used == [] and saved.lore_used == []
+    assert saved.created_at.tzinfo is not None and not message._state.adding
+    touched = ChatSession.objects.get(pk=session.pk)
+    assert touched.updated_at > before and touched.title == "Tell me about the Moon, please."
+    session.refresh_from_db()
+    turn_start(session=session, content="And the Sun?")
+    assert ChatSession.objects.get(pk=session.pk).title == "Tell me about the Moon, please."
+    assert [m.content for m in Message.objects.filter(session=session, role="user").order_by("created_at")] == [
+        "Tell me about the Moon, please.",
+        "And the Sun?",
+    ]

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from apps.accounts.services import token_create
 from apps.conversations.models import Message
-from tests import stack
+from tests import memories, stack
 from tests.realtime.client import close_all, connect, connected_socket, dumps, open_socket, send_raw, until_turn_end
 from tests.scrape import scrape, value
 from tests.speech import audioeval_clip, silence
@@ -92,9 +92,11 @@ def logs_naming(turn_id: str) -> list[str]:
 
 
 async def test_a_text_turn_is_timed_on_the_llm_worker_and_its_log_lines_carry_the_turn_id(
-    api_key, character, metered_llm_worker
+    api_key, user, character, metered_llm_worker
 ):
     llm_worker = metered_llm_worker
+    # Something to recall (a user with no memories of the character skips the search, and its figure).
+    await sync_to_async(memories.remember)(user, character, "The user said: I live in Lisbon.")
     url = f"http://127.0.0.1:{llm_worker.metrics_port}/metrics"
     labels = {"engine": "scripted", "queue": "llm"}
     before = await asyncio.to_thread(scrape, url)
