@@ -23,9 +23,13 @@ the worker's stages at 500 from 256 to 154 ms p50 to first text, but starved Dap
 96 ms p50), so the client's first text came later (336 -> 597 ms p50). Once Daphne stopped hopping to
 its sync thread for every message, two helped there: first text 462 -> 281 ms p50, added p99 977 -> 669.
 
+The load's users have no memories (their turns skip the recall: nothing to search); the recall's cost
+with 1,000 memories is `bench/text_turn.py`'s `retrieval_ms_p50`.
+
 Each step also prints its text turns' stages p50/p99 (the edge to `thinking` at the client, then the
-reply's saved timings: queue, session rows, query embedding, index, first token, first text), so a
-slow tail shows where it spent its time.
+reply's saved timings: queue, session rows, query embedding, index, first token, first text, then
+`delivery`: the first text's way from the worker through Redis and Daphne to this client), so a slow
+tail shows where it spent its time.
 
 Prints per step, then `RESULT errors=`, `RESULT lost_frames=`, `RESULT added_ms_p99=` (at the last
 step), `RESULT kb_per_socket=` and `RESULT sockets_per_process=` (the most sockets of a step whose
