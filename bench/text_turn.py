@@ -87,7 +87,8 @@ figure less the worker's own engine time, which that noise leaves out. Runs of 6
 2026-12-05, eleventh session, a slower box (the engine alone 168 ms, later 153): the edge's parts
 timed inside Daphne after the user's pause: the access check 1.3-1.9 ms, the quota 0.6-0.9, the line's
 INSERT, UPDATE and COMMIT with the job's publish 5.1-6.1, the thread hops and `thinking` ~1. A typed
-line is now one statement (turn_start 2.6 -> 1.8 ms, no COMMIT). Runs of 60: overhead_ms_p50 24.9
+line is now one statement (its INSERT, UPDATE and COMMIT 3.6 ms after the pause -> 2.7, the
+commit's WAL flush included). Runs of 60: overhead_ms_p50 24.9
 and 23.3 (the second with the sockets' database work back in one thread: the pool costs a lone socket
 nothing) -> 19.3, stages 20.0 and 19.3 -> 17.5, the edge 11.5 -> 9.6, retrieval_ms_p50 19.1 and 18.6
 -> 16.6; the box drifted meanwhile, so part of it is the box.

@@ -90,12 +90,12 @@ def session_soft_delete(*, session: ChatSession) -> None:
         session.save(update_fields=["deleted_at"])
 
 
-@transaction.atomic(savepoint=False)  # within a caller's transaction (a typed turn's), no savepoint round trips
 def turn_start(
     *, session: ChatSession, content: str, audio_wav: bytes | None = None, timings: dict | None = None
 ) -> Message:
     """Save the user's message (before any job is queued) and touch the session: on PostgreSQL in one
-    statement (`turn_start_atomic`), elsewhere in two, which the caller runs in a transaction."""
+    statement (`turn_start_atomic`), with no transaction of its own; elsewhere in two, in one (within a
+    caller's, no savepoint round trips)."""
     message = Message(session=session, role=Message.Role.USER, content=content, timings=timings or {})
     if audio_wav:
         message.audio.save(f"{message.pk}.wav", ContentFile(audio_wav), save=False)
@@ -104,11 +104,12 @@ def turn_start(
         fields["title"] = content[:80]
     connection = connections[Message.objects.db]
     if not turn_start_atomic(connection):
-        message.save()
-        ChatSession.objects.filter(pk=session.pk).update(**fields)
+        with transaction.atomic(using=connection.alias, savepoint=False):
+            message.save()
+            ChatSession.objects.filter(pk=session.pk).update(**fields)
         return message
-    # Every typed line's edge ran the INSERT, the UPDATE and a COMMIT as three round trips (after the
-    # user's pause ~1 ms each on the bench box, with the ORM's compiling): one statement needs no
+    # Every typed line's edge ran BEGIN, the INSERT, the UPDATE and COMMIT as four round trips (after
+    # the user's pause ~1 ms each on the bench box, with the ORM's compiling): one statement needs no
     # transaction around it. (PostgreSQL runs a WITH's INSERT whether or not the UPDATE reads it.)
     insert, params = sql.insert(message, connection)
     touch = ", ".join(f"{sql.column(ChatSession, name, connection)} = %s" for name in fields)

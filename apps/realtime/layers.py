@@ -2,6 +2,7 @@
 one round trip and receiving in one or two (the scaled mode)."""
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -11,6 +12,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
 from redis.commands.core import AsyncScript, Script  # called with each loop's own connection: EVALSHA
+
+log = logging.getLogger(__name__)
 
 # channels_redis' `send`, as one script: drop the channel's expired messages, refuse a full channel,
 # add the message (scored by its send time: receivers pop the lowest first) and renew the key's expiry.
@@ -114,15 +117,19 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
             return await super().receive_single(channel)
         assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
         index, key = self.consistent_hash(channel), self.prefix + channel
-        members = []
-        while not members:
+        messages = []
+        while not messages:
             members = await self._pop_batch(index, key)
             if not members:
                 popped = await self.connection(index).bzpopmin(key, timeout=self.brpop_timeout)
                 members = [] if popped is None else [popped[1]]
-        *earlier, last = (self._unpack(member, channel) for member in members)
+            messages = [message for message in map(self._unpack, members) if message is not None]
+        *earlier, last = ((message.pop("__asgi_channel__", channel), message) for message in messages)
         for message_channel, message in earlier:
-            self.receive_buffer[message_channel].put_nowait(message)
+            # A group's message names the process's members that get it (a list), as channels_redis'
+            # `receive` hands over the message it is given.
+            for member_channel in message_channel if isinstance(message_channel, list) else [message_channel]:
+                self.receive_buffer[member_channel].put_nowait(message)
         return last
 
     async def _pop_batch(self, index: int, key: str) -> list[bytes]:
@@ -136,9 +143,13 @@ class OneTripRedisChannelLayer(RedisChannelLayer):
         self._handed_over[key] = token
         return popped[0::2]
 
-    def _unpack(self, member: bytes, channel: str) -> tuple[str, dict]:
-        message = self.deserialize(member)
-        return message.pop("__asgi_channel__", channel), message
+    def _unpack(self, member: bytes) -> dict | None:
+        """The message, or None (logged) for one that will not decode: the rest of its batch goes on."""
+        try:
+            return self.deserialize(member)
+        except Exception:
+            log.exception("a channel message that would not decode was dropped")
+            return None
 
     async def _clean_receive_backup(self, index, channel):
         """For this process's channel, nothing: its next pop forgets the batch handed over."""

@@ -160,6 +160,29 @@ def test_the_messages_waiting_for_a_process_s_sockets_are_taken_in_one_round_tri
     assert trips == ["EVALSHA", "EVALSHA"]  # two batches for 75 messages to three sockets
 
 
+def test_a_group_s_message_in_the_middle_of_a_batch_reaches_each_member_and_the_rest_go_on():
+    """A group's message names its members in this process as a list (channels_redis' group_send): a
+    token's `token.replaced` or `access_ended` among a busy process's frames."""
+
+    async def go():
+        sender, receiver = layer(), layer()
+        a, b = await receiver.new_channel(), await receiver.new_channel()
+        group = f"test-group-{time.monotonic_ns()}"
+        for channel in (a, b):
+            await receiver.group_add(group, channel)
+        await sender.send(a, {"type": "frame", "i": 1})
+        await sender.group_send(group, {"type": "frame", "i": 2})
+        await sender.send(b, {"type": "frame", "i": 3})
+        await sender.send(a, {"type": "frame", "i": 4})
+        got_a = [(await asyncio.wait_for(receiver.receive(a), 5))["i"] for _ in range(3)]
+        got_b = [(await asyncio.wait_for(receiver.receive(b), 5))["i"] for _ in range(2)]
+        await receiver.group_discard(group, a)
+        await receiver.group_discard(group, b)
+        return got_a, got_b
+
+    assert run(go()) == ([1, 2, 4], [2, 3])
+
+
 def test_a_receive_cut_short_after_the_pop_loses_nothing():
     """A socket's task is cancelled while it receives for the whole process (its client left): the
     messages popped for the process stay in the backup and the next receive hands them over, once."""
