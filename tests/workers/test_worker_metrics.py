@@ -8,7 +8,7 @@ import httpx
 import pytest
 from celery import current_app
 
-from tests import stack
+from tests import memories, stack
 from tests.conftest import LOG_DIR
 from tests.scrape import scrape, value
 
@@ -30,6 +30,8 @@ def test_a_threads_pool_worker_serves_the_metrics_of_the_jobs_it_runs(threads_wo
     for family in ("personatalk_llm_first_token_seconds histogram", "personatalk_asr_seconds histogram"):
         assert f"# TYPE {family}" in text  # every stage is declared, observed or not
     labels = {"engine": "all-MiniLM-L6-v2", "queue": "metrics_probe"}
+    # Something to search (a user with no memories of the character skips the search, and its figure).
+    memories.remember(user, character, "The user said: I love looking at the stars.")
     before = value(scrape(url), "personatalk_retrieval_seconds_count", **labels)
 
     current_app.send_task(
