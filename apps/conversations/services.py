@@ -94,7 +94,7 @@ def turn_start(
     *, session: ChatSession, content: str, audio_wav: bytes | None = None, timings: dict | None = None
 ) -> Message:
     """Save the user's message (before any job is queued) and touch the session: on PostgreSQL in one
-    statement (`turn_start_atomic`), with no transaction of its own; elsewhere in two, in one (within a
+    statement, with no transaction of its own; elsewhere in two, in one (within a
     caller's, no savepoint round trips)."""
     message = Message(session=session, role=Message.Role.USER, content=content, timings=timings or {})
     if audio_wav:
@@ -103,7 +103,7 @@ def turn_start(
     if not session.title:
         fields["title"] = content[:80]
     connection = connections[Message.objects.db]
-    if not turn_start_atomic(connection):
+    if connection.vendor != "postgresql":  # SQLite's WITH takes no INSERT
         with transaction.atomic(using=connection.alias, savepoint=False):
             message.save()
             ChatSession.objects.filter(pk=session.pk).update(**fields)
@@ -121,12 +121,6 @@ def turn_start(
         )
     message._state.adding, message._state.db = False, connection.alias
     return message
-
-
-def turn_start_atomic(connection) -> bool:
-    """Whether `turn_start` (without audio or with) is one statement on `connection`: PostgreSQL's
-    WITH takes an INSERT; SQLite's does not."""
-    return connection.vendor == "postgresql"
 
 
 def turn_finish(

@@ -6,7 +6,6 @@ task and the socket edge pass the sender. Frames and events are protocol classes
 by name (workers.dispatch), after the commit.
 """
 
-import contextlib
 import logging
 import time
 import uuid
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connections, transaction
+from django.db import transaction
 
 from apps.conversations.cancel import (
     session_reply_wanted,
@@ -37,7 +36,6 @@ from apps.conversations.services import (
     turn_end_status,
     turn_finish,
     turn_start,
-    turn_start_atomic,
     turn_stop_note,
     turn_timings_merge,
 )
@@ -86,10 +84,8 @@ def text_turn_submit(
     `max_new_tokens` caps the reply below the engine's own limit. Neither is saved.
     """
     options = _reply_options(extra_instructions=extra_instructions, max_new_tokens=max_new_tokens)
-    one_statement = turn_start_atomic(connections[Message.objects.db])
-    with contextlib.nullcontext() if one_statement else transaction.atomic():  # outside one: queued at once
-        turn_start(session=session, content=content)
-        return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas, **options)
+    turn_start(session=session, content=content)  # committed on its own (unless a caller's transaction holds it)
+    return _reply_queue_on_commit(session=session, reply_channel=reply_channel, text_deltas=text_deltas, **options)
 
 
 def _reply_options(*, extra_instructions: str, max_new_tokens: int | None) -> dict:

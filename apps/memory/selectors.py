@@ -198,30 +198,22 @@ def _index_and_owner(*, user_id, character_id) -> tuple[EmbeddingIndex, bool]:
     were a fifth of the llm worker's GIL time, and the embedding 50-120 ms of each turn's wait.)"""
     connection = connections[EmbeddingIndex.objects.db]
     params = [user_id, character_id, EmbeddingIndex.State.ACTIVE.value]
-    rows = sql.fetch(connection, _index_and_owner_sql(connection.alias), params)
+    rows = sql.fetch(connection, _index_active_sql(connection.alias, owner=True), params)
     if rows:
         return sql.instance(EmbeddingIndex, rows[0], 0, connection), bool(rows[0][-1])
     return index_active(), Memory.objects.filter(user_id=user_id, character_id=character_id).exists()
 
 
 @functools.cache
-def _index_and_owner_sql(alias: str) -> str:
+def _index_active_sql(alias: str, *, owner: bool = False) -> str:
+    """The active index's row; with `owner`, then whether a user (%s) has memories of a character (%s)."""
     connection = connections[alias]
-    memory = sql.table(Memory, connection)
-    user, character = (sql.column(Memory, name, connection) for name in ("user", "character"))
+    exists = ""
+    if owner:
+        user, character = (sql.column(Memory, name, connection) for name in ("user", "character"))
+        exists = f", EXISTS(SELECT 1 FROM {sql.table(Memory, connection)} m WHERE m.{user} = %s AND m.{character} = %s)"
     return (
-        f"SELECT {sql.columns(EmbeddingIndex, 'i', connection)},"
-        f" EXISTS(SELECT 1 FROM {memory} m WHERE m.{user} = %s AND m.{character} = %s)"
-        f" FROM {sql.table(EmbeddingIndex, connection)} i"
-        f" WHERE i.{sql.column(EmbeddingIndex, 'state', connection)} = %s LIMIT 1"
-    )
-
-
-@functools.cache
-def _index_active_sql(alias: str) -> str:
-    connection = connections[alias]
-    return (
-        f"SELECT {sql.columns(EmbeddingIndex, 'i', connection)} FROM {sql.table(EmbeddingIndex, connection)} i"
+        f"SELECT {sql.columns(EmbeddingIndex, 'i', connection)}{exists} FROM {sql.table(EmbeddingIndex, connection)} i"
         f" WHERE i.{sql.column(EmbeddingIndex, 'state', connection)} = %s LIMIT 1"
     )
 
