@@ -181,10 +181,11 @@ def serve_metrics_from_pool_process(**kwargs):
 
 @task_prerun.connect
 def database_connection_checked(**_):
-    """Before each job, what Django does before each request: drop a connection that is too old or broken."""
-    from django.db import close_old_connections
+    """Before each job, what Django does before each request: drop a connection that is too old or broken
+    (its health check skipped where the connection answered a moment ago: apps/core/dbasync.py)."""
+    from apps.core.dbasync import connections_checked
 
-    close_old_connections()
+    connections_checked()
 
 
 @task_prerun.connect

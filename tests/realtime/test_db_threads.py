@@ -5,7 +5,7 @@ import asyncio
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 
 from apps.core import dbasync
@@ -43,3 +43,62 @@ def test_one_thread_where_the_setting_says_so():
     finally:
         dbasync._pool.cache_clear()
     assert dbasync._pool() is not None
+
+
+@pytest.fixture
+def one_db_thread(monkeypatch):
+    """db_async in one thread (the same connection every call), counting Django's health checks."""
+    checks = []
+    wrapper = type(connections["default"])
+    is_usable = wrapper.is_usable
+
+    def counted(self):
+        checks.append(threading.get_ident())
+        return is_usable(self)
+
+    monkeypatch.setattr(wrapper, "is_usable", counted)
+    dbasync._pool.cache_clear()
+    with override_settings(WEB_DB_THREADS=1):
+        yield checks
+    dbasync._pool.cache_clear()
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def call(fn):
+    return asyncio.run(dbasync.db_async(fn)())
+
+
+def kill(pid: int) -> None:
+    with connection.cursor() as cursor:  # the test's own connection, in its own thread
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_a_connection_that_answered_a_moment_ago_is_not_health_checked_again(one_db_thread):
+    pids = {call(backend_pid) for _ in range(5)}
+    assert len(pids) == 1  # one connection, kept
+    assert len(one_db_thread) <= 1  # a round trip for the first call after it was made, at most
+
+
+def test_a_connection_idle_past_the_window_is_checked_and_replaced_when_the_server_dropped_it(
+    one_db_thread, monkeypatch
+):
+    first = call(backend_pid)
+    kill(first)
+    monkeypatch.setattr(dbasync, "FRESH_S", 0.0)
+    second = call(backend_pid)  # no error: the check found it dead and a new one was made
+    assert second != first and one_db_thread
+
+
+def test_a_connection_dropped_within_the_window_fails_one_call_and_the_next_is_replaced(one_db_thread):
+    from django.db import OperationalError
+
+    first = call(backend_pid)
+    kill(first)
+    with pytest.raises(OperationalError):
+        call(backend_pid)
+    assert call(backend_pid) != first
