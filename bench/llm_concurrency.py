@@ -1,7 +1,7 @@
 """Many turns through one LLM worker with a server engine: 1, 8 and 32 concurrent text turns.
 
 Starts PostgreSQL/Redis if needed, a fresh bench database, a Chroma server, the test suite's fixed-rate
-OpenAI-compatible server (tests/workers/openai_server.py, in a process of its own: numbered words at a
+OpenAI-compatible server (tests/workers/openai_server.py, in a process of its own: short plain words at a
 fixed rate per stream, the first after a fixed delay, a thread per stream so streams do not slow each
 other), one `llm` worker with LLM_BACKEND=openai (Celery's threads pool, LLM_WORKER_CONCURRENCY=32)
 and Daphne. At each level N:

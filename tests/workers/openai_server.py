@@ -44,9 +44,14 @@ class FixedRateEngine:
             yield piece
 
 
+# Short plain words: numbered ones ("w13") were spoken as "double-you thirteen", a voice turn's reply
+# two to three times the audio of as many real words, and that load fell on the TTS worker.
+_PLAIN = "we all went down to the old park and saw a big red kite fly high then it fell in the cold lake".split()
+
+
 class WordsEngine:
-    """A reply of `max_new_tokens` (else `words`) numbered words, one piece each, in sentences of eight:
-    for load, where how much the server streams matters and not what it says."""
+    """A reply of `max_new_tokens` (else `words`) short plain words, one piece each, in sentences of
+    eight: for load, where how much the server streams matters and not what it says."""
 
     name = "words"
 
@@ -60,7 +65,8 @@ class WordsEngine:
         for i in range(max_new_tokens or self.words):
             if should_stop():
                 return
-            yield f"w{i + 1}. " if i % 8 == 7 else f"w{i + 1} "
+            word = _PLAIN[i % len(_PLAIN)]
+            yield f"{word}. " if i % 8 == 7 else f"{word} "
 
 
 def serve(engine, *, api_key: str = "", port: int = 0) -> tuple[str, Callable[[], None]]:
@@ -223,7 +229,7 @@ def _peer_closed(sock: socket.socket) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="An OpenAI-compatible server streaming numbered words at a fixed rate."
+        description="An OpenAI-compatible server streaming short plain words at a fixed rate."
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens-per-s", type=float, default=30.0)
