@@ -23,6 +23,10 @@ the worker's stages at 500 from 256 to 154 ms p50 to first text, but starved Dap
 96 ms p50), so the client's first text came later (336 -> 597 ms p50). Once Daphne stopped hopping to
 its sync thread for every message, two helped there: first text 462 -> 281 ms p50, added p99 977 -> 669.
 
+The server's replies are short plain words in sentences of eight: spoken, a 20-word reply is ~5 s of
+audio, as a real one (numbered tokens, before 2026-12-05's twelfth session, were spoken as "double-you
+thirteen": 2-3x the TTS work, which alone took a third of the box at 100 sockets).
+
 The load's users have no memories (their turns skip the recall: nothing to search); the recall's cost
 with 1,000 memories is `bench/text_turn.py`'s `retrieval_ms_p50`.
 
