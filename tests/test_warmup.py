@@ -97,7 +97,7 @@ def test_the_start_up_heap_is_left_out_of_garbage_collection():
     loaded = {"model": [[] for _ in range(100)]}  # containers: what the collector tracks
     try:
         frozen = heap_freeze()
-        assert frozen >= 100 and frozen == gc.get_freeze_count()
+        assert frozen >= 100 and 0 < gc.get_freeze_count() <= frozen  # (frozen objects freed since leave it)
         assert not any(o is loaded for o in gc.get_objects())  # a full collection no longer walks it
         later = {"request": []}
         assert any(o is later for o in gc.get_objects())  # what comes after is collected as before

@@ -42,7 +42,7 @@ def connections_checked() -> None:
     now = time.monotonic()
     for conn in connections.all():
         if _answered not in conn.execute_wrappers:  # a thread's connection, the first time it is seen here
-            conn.execute_wrappers.append(_answered)
+            conn.execute_wrappers.insert(0, _answered)  # outermost: `execute_wrapper()` blocks pop from the end
         elif conn.connection is not None and now - getattr(conn, "answered_at", -FRESH_S) < FRESH_S:
             conn.health_check_done = True
 

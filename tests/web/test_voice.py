@@ -287,8 +287,14 @@ def test_talking_over_the_reply_in_a_call_stops_its_audio(speaking, nova, member
     page = speaking(silence(0.5) + ask + silence(11.0) + interruption + silence(1.5))
     open_chat(page)
     page.evaluate("""() => {
-      window.seen = [];
-      setInterval(() => window.seen.at(-1) !== window.ptVoice.state && window.seen.push(window.ptVoice.state), 10);
+      // every state the page takes, however briefly (a poll missed an `interrupted` that lasted < 10 ms)
+      let state = window.ptVoice.state;
+      window.seen = [state];
+      Object.defineProperty(window.ptVoice, "state", {
+        get: () => state,
+        set: (next) => { if (next !== state) window.seen.push(next); state = next; },
+        configurable: true,
+      });
     }""")
     page.get_by_role("button", name="Start a call").click()
     page.wait_for_function(

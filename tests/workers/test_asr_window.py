@@ -81,11 +81,12 @@ def test_a_transcript_is_kept_only_with_a_word(text, kept):
 
 
 def test_a_press_without_words_gives_no_transcript():
-    """A second of faint hiss (a button pressed and let go without a word): Whisper writes "." for it,
-    which is no message to answer (the socket says no_speech)."""
+    """A second of faint hiss (a button pressed and let go without a word): Whisper writes "." for it on
+    some CPUs and nothing on others (int8 kernels differ), neither a message to answer (the socket says
+    no_speech)."""
     hiss = np.random.default_rng(0).normal(0, 100, 60_800)[-16000:].astype(np.int16).tobytes()  # (found by trying)
     short = engine(10.0)
-    assert short._short_window(pcm_to_float(hiss)) == "."
+    assert short._short_window(pcm_to_float(hiss)) in (".", "")
     assert short.transcribe(hiss).text == ""
 
 
