@@ -37,8 +37,10 @@ tail shows where it spent its time.
 
 Prints per step, then `RESULT errors=`, `RESULT lost_frames=`, `RESULT added_ms_p99=` (at the last
 step), `RESULT kb_per_socket=` and `RESULT sockets_per_process=` (the most sockets of a step whose
-added p99 stayed within 50 ms). Voice turns are counted apart: on this 2-core box Whisper takes the
-20 calls' speech one utterance at a time, so most of them are still waiting when a step ends.
+added p99 stayed within 50 ms). Voice turns are counted apart, by how they ended: each caller speaks
+again 3 s after its utterance, so a reply still playing then ends `interrupted` (on the 2-core box,
+2026-12-05: all 28 complete at 100 sockets, 60 of 62 at 250, 34 of 121 at 500, where Whisper and
+Piper share the cores with everything else).
 """
 
 import argparse
