@@ -413,7 +413,12 @@ class TransformersEngine:
         seed: int = 0,
         kv_cache_mb: int = 0,
         decode_int8: bool = True,
+        compile_tokens: int = 0,
     ):
+        """`compile_tokens` > 0: decode with a static KV cache of that many tokens (prompt and reply)
+        through `torch.compile` (CUDA graphs on a GPU), compiled here, at the worker's start, by a first
+        short reply; a turn that would not fit decodes as without it. The per-session prefix cache
+        (`kv_cache_mb`) and the int8 decode copy are not used then: a compiled step runs one cache."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -437,7 +442,8 @@ class TransformersEngine:
             .to(device)
             .eval()
         )
-        self.decode_model = int8_decode_model(self.model) if decode_int8 and device == "cpu" else self.model
+        int8 = decode_int8 and device == "cpu" and not compile_tokens
+        self.decode_model = int8_decode_model(self.model) if int8 else self.model
         log.info("loaded %s on %s in %.1f s", path.name, device, time.monotonic() - started)
         self.name = f"transformers:{path.name}"
         self.device = device
@@ -453,7 +459,27 @@ class TransformersEngine:
         eos.update(configured if isinstance(configured, list) else [configured])
         self.eos_ids = {i for i in eos if isinstance(i, int) and i >= 0}
         # One store per engine, so per model and process: keys computed by one model never reach another.
-        self.kv_cache = KvCacheStore(budget_bytes=kv_cache_mb << 20) if kv_cache_mb > 0 else None
+        store = kv_cache_mb > 0 and not compile_tokens
+        self.kv_cache = KvCacheStore(budget_bytes=kv_cache_mb << 20) if store else None
+        self.static_cache, self.compiled_step, self.compile_s, self.static_tokens = None, None, 0.0, compile_tokens
+        if compile_tokens:
+            self._compile(compile_tokens)
+
+    def _compile(self, tokens: int) -> None:
+        """The static cache (allocated once, reset per turn: a CUDA graph replays on the same memory) and
+        the compiled decode step, compiled now by a two-token reply rather than in a user's first turn."""
+        import torch
+        from transformers import StaticCache
+
+        started = time.monotonic()
+        self.static_cache = StaticCache(config=self.model.config, max_cache_len=tokens)
+        mode = "reduce-overhead" if self.device.startswith("cuda") else None  # CUDA graphs on a GPU
+        self.compiled_step = torch.compile(self.model.forward, mode=mode, dynamic=False, fullgraph=True)
+        for _ in range(2):  # "reduce-overhead" records its graph on the second call of a shape
+            for _ in self.stream([{"role": "user", "content": "Hello!"}], max_new_tokens=3):
+                pass
+        self.compile_s = time.monotonic() - started
+        log.info("compiled the decode step (static cache of %d tokens) in %.1f s", tokens, self.compile_s)
 
     @classmethod
     def from_settings(cls) -> "TransformersEngine":
@@ -472,6 +498,12 @@ class TransformersEngine:
             seed=settings.LLM_SEED,
             kv_cache_mb=settings.LLM_KV_CACHE_MB,
             decode_int8=settings.LLM_DECODE_INT8,
+            # Room for a whole prompt, a long line beyond its budget and the longest reply.
+            compile_tokens=(
+                settings.LLM_PROMPT_TOKENS + settings.LLM_NEW_LINE_TOKENS + settings.LLM_MAX_NEW_TOKENS
+                if settings.LLM_COMPILE
+                else 0
+            ),
         )
 
     def count_tokens(self, text: str) -> int:
@@ -484,7 +516,7 @@ class TransformersEngine:
     def _next_token(self, logits, seen):
         import torch
 
-        logits = logits.float()
+        logits = logits.to(torch.float32, copy=True)  # a compiled step's output is reused by the next step
         if self.repetition_penalty != 1.0 and seen.numel():
             picked = logits.gather(0, seen)
             logits.scatter_(
@@ -527,15 +559,20 @@ class TransformersEngine:
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"].to(self.device)
             ids = prompt[0].tolist()
-            # The last prompt token is always fed again: its logits pick the reply's first token.
-            run = _resume(store, cache_key, ids, most=len(ids) - 1, new_cache=self.new_cache)
+            static = self.static_cache is not None and len(ids) + limit <= self.static_tokens
+            if static:
+                self.static_cache.reset()
+                run = _Run([], self.static_cache)
+            else:
+                # The last prompt token is always fed again: its logits pick the reply's first token.
+                run = _resume(store, cache_key, ids, most=len(ids) - 1, new_cache=self.new_cache)
             reused = len(run.ids)
             if stats is not None:
                 stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
             seen = self._said_before(messages)
             generated: list[int] = []
             try:
-                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run, generated)
+                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run, generated, static)
             finally:
                 if stats is not None:
                     stats["completion_tokens"] = len(generated)
@@ -613,7 +650,9 @@ class TransformersEngine:
         one, other = ids([{"role": then, "content": "A"}]), ids([{"role": then, "content": "Z"}])
         return one[: common_prefix_length(one, other)]
 
-    def _decode(self, step_input, seen, limit, should_stop, run: _Run, generated: list[int]) -> Iterator[str]:
+    def _decode(
+        self, step_input, seen, limit, should_stop, run: _Run, generated: list[int], static: bool = False
+    ) -> Iterator[str]:
         import torch
 
         shown = ""
@@ -623,7 +662,9 @@ class TransformersEngine:
             if self.decode_threads and (step == 1 or (step == 0 and step_input.shape[1] <= SHORT_PREFILL_TOKENS)):
                 torch.set_num_threads(self.decode_threads)
             # Last position only: full prefill logits are prompt x vocab floats (~300 MB at 1.5k tokens).
-            model = self.model if step == 0 else self.decode_model  # the prompt in float32, then int8
+            # The prompt in float32, then the int8 copy, or the compiled step over the static cache (which
+            # counts its own positions, on the device: nothing in the step depends on a Python number).
+            model = self.model if step == 0 else self.compiled_step if static else self.decode_model
             out = model(input_ids=step_input, past_key_values=run.cache, use_cache=True, logits_to_keep=1)
             run.cache = out.past_key_values
             run.ids.extend(step_input[0].tolist())
