@@ -22,10 +22,11 @@ files cannot all travel (one call carries 64 MiB), so `--prepare` (run here) wri
 
 - `ort/`: onnxruntime-gpu 1.31.1 (built for CUDA 13, as the device image is) for Python 3.12, packed
   with xz. Its CUDA provider library holds the kernels for six GPU generations (284 MB); the ones not
-  built for Hopper (sm_90: the H100 and H200) are zeroed so the pack travels in one call (53 MB). The
+  built for Hopper (sm_90: the H100 and H200) are zeroed so the pack travels in one call (61 MB). The
   Hopper kernels are untouched, so what runs there runs as it would from the wheel.
 - `tts/`: the voice (xz) and the phoneme ids of the sentences timed. Too big with `ort/` for one call:
-  the first call carries `ort/` and unpacks it, the second (on the still-warm machine) `tts/`.
+  the first call carries `ort/` and unpacks it (`import gpu_engines; gpu_engines.onnxruntime_gpu()`), the
+  second (on the still-warm machine, within its 30 s) carries `tts/` and runs `--only tts`.
 
 Run here: `.venv/bin/python bench/gpu_engines.py --prepare` then `.venv/bin/python bench/gpu_engines.py`
 (CPU figures); on the device: `python3 bench/gpu_engines.py --device cuda --only llm|asr|tts`.
@@ -249,8 +250,12 @@ def keep_one_arch(lib: bytes, arch: int) -> tuple[bytes, int, int]:
             at += 8  # fat binaries are 8-byte aligned in the section
             continue
         elements, e, stop = [], at + header, at + header + length
+        if header < 16 or stop > end:
+            raise ValueError(f"fat binary at {at:#x} is not one this parser knows")
         while e < stop:
             kind, _, own, payload = struct.unpack_from("<HHIQ", data, e)
+            if own < 32 or e + own + payload > stop:
+                raise ValueError(f"fat binary element at {e:#x} is not one this parser knows")
             elements.append((kind, struct.unpack_from("<I", data, e + 28)[0], e + own, payload))
             e += own + payload
         if any(kind == 2 and target == arch for kind, target, _, _ in elements):

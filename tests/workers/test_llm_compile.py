@@ -76,6 +76,8 @@ def test_compiled_replies_are_the_eager_ones(small_model, compiled):
         want, want_stats = reply(eager, messages)
         got, stats = reply(compiled, messages)
         assert got == want and stats["completion_tokens"] == want_stats["completion_tokens"] > 10
+        # ...and it ran on the static cache: it holds the prompt and the reply but its last token
+        assert int(compiled.static_cache.get_seq_length()) == stats["prompt_tokens"] + stats["completion_tokens"] - 1
         wanted.append(want)
     assert wanted[0] != wanted[1]  # the reply depends on what came before it, so on the cache
 
@@ -93,6 +95,19 @@ def test_a_turn_longer_than_the_static_cache_decodes_eagerly(small_model, compil
     eager = engine(small_model)
     long = [*CHAT[:1], {"role": "user", "content": "Tell me about the stars. " * 45}]
     assert eager.count_tokens(long[1]["content"]) + 24 > ROOM
+    reply(compiled, CHAT)
+    held = int(compiled.static_cache.get_seq_length())
     want, want_stats = reply(eager, long)
     got, stats = reply(compiled, long)  # the static cache would overflow: it runs on a dynamic one
     assert got == want and stats["completion_tokens"] == want_stats["completion_tokens"] > 10
+    assert int(compiled.static_cache.get_seq_length()) == held  # left as the short turn left it
+
+
+@pytest.mark.model
+def test_a_second_stream_meanwhile_decodes_without_the_static_cache(small_model, compiled):
+    eager = engine(small_model)
+    first = compiled.stream(CHAT)
+    started = next(first)  # the first stream holds the static cache...
+    other, _ = reply(compiled, CHAT[:1] + [{"role": "user", "content": "And you?"}])  # ...so this one cannot
+    assert other == reply(eager, CHAT[:1] + [{"role": "user", "content": "And you?"}])[0]
+    assert started + "".join(first) == reply(eager, CHAT)[0]  # the first one's cache was not touched

@@ -462,6 +462,7 @@ class TransformersEngine:
         store = kv_cache_mb > 0 and not compile_tokens
         self.kv_cache = KvCacheStore(budget_bytes=kv_cache_mb << 20) if store else None
         self.static_cache, self.compiled_step, self.compile_s, self.static_tokens = None, None, 0.0, compile_tokens
+        self._static_lock = threading.Lock()
         if compile_tokens:
             self._compile(compile_tokens)
 
@@ -475,11 +476,22 @@ class TransformersEngine:
         self.static_cache = StaticCache(config=self.model.config, max_cache_len=tokens)
         mode = "reduce-overhead" if self.device.startswith("cuda") else None  # CUDA graphs on a GPU
         self.compiled_step = torch.compile(self.model.forward, mode=mode, dynamic=False, fullgraph=True)
-        for _ in range(2):  # "reduce-overhead" records its graph on the second call of a shape
-            for _ in self.stream([{"role": "user", "content": "Hello!"}], max_new_tokens=3):
-                pass
+        eos, self.eos_ids = self.eos_ids, set()  # three tokens whatever comes: the compiled step must run
+        try:
+            for _ in range(2):  # "reduce-overhead" records its graph on the second call of a shape
+                for _ in self.stream([{"role": "user", "content": "Hello!"}], max_new_tokens=3):
+                    pass
+        except Exception as exc:  # Inductor and Triton need a C compiler in the worker (gcc)
+            raise EngineConfigError(f"LLM_COMPILE: compiling the decode step failed ({exc}); unset it.") from exc
+        finally:
+            self.eos_ids = eos
         self.compile_s = time.monotonic() - started
         log.info("compiled the decode step (static cache of %d tokens) in %.1f s", tokens, self.compile_s)
+
+    @property
+    def caches_prompts(self) -> bool:
+        """Whether prefill-ahead jobs help (apps/conversations/turns.py): only with the prefix store."""
+        return self.kv_cache is not None
 
     @classmethod
     def from_settings(cls) -> "TransformersEngine":
@@ -559,21 +571,26 @@ class TransformersEngine:
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"].to(self.device)
             ids = prompt[0].tolist()
-            static = self.static_cache is not None and len(ids) + limit <= self.static_tokens
-            if static:
-                self.static_cache.reset()
-                run = _Run([], self.static_cache)
-            else:
-                # The last prompt token is always fed again: its logits pick the reply's first token.
-                run = _resume(store, cache_key, ids, most=len(ids) - 1, new_cache=self.new_cache)
-            reused = len(run.ids)
-            if stats is not None:
-                stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
-            seen = self._said_before(messages)
+            # One stream at a time on the static cache (the embedded mode runs turns in several threads):
+            # another, meanwhile, decodes as without it.
+            fits = self.static_cache is not None and len(ids) + limit <= self.static_tokens
+            static = fits and self._static_lock.acquire(blocking=False)
             generated: list[int] = []
             try:
+                if static:
+                    self.static_cache.reset()
+                    run = _Run([], self.static_cache)
+                else:
+                    # The last prompt token is always fed again: its logits pick the reply's first token.
+                    run = _resume(store, cache_key, ids, most=len(ids) - 1, new_cache=self.new_cache)
+                reused = len(run.ids)
+                if stats is not None:
+                    stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
+                seen = self._said_before(messages)
                 yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run, generated, static)
             finally:
+                if static:
+                    self._static_lock.release()
                 if stats is not None:
                     stats["completion_tokens"] = len(generated)
                     if len(generated) >= limit:  # cut at the limit, not ended by the model
