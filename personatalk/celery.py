@@ -110,7 +110,11 @@ def load_models(**kwargs):
         os.setpgid(0, 0)
     started = time.monotonic()
     queues = set(app.amqp.queues.consume_from)
-    if "llm" in queues:
+    from django.conf import settings
+
+    # The batch queue's summaries use the LLM too: built lazily, unless compiling it (LLM_COMPILE) would
+    # otherwise take the first summary's time limit.
+    if "llm" in queues or ("batch" in queues and settings.LLM_COMPILE):
         from workers.llm.engines import get_engine
 
         get_engine()
