@@ -4,7 +4,10 @@ Measures, on the device this runs on:
 - ASR: faster-whisper (CTranslate2) real-time factor of Whisper tiny.en on a 3 s and a 28 s clip of
   recorded English (pytest-audioeval's clips), int8 on CPU (the default), float16 and int8_float16 on CUDA.
 - LLM: SmolLM2-135M's decode tokens/s and first-token time after a 300-token prompt, eager (dynamic KV
-  cache) and with a static KV cache + torch.compile (warmed first, as a worker would at start).
+  cache) and with a static KV cache + torch.compile (warmed first, as a worker would at start), through
+  transformers' `generate()`; then the same shapes through the `llm` worker's own engine
+  (`TransformersEngine`: float32, sampling, a text delta a token), eager and with `LLM_COMPILE`'s
+  compiled step (the int8 decode copy too, on CPU): text deltas/s (a delta a token here).
 - TTS: Piper's joe-medium voice (the shipped default) through ONNX Runtime: real-time factor and the
   first sentence's time, on the CPU provider (one thread, as a `tts` worker runs it, and all cores) and,
   where the device has one, on CUDA (`CUDAExecutionProvider` with Piper's own option for it,
@@ -163,13 +166,23 @@ def prepare_asr_llm() -> None:
     config = next((c for c in (ROOT / "var").glob("**/config.json") if (c.parent / "model.safetensors").exists()), None)
     if config is None:
         sys.exit("no converted SmolLM2 under var/: run `make run` or the tests once")
-    shutil.copy(config, OUT / "llm" / "config.json")
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ):
+        shutil.copy(config.parent / name, OUT / "llm" / name)
 
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
         + ["--python-version", "3.12", "--implementation", "cp", "-d", str(OUT / "wheels")]
         + [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64")]
-        + ["ctranslate2==4.8.5", "faster-whisper==1.2.1"],
+        + ["ctranslate2==4.8.5", "faster-whisper==1.2.1"]
+        # workers.llm.engines (timed below as the llm worker runs it) imports the socket protocol's
+        # error codes, which use pydantic: the device image has none.
+        + ["pydantic==2.14.3", "pydantic-core==2.50.4", "annotated-types==0.8.0", "typing-inspection==0.4.5"],
         check=True,
     )
 
@@ -375,6 +388,7 @@ def llm(device: str, runs: int, tokens: int, prompt_tokens: int) -> dict:
         figures[f"llm_tokens_per_s_{mode}"] = round((tokens - 1) / (total - first), 1)
         figures[f"llm_warmup_s_{mode}"] = round(warm, 1)
     figures["llm_dtype"] = str(dtype).removeprefix("torch.")
+    figures.update(llm_engine(device, runs, tokens, prompt_tokens, model, config))
     from torch._dynamo.utils import counters
 
     figures["llm_compiled_graphs"] = counters["stats"]["unique_graphs"]  # 0: nothing was compiled
@@ -400,6 +414,45 @@ def onnxruntime_gpu():
 
     onnxruntime.preload_dlls(cuda=True, cudnn=True, msvc=False)
     return onnxruntime
+
+
+def llm_engine(device: str, runs: int, tokens: int, prompt_tokens: int, model, config) -> dict:
+    """The same shapes through `workers.llm.engines.TransformersEngine`, as an `llm` worker runs them
+    (float32, sampling, a text delta per token): eager, and with LLM_COMPILE's static cache and compiled
+    step (`compile_tokens`), compiled when the engine is built, as at the worker's start."""
+    import tempfile
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from workers.llm.engines import TransformersEngine
+
+    folder = Path(tempfile.mkdtemp(prefix="smollm2-shapes-"))
+    model.to(torch.float32).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        shutil.copy(OUT / "llm" / name, folder / name)
+    words = "the stars and the planets turn slowly over the quiet sea while we talk "
+    line = " ".join(words.split() * (prompt_tokens // 12))  # ~prompt_tokens tokens with the template
+    messages = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": line}]
+    figures = {}
+    modes = {"eager": {}, "compiled": {"compile_tokens": prompt_tokens * 2 + tokens}}
+    if device == "cpu":
+        modes = {"eager_int8": {"decode_int8": True}, **modes}
+    for mode, kwargs in modes.items():
+        kwargs = {"device": device, "max_new_tokens": tokens, "kv_cache_mb": 0, "decode_int8": False, **kwargs}
+        started = time.perf_counter()
+        engine = TransformersEngine(model_path=folder, cache_dir=folder / "cache", **kwargs)
+        figures[f"engine_build_s_{mode}"] = round(time.perf_counter() - started, 1)
+        engine.eos_ids = set()  # every reply runs to `tokens` (random weights end anywhere)
+        firsts, rates = [], []
+        for _ in range(runs):
+            started = time.perf_counter()
+            stamps = [time.perf_counter() for _ in engine.stream(messages)]
+            firsts.append(stamps[0] - started)
+            rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        figures[f"engine_first_token_ms_{mode}"] = round(statistics.median(firsts) * 1000, 1)
+        figures[f"engine_deltas_per_s_{mode}"] = round(statistics.median(rates), 1)
+    return figures
 
 
 def tts(device: str, runs: int) -> dict:
