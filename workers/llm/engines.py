@@ -576,6 +576,7 @@ class TransformersEngine:
             fits = self.static_cache is not None and len(ids) + limit <= self.static_tokens
             static = fits and self._static_lock.acquire(blocking=False)
             generated: list[int] = []
+            run = None
             try:
                 if static:
                     self.static_cache.reset()
@@ -598,7 +599,12 @@ class TransformersEngine:
                 if self.decode_threads:
                     torch.set_num_threads(self.prefill_threads)
                 # Kept only when every layer holds exactly the ids fed (not after a forward cut short).
-                if store is not None and run.cache is not None and kv_cache_length(run.cache) == len(run.ids):
+                if (
+                    store is not None
+                    and run is not None
+                    and run.cache is not None
+                    and kv_cache_length(run.cache) == len(run.ids)
+                ):
                     if self.decode_model is not self.model and len(run.ids) > len(ids):
                         # The reply's keys came from the int8 copy: keep the float prompt only, so a
                         # cached prefix holds what a prefill computes (prefill-ahead redoes the reply).
