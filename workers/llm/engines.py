@@ -528,7 +528,7 @@ class TransformersEngine:
     def _next_token(self, logits, seen):
         import torch
 
-        logits = logits.to(torch.float32, copy=True)  # a compiled step's output is reused by the next step
+        logits = logits.float()
         if self.repetition_penalty != 1.0 and seen.numel():
             picked = logits.gather(0, seen)
             logits.scatter_(
@@ -588,7 +588,8 @@ class TransformersEngine:
                 if stats is not None:
                     stats.update(prompt_tokens=len(ids), cached_tokens=reused, prefill_tokens=len(ids) - reused)
                 seen = self._said_before(messages)
-                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run, generated, static)
+                step_model = self.compiled_step if static else self.decode_model
+                yield from self._decode(prompt[:, reused:], seen, limit, should_stop, run, generated, step_model)
             finally:
                 if static:
                     self._static_lock.release()
@@ -674,8 +675,11 @@ class TransformersEngine:
         return one[: common_prefix_length(one, other)]
 
     def _decode(
-        self, step_input, seen, limit, should_stop, run: _Run, generated: list[int], static: bool = False
+        self, step_input, seen, limit, should_stop, run: _Run, generated: list[int], step_model
     ) -> Iterator[str]:
+        """The prompt's rest through the float32 model, then a token at a time through `step_model`: the
+        int8 copy, the model itself, or the compiled step over the static cache (which counts its own
+        positions on the device, so nothing in the step depends on a Python number)."""
         import torch
 
         shown = ""
@@ -685,13 +689,14 @@ class TransformersEngine:
             if self.decode_threads and (step == 1 or (step == 0 and step_input.shape[1] <= SHORT_PREFILL_TOKENS)):
                 torch.set_num_threads(self.decode_threads)
             # Last position only: full prefill logits are prompt x vocab floats (~300 MB at 1.5k tokens).
-            # The prompt in float32, then the int8 copy, or the compiled step over the static cache (which
-            # counts its own positions, on the device: nothing in the step depends on a Python number).
-            model = self.model if step == 0 else self.compiled_step if static else self.decode_model
+            model = self.model if step == 0 else step_model
             out = model(input_ids=step_input, past_key_values=run.cache, use_cache=True, logits_to_keep=1)
             run.cache = out.past_key_values
             run.ids.extend(step_input[0].tolist())
-            token = self._next_token(out.logits[0, -1], seen)
+            logits = out.logits[0, -1]
+            if model is self.compiled_step:  # its output's memory is the next replay's: penalised in a copy
+                logits = logits.clone()
+            token = self._next_token(logits, seen)
             if token in self.eos_ids:
                 return
             generated.append(token)
