@@ -38,3 +38,44 @@ def test_turns_streaming_at_once_read_their_flags_in_one_read_and_each_sees_its_
         time.sleep(0.6)
         assert b_cancelled()  # still read: the other stream's end left it watched
     assert cancel._watch.cancelled == {} and cancel._watch.watchers == {}  # gone from the process's reads
+
+
+def test_a_turn_already_read_goes_on_with_its_flag_while_another_stream_reads(monkeypatch):
+    """A stream never waits on another's read in flight (it would queue every stream behind one MGET);
+    a turn never read yet does wait, so a stop sent while it was queued is seen at its first check."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowRead:  # the cache, its reads held until released (in every thread: the proxy is per thread)
+        def __getattr__(self, name):
+            return getattr(cache, name)
+
+        def get_many(self, keys, *args, **kwargs):
+            entered.set()
+            release.wait(5)
+            return cache.get_many(keys, *args, **kwargs)
+
+    a, b = (f"turn-{uuid.uuid4()}" for _ in range(2))
+    with turn_cancel_watch(turn_id=a, every_s=0.05) as a_cancelled:
+        assert not a_cancelled()  # read once
+        turn_cancel(turn_id=a)
+        time.sleep(0.06)
+        monkeypatch.setattr(cancel, "cache", SlowRead())
+        with turn_cancel_watch(turn_id=b, every_s=0.05) as b_cancelled:
+            first = threading.Thread(target=b_cancelled)  # b's first read, held in Redis
+            first.start()
+            assert entered.wait(5)
+            started = time.monotonic()
+            assert a_cancelled() is False  # as last read, at once
+            assert time.monotonic() - started < 1
+            second = threading.Thread(target=b_cancelled)  # never read yet: waits for the read
+            second.start()
+            second.join(0.2)
+            assert second.is_alive()
+            release.set()
+            first.join(5)
+            second.join(5)
+        monkeypatch.setattr(cancel, "cache", cache)
+        time.sleep(0.06)
+        assert a_cancelled()  # the next read sees the stop
