@@ -18,6 +18,18 @@ def pct(values, q):
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def yardstick_ms() -> float:
+    """A pure-Python yardstick of this box's speed (median ms of `sum(range(10**6))`), printed by the
+    benches whose figures move with the box: a run on another day compares through it (2026-12-05, a
+    slow day: 32 ms; the same code's figures there were several times a fast day's)."""
+    runs = []
+    for _ in range(7):
+        started = time.perf_counter()
+        sum(range(10**6))
+        runs.append((time.perf_counter() - started) * 1000)
+    return statistics.median(runs)
+
+
 def wake_up_ms(pause_s: float, rounds: int = 15) -> tuple[float, float]:
     """This machine's cost of waking an idle thread: the median round trip to another thread of this
     process after `pause_s` of idling, and back to back (ms). Every hop of a turn pays it (Daphne's

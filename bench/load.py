@@ -58,7 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, pct, rss_mb, scaled_environment  # noqa: E402
+from bench.common import LOG_DIR, pct, rss_mb, scaled_environment, yardstick_ms  # noqa: E402
 
 LINES = ["Hi! How are you?", "Tell me about the Moon.", "What is a comet?", "Why is the sky blue?"]
 ADDED_P99_TARGET_MS = 50.0
@@ -308,6 +308,7 @@ async def run(args) -> None:
         await probe.close()
         baseline = statistics.median(idle.first_text_ms)
         all_lost += await sync_to_async(check_turns)(idle.turns)
+        print(f"box: sum(range(10**6)) in {yardstick_ms():.1f} ms (the yardstick runs on other days compare through)")
         print(
             f"idle: {len(idle.first_text_ms)} turns, first text p50={baseline:.1f} p99={pct(idle.first_text_ms, 0.99):.1f} ms"
         )

@@ -115,6 +115,7 @@ from bench.common import (  # noqa: E402
     scaled_environment,
     wake_up_ms,
     worker_rss_mb,
+    yardstick_ms,
 )
 
 PROMPTS = [
@@ -319,6 +320,9 @@ async def run(args) -> None:
     paused_ms, warm_ms = await sync_to_async(database_wake_up_ms)(args.think_s)
     print(
         f"              PostgreSQL's `SELECT 1` after {args.think_s} s idle {paused_ms:.2f} ms, back to back {warm_ms:.2f} ms"
+    )
+    print(
+        f"              sum(range(10**6)) in {yardstick_ms():.1f} ms (the yardstick runs on other days compare through)"
     )
     print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
     print(f"RESULT overhead_stages_ms_p50={statistics.median(stages):.1f}")
