@@ -456,6 +456,15 @@ VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
 VAD_MIN_SPEECH_MS = env.int("VAD_MIN_SPEECH_MS", default=160)
 # Silence that ends a turn in a hands-free call.
 VAD_SILENCE_MS = env.int("VAD_SILENCE_MS", default=450)
+# Windows quieter than this (RMS, dB below full scale) are silence without running the model; -inf: none.
+try:  # read as Python reads a float: django-environ's own parsing cannot take -inf
+    VAD_GATE_DBFS = float(env.str("VAD_GATE_DBFS", default="-60"))
+except ValueError:
+    VAD_GATE_DBFS = float("nan")
+if not VAD_GATE_DBFS <= 0:  # above full scale (or not a number) every window would be silence
+    raise ImproperlyConfigured(
+        f"VAD_GATE_DBFS={env.str('VAD_GATE_DBFS')!r}: give dB below full scale, at most 0 (e.g. -60), or -inf."
+    )
 AUDIO_MAX_UTTERANCE_S = env.float("AUDIO_MAX_UTTERANCE_S", default=30.0)
 AUDIO_MAX_CHUNK_BYTES = env.int("AUDIO_MAX_CHUNK_BYTES", default=64 * 1024)
 # Streamed audio may arrive at most this many times faster than real time (plus a 2 s burst), per
