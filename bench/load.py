@@ -94,7 +94,7 @@ async def open_socket(url: str, token: str, tally: Tally, *, text_deltas: bool =
     return ws
 
 
-async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
+async def text_user(ws, tally: Tally, until: float, rnd: random.Random, think_s=(1.0, 3.0)) -> None:
     """Turns one after another, a think time apart, until `until`; checks each turn's frames."""
     await asyncio.sleep(rnd.uniform(0, 2))  # users do not all start at once
     while time.monotonic() < until:
@@ -125,7 +125,7 @@ async def text_user(ws, tally: Tally, until: float, rnd: random.Random) -> None:
             if thinking is not None:
                 tally.client_ms[frame["message_id"]] = (thinking, (first - started) * 1000)
         tally.turns.append((frame["message_id"], "".join(text)))
-        await asyncio.sleep(rnd.uniform(1.0, 3.0))  # reading the reply, typing the next line
+        await asyncio.sleep(rnd.uniform(*think_s))  # reading the reply, typing the next line
 
 
 async def voice_user(ws, tally: Tally, until: float, speech: bytes) -> None:
@@ -337,7 +337,7 @@ async def run(args) -> None:
             redis_before = redis_calls(env["REDIS_URL"])
             until = time.monotonic() + args.seconds
             talkers, callers = n // 5, (n // 25 if args.voice else 0)
-            jobs = [text_user(ws, tally, until, rnd) for ws in sockets[:talkers]]
+            jobs = [text_user(ws, tally, until, rnd, args.think_s) for ws in sockets[:talkers]]
             jobs += [voice_user(ws, tally, until, speech) for ws in sockets[talkers : talkers + callers]]
             jobs += [idle_user(ws, until, rnd) for ws in sockets[talkers + callers :]]
             await asyncio.gather(*jobs)
@@ -410,4 +410,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--no-voice", dest="voice", action="store_false", help="no voice calls (text and idle only)")
     parser.add_argument("--words", type=int, default=20, help="words per reply")
+    parser.add_argument(
+        "--think-s",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=(1.0, 3.0),
+        help="a talker's pause between a reply's end and its next line, drawn from LOW,HIGH seconds",
+    )
     asyncio.run(run(parser.parse_args()))
