@@ -129,11 +129,15 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
                 if await self.access_still_live(every_s=access_check_every(kind)):
                     await self.handlers[kind](frame)
         except ClientError as exc:
-            await self.send_frame(p.Error(code=exc.code, message=exc.message, retry_after=exc.retry_after))
-            if exc.close_code:
-                await self.close(code=exc.close_code)
+            await self.client_error(exc)
         except Exception:
             await self.internal_error(f"frame {kind}")
+
+    async def client_error(self, exc: ClientError) -> None:
+        """Tell the client what it got wrong (and close the socket, where that ends it)."""
+        await self.send_frame(p.Error(code=exc.code, message=exc.message, retry_after=exc.retry_after))
+        if exc.close_code:
+            await self.close(code=exc.close_code)
 
     async def internal_error(self, where: str, *, turn_id: str | None = None) -> None:
         """Log the exception being handled with a reference, and send the client `internal_error` with it."""

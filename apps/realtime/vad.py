@@ -52,6 +52,17 @@ class VadEvent:
 
 
 @dataclass
+class Fed:
+    """One frame through the VAD: its events, and whether speech was going on and the trailing quiet
+    (ms) right after it."""
+
+    events: list[VadEvent]
+    in_speech: bool
+    quiet_ms: float
+    position_ms: float  # audio run through the model by then
+
+
+@dataclass
 class StreamingVad:
     """Feed 16 kHz s16le PCM; get speech_start / speech_end events with endpointing.
 
@@ -116,6 +127,25 @@ class StreamingVad:
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
         return self._step(self._windows(pcm))
+
+    async def feed_frames_async(self, frames: list[bytes]) -> list[Fed]:
+        """Several frames in one go (one trip to the model's thread at most): what `feed` gives for each,
+        with where the stream stood after it."""
+        taken = []
+        for pcm in frames:
+            windows = self._windows(pcm)
+            taken.append((windows, len(self._pending)))
+        if any(self.loud(window) for windows, _ in taken for window in windows):
+            return await asyncio.get_running_loop().run_in_executor(_thread(), self._steps, taken)
+        return self._steps(taken)
+
+    def _steps(self, taken: list[tuple[list[np.ndarray], int]]) -> list[Fed]:
+        fed = []
+        for windows, pending in taken:
+            events = self._step(windows)
+            quiet_ms = self.position_ms + pending / 16 - self.last_voice_ms
+            fed.append(Fed(events, self.in_speech, quiet_ms, self.position_ms))
+        return fed
 
     def _windows(self, pcm: bytes) -> list[np.ndarray]:
         """Take in `pcm`; the whole windows it completes, to run in order."""

@@ -20,19 +20,27 @@ from apps.core.dbasync import db_async
 from apps.realtime import protocol as p
 from apps.realtime import services
 from apps.realtime.state import AudioBudget, AudioIn, ClientError, Partials, Turn
-from apps.realtime.vad import StreamingVad
+from apps.realtime.vad import Fed, StreamingVad
 
 _PREROLL_BYTES = int(0.3 * PCM_RATE) * 2  # audio kept from before speech was detected
 _PARTIAL_WAIT_S = 3.0  # how long a finished utterance waits for the partial that covers it
 
 
 class Call:
-    """A hands-free call: VAD state plus the utterance being captured."""
+    """A hands-free call: VAD state plus the utterance being captured.
+
+    Frames wait in `inbox` for the call's feeder task, which runs all those that came meanwhile
+    through the VAD in one go: a socket's frames are read one after another, and when each waited for
+    its own trip to the VAD's thread, a busy process's calls fell behind real time (at 500 sockets
+    with 20 calls on the 2-core box, 20 of ~120 utterances were heard in 40 s).
+    """
 
     def __init__(self):
         self.vad = StreamingVad.from_settings()
         self.audio = AudioIn()
         self.preroll = bytearray()
+        self.inbox: list[bytes] = []
+        self.feeder: asyncio.Task | None = None
 
 
 @dataclass
@@ -99,7 +107,7 @@ class VoiceMixin:
             self.stream = None
             raise ClientError(p.ErrorCode.UTTERANCE_TOO_LONG, "The utterance is too long; it was dropped.")
         await self.stream_vad.feed_async(pcm)
-        await self.track_partials(self.stream.buffer, self.stream_vad)
+        await self.track_partials(self.stream.buffer, self.stream_vad.quiet_ms)
 
     async def on_audio_stream_end(self, frame):
         if self.stream is None:
@@ -149,12 +157,34 @@ class VoiceMixin:
         if call is None:
             raise ClientError(p.ErrorCode.NO_CALL, "Send `voice_call_start` first.")
         self.audio_admit(pcm)
-        events = await call.vad.feed_async(pcm)
-        if call.vad.in_speech or events:
+        call.inbox.append(pcm)
+        if call.feeder is None or call.feeder.done():
+            call.feeder = asyncio.create_task(self.guarded(self.call_feed(call), "voice call audio"))
+
+    async def call_feed(self, call: Call):
+        """Run the call's waiting frames through its VAD, then act on each as it would have alone."""
+        while call.inbox and self.call is call:
+            frames, call.inbox = call.inbox, []
+            vad = call.vad
+            for i, (pcm, fed) in enumerate(zip(frames, await vad.feed_frames_async(frames), strict=True)):
+                if self.call is not call or self.ended:
+                    return
+                try:
+                    await self.call_frame(call, pcm, fed)
+                except ClientError as exc:
+                    await self.client_error(exc)
+                    if exc.close_code:
+                        return
+                if call.vad is not vad:  # started afresh (the utterance was too long): it hears the rest
+                    call.inbox[:0] = frames[i + 1 :]
+                    break
+
+    async def call_frame(self, call: Call, pcm: bytes, fed: Fed):
+        if fed.in_speech or fed.events:
             call.audio.buffer += pcm
         else:
             call.preroll = (call.preroll + pcm)[-_PREROLL_BYTES:]
-        for event in events:
+        for event in fed.events:
             if event.kind == "speech_start":
                 call.audio.buffer = call.preroll + call.audio.buffer
                 call.preroll = bytearray()
@@ -162,14 +192,14 @@ class VoiceMixin:
                 await self.barge_in()
             elif event.kind == "speech_end":
                 # Audio heard since the speech ended: what the VAD made the caller wait (at real time).
-                heard_ms = call.vad.position_ms - event.at_ms
+                heard_ms = fed.position_ms - event.at_ms
                 metrics.stage_observe(metrics.VAD_END, engine="silero", seconds=heard_ms / 1000, queue=metrics.EDGE)
                 utterance, call.audio.buffer = bytes(call.audio.buffer), bytearray()
                 partials, self.partials = self.partials, None
                 await self.start_voice_turn(utterance, speech_end_at=time.time(), partials=partials)
-        if call.vad.in_speech:
-            await self.track_partials(call.audio.buffer, call.vad)
-        if call.vad.in_speech and len(call.audio.buffer) > AudioIn.max_bytes():
+        if fed.in_speech:
+            await self.track_partials(call.audio.buffer, fed.quiet_ms)
+        if fed.in_speech and len(call.audio.buffer) > AudioIn.max_bytes():
             await self.speculation_drop(restart=False)
             call.audio.buffer = bytearray()
             call.vad = StreamingVad.from_settings()
@@ -252,11 +282,11 @@ class VoiceMixin:
 
     # --- partial transcripts -----------------------------------------------------------------
 
-    async def track_partials(self, buffer: bytearray, vad: StreamingVad):
+    async def track_partials(self, buffer: bytearray, quiet_ms: float):
         partials = self.partials
         if partials is None:
             return
-        asking = partials.track(len(buffer), vad.quiet_ms)
+        asking = partials.track(len(buffer), quiet_ms)
         await self.speculation_follow(partials)
         if asking:
             partials.ask(len(buffer))

@@ -157,6 +157,43 @@ async def test_hands_free_call_streamed_in_real_time(api_key, character, monkeyp
     await comm.disconnect()
 
 
+async def test_a_call_whose_vad_is_slow_takes_the_frames_that_waited_in_one_trip(api_key, character, monkeypatch):
+    """A busy process (here: each trip to the VAD's thread takes 150 ms, 7.5 frames' worth) must not
+    make a call fall behind real time: the frames that came meanwhile go through the model together."""
+    import apps.realtime.vad as vad_module
+
+    monkeypatch.setattr(voice, "_PARTIAL_WAIT_S", 30)
+    executor, trips = vad_module._thread(), []
+
+    class Busy:
+        def submit(self, fn, *args):
+            trips.append(len(args[0]) if isinstance(args[0], list) else 1)  # frames in this trip
+
+            def slow():
+                time.sleep(0.15)
+                return fn(*args)
+
+            return executor.submit(slow)
+
+    monkeypatch.setattr(vad_module, "_thread", lambda: Busy())
+    speech, transcript = audioeval_clip("hello_world")
+    comm = await connected_socket(api_key)
+    assert await send_raw(comm, dumps({"type": "voice_call_start"})) == {"type": "voice_call_listening"}
+    audio = silence(0.5) + speech + silence(1.0)
+    started = time.monotonic()
+    sender = asyncio.create_task(stream_realtime(comm, audio))
+    frames = await frames_until(comm, "asr_start")
+    heard_after = time.monotonic() - started
+    await sender
+    frames += await frames_until(comm, "turn_end")
+    assert_spoken_turn(frames, words(transcript))
+    loud_frames = len(speech) // 640
+    assert sum(trips) <= loud_frames + 10 and len(trips) <= loud_frames / 4, trips  # several frames a trip
+    # heard within the audio's own length and the VAD's silence, plus a trip or two: not frames x 150 ms
+    assert heard_after < len(audio) / 32000 + 1.5, heard_after
+    await comm.disconnect()
+
+
 async def push_to_talk(comm, pcm: bytes, chunk_ms: int = 100, hold_until=None) -> list[dict]:
     """Hold the button: stream `pcm` in real time, let go; returns every frame until `turn_end`.
 
