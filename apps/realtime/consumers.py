@@ -73,6 +73,7 @@ class ConversationConsumer(AccessMixin, QuotaMixin, SpeculationMixin, VoiceMixin
             self.counted_open = False
             metrics.SOCKETS_OPEN.dec()
             metrics.SOCKET_CLOSES.labels(code=str(code) if code in _CLOSE_CODES else "other").inc()
+        self.call = None  # a call's frames still waiting for the VAD are not heard
         await self.quota_close()
         await self.end_turn(cancel=True, notify=False)
         for group in filter(None, [self.token_group, *self.access_groups]):

@@ -157,25 +157,31 @@ async def test_hands_free_call_streamed_in_real_time(api_key, character, monkeyp
     await comm.disconnect()
 
 
-async def test_a_call_whose_vad_is_slow_takes_the_frames_that_waited_in_one_trip(api_key, character, monkeypatch):
-    """A busy process (here: each trip to the VAD's thread takes 150 ms, 7.5 frames' worth) must not
-    make a call fall behind real time: the frames that came meanwhile go through the model together."""
+def slow_vad_thread(monkeypatch, seconds: float) -> list[int]:
+    """Each trip to the VAD's thread takes `seconds` more (a busy process); returns the frames of each trip."""
     import apps.realtime.vad as vad_module
 
-    monkeypatch.setattr(voice, "_PARTIAL_WAIT_S", 30)
     executor, trips = vad_module._thread(), []
 
     class Busy:
-        def submit(self, fn, *args):
-            trips.append(len(args[0]) if isinstance(args[0], list) else 1)  # frames in this trip
+        def submit(self, fn, taken):
+            trips.append(len(taken))  # frames in this trip
 
             def slow():
-                time.sleep(0.15)
-                return fn(*args)
+                time.sleep(seconds)
+                return fn(taken)
 
             return executor.submit(slow)
 
     monkeypatch.setattr(vad_module, "_thread", lambda: Busy())
+    return trips
+
+
+async def test_a_call_whose_vad_is_slow_takes_the_frames_that_waited_in_one_trip(api_key, character, monkeypatch):
+    """A busy process (here: each trip to the VAD's thread takes 150 ms, 7.5 frames' worth) must not
+    make a call fall behind real time: the frames that came meanwhile go through the model together."""
+    monkeypatch.setattr(voice, "_PARTIAL_WAIT_S", 30)
+    trips = slow_vad_thread(monkeypatch, 0.15)
     speech, transcript = audioeval_clip("hello_world")
     comm = await connected_socket(api_key)
     assert await send_raw(comm, dumps({"type": "voice_call_start"})) == {"type": "voice_call_listening"}
@@ -192,6 +198,24 @@ async def test_a_call_whose_vad_is_slow_takes_the_frames_that_waited_in_one_trip
     # heard within the audio's own length and the VAD's silence, plus a trip or two: not frames x 150 ms
     assert heard_after < len(audio) / 32000 + 1.5, heard_after
     await comm.disconnect()
+
+
+async def test_hanging_up_drops_the_call_frames_still_waiting_for_the_vad(api_key, character, monkeypatch, caplog):
+    """Frames queued behind a slow VAD when the caller hangs up are not heard: no turn starts for a
+    socket that is gone, and nothing fails trying to tell it."""
+    trips = slow_vad_thread(monkeypatch, 0.3)
+    speech, _ = audioeval_clip("hello_world")
+    comm = await connected_socket(api_key)
+    assert await send_raw(comm, dumps({"type": "voice_call_start"})) == {"type": "voice_call_listening"}
+    audio = silence(0.3) + speech + silence(1.0)
+    for i in range(0, len(audio), 640):  # all at once: most of it waits in the call's inbox
+        await comm.send_to(bytes_data=audio[i : i + 640])
+    await asyncio.sleep(0.1)
+    await comm.disconnect()
+    await asyncio.sleep(1.5)  # the trip in flight comes back; the frames after it must not be heard
+    assert len(trips) == 1, trips
+    assert not await Message.objects.filter(role="user").aexists()
+    assert "internal error" not in caplog.text
 
 
 async def push_to_talk(comm, pcm: bytes, chunk_ms: int = 100, hold_until=None) -> list[dict]:
