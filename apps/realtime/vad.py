@@ -105,8 +105,9 @@ class StreamingVad:
         """How long the audio has been without anything that might be speech."""
         return self.fed_ms - self.last_voice_ms
 
-    def probability(self, window: np.ndarray) -> float:
-        loud = self.loud(window)
+    def probability(self, window: np.ndarray, loud: bool) -> float:
+        """The model's speech probability for `window`; 0 for a window below the gate (`loud` False),
+        which the model does not hear."""
         if loud:
             x = np.concatenate([self._context, window])[None, :]
             out, self._h, self._c = _session().run(None, {"input": x, "h": self._h, "c": self._c})
@@ -118,28 +119,23 @@ class StreamingVad:
         return float(np.sqrt(np.mean(np.square(window)))) >= self.gate_rms
 
     async def feed_async(self, pcm: bytes) -> list[VadEvent]:
-        """`feed`, with the model run off the event loop; windows that are all silence (a 20 ms frame
-        that completes none, two times in five, or a quiet one) are taken in here at once."""
-        windows = self._windows(pcm)
-        if any(self.loud(window) for window in windows):
-            return await asyncio.get_running_loop().run_in_executor(_thread(), self._step, windows)
-        return self._step(windows)
+        """`feed`, with the model run off the event loop (see `feed_frames_async`)."""
+        return (await self.feed_frames_async([pcm]))[0].events
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
         return self._step(self._windows(pcm))
 
     async def feed_frames_async(self, frames: list[bytes]) -> list[Fed]:
-        """Several frames in one go (one trip to the model's thread at most): what `feed` gives for each,
-        with where the stream stood after it."""
-        taken = []
-        for pcm in frames:
-            windows = self._windows(pcm)
-            taken.append((windows, len(self._pending)))
-        if any(self.loud(window) for windows, _ in taken for window in windows):
+        """Several frames in one go, with the model run off the event loop (one trip to its thread at
+        most): what `feed` gives for each, with where the stream stood after it. Frames whose windows
+        are all silence (a 20 ms frame that completes none, two times in five, or a quiet one) are
+        taken in here at once."""
+        taken = [(self._windows(pcm), len(self._pending)) for pcm in frames]
+        if any(loud for windows, _ in taken for _, loud in windows):
             return await asyncio.get_running_loop().run_in_executor(_thread(), self._steps, taken)
         return self._steps(taken)
 
-    def _steps(self, taken: list[tuple[list[np.ndarray], int]]) -> list[Fed]:
+    def _steps(self, taken: list[tuple[list[tuple[np.ndarray, bool]], int]]) -> list[Fed]:
         fed = []
         for windows, pending in taken:
             events = self._step(windows)
@@ -147,20 +143,20 @@ class StreamingVad:
             fed.append(Fed(events, self.in_speech, quiet_ms, self.position_ms))
         return fed
 
-    def _windows(self, pcm: bytes) -> list[np.ndarray]:
-        """Take in `pcm`; the whole windows it completes, to run in order."""
+    def _windows(self, pcm: bytes) -> list[tuple[np.ndarray, bool]]:
+        """Take in `pcm`; the whole windows it completes, to run in order, each with whether it is loud."""
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         self._pending = np.concatenate([self._pending, samples])
         whole = len(self._pending) // WINDOW * WINDOW
         windows = [self._pending[i : i + WINDOW] for i in range(0, whole, WINDOW)]
         self._pending = self._pending[whole:]
-        return windows
+        return [(window, self.loud(window)) for window in windows]
 
-    def _step(self, windows: list[np.ndarray]) -> list[VadEvent]:
+    def _step(self, windows: list[tuple[np.ndarray, bool]]) -> list[VadEvent]:
         events = []
         step_ms = WINDOW / 16
-        for window in windows:
-            p = self.probability(window)
+        for window, loud in windows:
+            p = self.probability(window, loud)
             self.position_ms += step_ms
             if p >= self.threshold - 0.15:
                 self.last_voice_ms = self.position_ms
