@@ -30,6 +30,25 @@ def yardstick_ms() -> float:
     return statistics.median(runs)
 
 
+def redis_round_trip_us(url: str, rounds: int = 3000) -> tuple[float, float]:
+    """A second yardstick, of what the stack's hops cost on this box: back-to-back PINGs to Redis, the
+    wall time and this process's CPU time per round trip (us). The pure-Python one misses it: on
+    2026-12-06 `sum(range(10**6))` took 15 ms, as on a fast day, yet a ping took 159 us of wall and
+    94 of CPU (58 and 48 with the client on Redis' own core: waking the other vCPU is dear on that
+    VM), and every process of a turn used about twice the CPU per turn it had on the fast day."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        client.ping()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        client.ping()
+    wall_us, cpu_us = (time.perf_counter() - wall) / rounds * 1e6, (time.process_time() - cpu) / rounds * 1e6
+    client.close()
+    return wall_us, cpu_us
+
+
 def wake_up_ms(pause_s: float, rounds: int = 15) -> tuple[float, float]:
     """This machine's cost of waking an idle thread: the median round trip to another thread of this
     process after `pause_s` of idling, and back to back (ms). Every hop of a turn pays it (Daphne's

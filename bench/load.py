@@ -58,7 +58,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import LOG_DIR, pct, rss_mb, scaled_environment, yardstick_ms  # noqa: E402
+from bench.common import (  # noqa: E402
+    LOG_DIR,
+    pct,
+    redis_round_trip_us,
+    rss_mb,
+    scaled_environment,
+    wake_up_ms,
+    yardstick_ms,
+)
 
 LINES = ["Hi! How are you?", "Tell me about the Moon.", "What is a comet?", "Why is the sky blue?"]
 ADDED_P99_TARGET_MS = 50.0
@@ -309,6 +317,10 @@ async def run(args) -> None:
         baseline = statistics.median(idle.first_text_ms)
         all_lost += await sync_to_async(check_turns)(idle.turns)
         print(f"box: sum(range(10**6)) in {yardstick_ms():.1f} ms (the yardstick runs on other days compare through)")
+        wall_us, cpu_us = redis_round_trip_us(env["REDIS_URL"])
+        print(f"box: a Redis PING back to back {wall_us:.0f} us of wall, {cpu_us:.0f} us of CPU (the hops' yardstick)")
+        paused_ms, _ = wake_up_ms(1.0, rounds=5)
+        print(f"box: a thread woken after 1 s idle in {paused_ms:.2f} ms (0.11 on a quiet VM, 4-6 on a noisy one)")
         print(
             f"idle: {len(idle.first_text_ms)} turns, first text p50={baseline:.1f} p99={pct(idle.first_text_ms, 0.99):.1f} ms"
         )

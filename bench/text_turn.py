@@ -112,6 +112,7 @@ from bench.common import (  # noqa: E402
     TOKEN,
     database_wake_up_ms,
     pct,
+    redis_round_trip_us,
     scaled_environment,
     wake_up_ms,
     worker_rss_mb,
@@ -324,6 +325,8 @@ async def run(args) -> None:
     print(
         f"              sum(range(10**6)) in {yardstick_ms():.1f} ms (the yardstick runs on other days compare through)"
     )
+    wall_us, cpu_us = redis_round_trip_us(env["REDIS_URL"])
+    print(f"              a Redis PING back to back {wall_us:.0f} us of wall, {cpu_us:.0f} us of this process's CPU")
     print(f"RESULT overhead_ms_p50={statistics.median(overhead):.1f}")
     print(f"RESULT overhead_stages_ms_p50={statistics.median(stages):.1f}")
     print(f"RESULT retrieval_ms_p50={statistics.median(retrieval):.1f}")
