@@ -41,6 +41,7 @@ from apps.api.turnstream import Delta, Finished, TurnRefused, Waiting, message_c
 from apps.api.v1.asyncview import AsyncAPIView
 from apps.api.v1.auth import ApiTokenAuthentication
 from apps.api.v1.parsers import StrictJSONParser
+from apps.api.v1.serializers import StringField
 from apps.characters.models import Character
 from apps.characters.selectors import character_drafts_visible, character_get_for_chat, character_list_published
 from apps.conversations.models import Message
@@ -144,7 +145,7 @@ class ChatMessageField(serializers.JSONField):
 
 
 class ChatCompletionRequest(serializers.Serializer):
-    model = serializers.CharField(help_text="A character's slug (GET /v1/models).")
+    model = StringField(help_text="A character's slug (GET /v1/models).")
     messages = serializers.ListField(
         child=ChatMessageField(),
         allow_empty=False,

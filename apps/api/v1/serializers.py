@@ -39,7 +39,18 @@ class CodedErrors:
             ) from None
 
 
-class CodedCharField(CodedErrors, serializers.CharField):
+class StringField(serializers.CharField):
+    """A field the client must send as a JSON string. DRF's CharField turns a number into its digits
+    (`"name": -36302` made a token named "-36302"), which hides the client's bug and breaks the schema
+    it was given: a number, a boolean, a list or an object is refused as `invalid` ("Not a valid string.")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class CodedCharField(CodedErrors, StringField):
     pass
 
 
@@ -96,15 +107,13 @@ class SessionSerializer(serializers.Serializer):
 
 
 class SessionCreateSerializer(serializers.Serializer):
-    character = serializers.CharField(
+    character = StringField(
         max_length=64, trim_whitespace=False, help_text="The character's `name` (GET /api/v1/characters)."
     )
 
 
 class SessionRenameSerializer(serializers.Serializer):
-    title = serializers.CharField(
-        max_length=200, allow_blank=True, trim_whitespace=False, help_text="Blank clears the title."
-    )
+    title = StringField(max_length=200, allow_blank=True, trim_whitespace=False, help_text="Blank clears the title.")
 
 
 class SessionListQuerySerializer(serializers.Serializer):
@@ -140,7 +149,7 @@ class TextToSpeechSerializer(serializers.Serializer):
         codes={"max_length": ErrorCode.TEXT_TOO_LONG, "blank": ErrorCode.MISSING_FIELD},
         help_text="What to say (not only spaces).",
     )
-    voice = serializers.CharField(
+    voice = StringField(
         required=False,
         allow_blank=True,
         allow_null=True,
@@ -230,7 +239,7 @@ class TokenSerializer(serializers.ModelSerializer):
 
 
 class TokenCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(
+    name = StringField(
         max_length=100, trim_whitespace=False, help_text="What the key is for, to recognise it later (not only spaces)."
     )
 

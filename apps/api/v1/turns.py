@@ -28,6 +28,7 @@ from apps.api.turnstream import Delta, TurnRefused, Waiting, turn_open
 from apps.api.v1.asyncview import AsyncAPIView
 from apps.api.v1.exceptions import error_reply
 from apps.api.v1.parsers import StrictJSONParser
+from apps.api.v1.serializers import StringField
 from apps.characters.selectors import voice_spec_of
 from apps.conversations.models import Message
 from apps.conversations.reply import EMOTIONS
@@ -40,7 +41,7 @@ TTS_WAIT_S = 120.0  # for the reply's speech from a `tts_api` worker
 TTS_SAMPLE_RATE = 22050
 
 
-class LineField(serializers.CharField):
+class LineField(StringField):
     """A user's line: some text that is not all spaces (the schema says so too: minLength 1, pattern \\S),
     refused as the socket refuses it, `empty_message`."""
 

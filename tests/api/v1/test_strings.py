@@ -1,0 +1,52 @@
+"""Fields the schema calls strings take JSON strings only: DRF would have turned a number into its digits
+(schemathesis found `{"name": -36302}` making a token named "-36302"). Each is refused with the field's
+error, and nothing is saved or started."""
+
+import pytest
+
+from apps.accounts.models import ApiToken
+from apps.conversations.models import ChatSession, Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOT_STRINGS = [-36302, 1.5, True, ["a"], {"a": "b"}]
+
+
+@pytest.mark.parametrize("value", NOT_STRINGS)
+def test_a_token_name_that_is_not_a_string_is_refused_and_no_token_made(client, alice, value):
+    before = ApiToken.objects.count()
+    response = client.post("/api/v1/tokens", {"name": value}, content_type="application/json", **alice.auth)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_field")
+    assert "name" in response.json()["error"]["message"]
+    assert ApiToken.objects.count() == before
+
+
+@pytest.mark.parametrize("value", [5, False])
+def test_the_other_string_fields_of_request_bodies(client, alice, character, value):
+    def post(path, body, method="post"):
+        return getattr(client, method)(path, body, content_type="application/json", **alice.auth)
+
+    session = f"/api/v1/sessions/{alice.session.pk}"
+    sessions, messages = ChatSession.objects.count(), Message.objects.count()
+    refused = {
+        "session's character": post("/api/v1/sessions", {"character": value}),
+        "session's title": post(session, {"title": value}, method="patch"),
+        "turn's line": post(f"{session}/turns", {"content": value}),
+        "speech's text": post("/api/v1/tts", {"text": value}),
+        "speech's voice": post("/api/v1/tts", {"text": "Hello.", "voice": value}),
+    }
+    for what, response in refused.items():
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_field"), what
+    assert (ChatSession.objects.count(), Message.objects.count()) == (sessions, messages)
+    alice.session.refresh_from_db()
+    assert alice.session.title != str(value)
+    # and a string still works
+    assert post(session, {"title": "Cello talk"}, method="patch").status_code == 200
+
+
+def test_a_chat_completion_whose_model_is_not_a_string_is_refused(client, alice):
+    body, before = {"model": 5, "messages": [{"role": "user", "content": "hi"}]}, Message.objects.count()
+    response = client.post("/v1/chat/completions", body, content_type="application/json", **alice.auth)
+    assert response.status_code == 400
+    assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("model", "invalid_field")
+    assert Message.objects.count() == before
