@@ -268,8 +268,9 @@ class FrameBatcher:
             if not self.sent_text:
                 self.sent_text, self.first_text_at = True, time.monotonic()
 
-    def frame(self, frame: p.ServerFrame, *, units: int | None = None) -> None:
-        self.frames.append(frame)
+    def frame(self, *frames: p.ServerFrame, units: int | None = None) -> None:
+        """Send `frames` now, after what was waiting, in one message."""
+        self.frames.extend(frames)
         self.flush(units=units)
 
     def flush(self, *, units: int | None = None) -> None:
@@ -434,13 +435,13 @@ def text_turn_run(
         stopped = {"llm_stop_ms": timings["llm_stop_ms"]} if "llm_stop_ms" in timings else {}
         turn_stop_note(turn_id=turn_id, emotion=reply.emotion, timings=stopped)
     reachable = out.send_error is None
-    if error:
-        out.frame(p.Error(code=p.ErrorCode.LLM_FAILED, message=error))
+    # The turn's last frames go in one message (one round trip to Redis, one for the socket to take).
+    last = [p.Error(code=p.ErrorCode.LLM_FAILED, message=error)] if error else []
+    last.append(p.LlmEnd(elapsed_time=round(elapsed, 3)))
     if speaker:  # the socket ends the turn after the last unit has played
-        out.frame(p.LlmEnd(elapsed_time=round(elapsed, 3)), units=speaker.units)
+        out.frame(*last, units=speaker.units)
     else:
-        out.frame(p.LlmEnd(elapsed_time=round(elapsed, 3)))
-        out.frame(p.TurnEnd(status=turn_end_status(reply=message), message_id=str(message.pk)))
+        out.frame(*last, p.TurnEnd(status=turn_end_status(reply=message), message_id=str(message.pk)))
     if reachable and out.send_error is not None:  # the last frames did not arrive: note it on the saved reply
         turn_timings_merge(turn_id=turn_id, timings={"send_error": out.send_error})
     # Not for a server engine (`caches_prompts` False): its cache is its own, and the next prompt's start
