@@ -41,7 +41,7 @@ from apps.api.turnstream import Delta, Finished, TurnRefused, Waiting, message_c
 from apps.api.v1.asyncview import AsyncAPIView
 from apps.api.v1.auth import ApiTokenAuthentication
 from apps.api.v1.parsers import StrictJSONParser
-from apps.api.v1.serializers import StringField
+from apps.api.v1.serializers import JsonBooleanField, JsonIntegerField, JsonNumberField, StringField
 from apps.characters.models import Character
 from apps.characters.selectors import character_drafts_visible, character_get_for_chat, character_list_published
 from apps.conversations.models import Message
@@ -152,12 +152,12 @@ class ChatCompletionRequest(serializers.Serializer):
         min_length=1,
         help_text="The conversation; the last is the user's.",
     )
-    stream = serializers.BooleanField(default=False, allow_null=True)
-    max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    max_completion_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    n = serializers.IntegerField(min_value=1, max_value=1, required=False, allow_null=True)
+    stream = JsonBooleanField(default=False, allow_null=True)
+    max_tokens = JsonIntegerField(min_value=1, required=False, allow_null=True)
+    max_completion_tokens = JsonIntegerField(min_value=1, required=False, allow_null=True)
+    n = JsonIntegerField(min_value=1, max_value=1, required=False, allow_null=True)
     stream_options = serializers.DictField(required=False, allow_null=True)
-    temperature = serializers.FloatField(required=False, allow_null=True, help_text="Ignored.")
+    temperature = JsonNumberField(required=False, allow_null=True, help_text="Ignored.")
 
 
 class ChatCompletionsView(CompatView):

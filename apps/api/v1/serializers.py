@@ -39,15 +39,36 @@ class CodedErrors:
             ) from None
 
 
-class StringField(serializers.CharField):
-    """A field the client must send as a JSON string. DRF's CharField turns a number into its digits
-    (`"name": -36302` made a token named "-36302"), which hides the client's bug and breaks the schema
-    it was given: a number, a boolean, a list or an object is refused as `invalid` ("Not a valid string.")."""
+class JsonTyped:
+    """A request body's field that takes only its own JSON type. DRF's fields coerce: a CharField turned
+    a number into its digits (`"name": -36302` made a token named "-36302"), a BooleanField takes "yes"
+    and 1, an IntegerField "5"; each hides a client's bug and breaks the schema the client was given.
+    Anything else is refused as the field's `invalid` (the API's `invalid_field`). Not for query
+    parameters, which are always strings."""
+
+    json_types: tuple[type, ...] = (str,)
 
     def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
+        # (bool is an int to Python, not to JSON)
+        if isinstance(data, bool) != (bool in self.json_types) or not isinstance(data, self.json_types):
+            self.fail("invalid", input=str(data)[:50])
         return super().to_internal_value(data)
+
+
+class StringField(JsonTyped, serializers.CharField):
+    json_types = (str,)
+
+
+class JsonBooleanField(JsonTyped, serializers.BooleanField):
+    json_types = (bool,)
+
+
+class JsonIntegerField(JsonTyped, serializers.IntegerField):
+    json_types = (int, float)  # 5.0 is an integer to JSON Schema; 5.5 is refused by the field itself
+
+
+class JsonNumberField(JsonTyped, serializers.FloatField):
+    json_types = (int, float)
 
 
 class CodedCharField(CodedErrors, StringField):
@@ -157,12 +178,12 @@ class TextToSpeechSerializer(serializers.Serializer):
         trim_whitespace=False,
         help_text="A voice's name (GET /api/v1/voices); none: the default voice.",
     )
-    speed = serializers.FloatField(required=False, default=1.0, min_value=0.25, max_value=4)
+    speed = JsonNumberField(required=False, default=1.0, min_value=0.25, max_value=4)
     emotion = serializers.ChoiceField(choices=EMOTIONS, required=False, default="neutral")
     format = CodedChoiceField(
         choices=AUDIO_FORMATS, required=False, default="wav", codes={"invalid_choice": ErrorCode.UNSUPPORTED_FORMAT}
     )
-    sample_rate = serializers.IntegerField(required=False, default=22050, min_value=8000, max_value=48000)
+    sample_rate = JsonIntegerField(required=False, default=22050, min_value=8000, max_value=48000)
 
     def validate_text(self, text: str) -> str:
         if not text.strip():

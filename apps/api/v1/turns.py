@@ -28,7 +28,7 @@ from apps.api.turnstream import Delta, TurnRefused, Waiting, turn_open
 from apps.api.v1.asyncview import AsyncAPIView
 from apps.api.v1.exceptions import error_reply
 from apps.api.v1.parsers import StrictJSONParser
-from apps.api.v1.serializers import StringField
+from apps.api.v1.serializers import JsonBooleanField, StringField
 from apps.characters.selectors import voice_spec_of
 from apps.conversations.models import Message
 from apps.conversations.reply import EMOTIONS
@@ -56,8 +56,8 @@ class LineField(StringField):
 
 class TurnSerializer(serializers.Serializer):
     content = LineField(help_text="What the user says (at most WS_MAX_MESSAGE_CHARS).")
-    stream = serializers.BooleanField(default=False, help_text="Server-Sent Events instead of one JSON answer.")
-    audio = serializers.BooleanField(default=False, help_text="Also synthesize the reply: base64 WAV in `audio`.")
+    stream = JsonBooleanField(default=False, help_text="Server-Sent Events instead of one JSON answer.")
+    audio = JsonBooleanField(default=False, help_text="Also synthesize the reply: base64 WAV in `audio`.")
 
 
 class TurnMessageSerializer(serializers.ModelSerializer):

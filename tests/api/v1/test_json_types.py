@@ -1,6 +1,6 @@
-"""Fields the schema calls strings take JSON strings only: DRF would have turned a number into its digits
-(schemathesis found `{"name": -36302}` making a token named "-36302"). Each is refused with the field's
-error, and nothing is saved or started."""
+"""A request body's fields take their own JSON type only: DRF would have turned a number into its digits
+(schemathesis found `{"name": -36302}` making a token named "-36302"), "yes" into true and "5" into 5.
+Each is refused with the field's error, and nothing is saved or started."""
 
 import pytest
 
@@ -50,3 +50,31 @@ def test_a_chat_completion_whose_model_is_not_a_string_is_refused(client, alice)
     assert response.status_code == 400
     assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("model", "invalid_field")
     assert Message.objects.count() == before
+
+
+def test_flags_and_numbers_must_be_json_booleans_and_numbers(client, alice):
+    def post(path, body):
+        return client.post(path, body, content_type="application/json", **alice.auth)
+
+    turns, messages = f"/api/v1/sessions/{alice.session.pk}/turns", Message.objects.count()
+    refused = {
+        "turn's stream": post(turns, {"content": "hi", "stream": "true"}),
+        "turn's audio": post(turns, {"content": "hi", "audio": 1}),
+        "speech's speed": post("/api/v1/tts", {"text": "Hello.", "speed": "1.5"}),
+        "speech's sample rate": post("/api/v1/tts", {"text": "Hello.", "sample_rate": "22050"}),
+        "speech's sample rate, a flag": post("/api/v1/tts", {"text": "Hello.", "sample_rate": True}),
+    }
+    for what, response in refused.items():
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_field"), what
+    chat = {"model": "nova", "messages": [{"role": "user", "content": "hi"}]}
+    for field, value in [
+        ("stream", "true"),
+        ("max_tokens", "5"),
+        ("n", "1"),
+        ("max_tokens", 2.5),
+        ("temperature", "0.7"),
+    ]:
+        response = post("/v1/chat/completions", {**chat, field: value})
+        assert response.status_code == 400, field
+        assert (response.json()["error"]["param"], response.json()["error"]["code"]) == (field, "invalid_field")
+    assert Message.objects.count() == messages
