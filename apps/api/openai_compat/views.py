@@ -144,6 +144,10 @@ class ChatMessageField(serializers.JSONField):
     """One of the client's messages: checked by `client_chat`, which names the message at fault."""
 
 
+class StreamOptions(serializers.Serializer):
+    include_usage = JsonBooleanField(required=False, default=False, help_text="A last chunk with the usage.")
+
+
 class ChatCompletionRequest(serializers.Serializer):
     model = StringField(help_text="A character's slug (GET /v1/models).")
     messages = serializers.ListField(
@@ -156,7 +160,7 @@ class ChatCompletionRequest(serializers.Serializer):
     max_tokens = JsonIntegerField(min_value=1, required=False, allow_null=True)
     max_completion_tokens = JsonIntegerField(min_value=1, required=False, allow_null=True)
     n = JsonIntegerField(min_value=1, max_value=1, required=False, allow_null=True)
-    stream_options = serializers.DictField(required=False, allow_null=True)
+    stream_options = StreamOptions(required=False, allow_null=True)
     temperature = JsonNumberField(required=False, allow_null=True, help_text="Ignored.")
 
 
@@ -228,7 +232,7 @@ class ChatCompletionsView(CompatView):
         )
         headers = {SESSION_HEADER: str(session.pk)}
         if stream:
-            include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+            include_usage = (data.get("stream_options") or {}).get("include_usage", False)
             return sse_response(completion.chunks(live, include_usage=include_usage), headers=headers)
         async with aclosing(live.events()) as events:
             async for event in events:

@@ -64,7 +64,12 @@ class JsonBooleanField(JsonTyped, serializers.BooleanField):
 
 
 class JsonIntegerField(JsonTyped, serializers.IntegerField):
-    json_types = (int, float)  # 5.0 is an integer to JSON Schema; 5.5 is refused by the field itself
+    json_types = (int, float)  # 5.0 and 1e3 are integers to JSON Schema; 5.5 is not
+
+    def to_internal_value(self, data):
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)  # (DRF reads a number through its text, which 1e3 is not)
+        return super().to_internal_value(data)
 
 
 class JsonNumberField(JsonTyped, serializers.FloatField):

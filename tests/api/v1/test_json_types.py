@@ -68,6 +68,7 @@ def test_flags_and_numbers_must_be_json_booleans_and_numbers(client, alice):
         assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_field"), what
     chat = {"model": "nova", "messages": [{"role": "user", "content": "hi"}]}
     for field, value in [
+        ("stream_options", {"include_usage": "false"}),
         ("stream", "true"),
         ("max_tokens", "5"),
         ("n", "1"),
@@ -76,5 +77,20 @@ def test_flags_and_numbers_must_be_json_booleans_and_numbers(client, alice):
     ]:
         response = post("/v1/chat/completions", {**chat, field: value})
         assert response.status_code == 400, field
-        assert (response.json()["error"]["param"], response.json()["error"]["code"]) == (field, "invalid_field")
+        assert (response.json()["error"]["param"].split(".")[0], response.json()["error"]["code"]) == (
+            field,
+            "invalid_field",
+        )
     assert Message.objects.count() == messages
+
+
+def test_a_whole_number_is_an_integer_however_json_writes_it():
+    from rest_framework.exceptions import ValidationError
+
+    from apps.api.v1.serializers import JsonIntegerField
+
+    field = JsonIntegerField(min_value=1)
+    assert [field.run_validation(v) for v in (5, 5.0, 1e3)] == [5, 5, 1000]
+    for value in (5.5, "5", True):
+        with pytest.raises(ValidationError):
+            field.run_validation(value)
