@@ -51,7 +51,7 @@ class JsonTyped:
     def to_internal_value(self, data):
         # (bool is an int to Python, not to JSON)
         if isinstance(data, bool) != (bool in self.json_types) or not isinstance(data, self.json_types):
-            self.fail("invalid", input=str(data)[:50])
+            self.fail("invalid")
         return super().to_internal_value(data)
 
 
